@@ -1,0 +1,51 @@
+# regiondb's one entry point for humans and CI. Every target that needs the
+# local stack starts it, runs, and stops it again, also on failure.
+
+GO     ?= go
+TOOLS  := $(CURDIR)/.tools
+STACK  := $(TOOLS)/bin/stack
+export REGIONDB_TOOLS := $(TOOLS)
+
+.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache clean
+
+all: test
+
+## deps: install Debian packages, dynalite (into .tools) and the stack command
+deps:
+	@scripts/deps.sh
+
+## demo: start the stack and run the main demo
+demo: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/demo
+
+## test: gofmt, vet, and the whole suite with the race detector against the real stack
+test: deps check
+	$(STACK) run -- $(GO) test -race -count=1 -p 1 -timeout 25m ./...
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## stack: run the stack in the foreground until interrupted (for development)
+stack: deps
+	$(STACK) up
+
+bench-ryw: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-ryw
+
+bench-overhead: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-overhead
+
+bench-failover: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-failover
+
+bench-session: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-session
+
+bench-cache: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-cache
+
+## clean: remove the stack folder and the tools (no stack may be running)
+clean:
+	rm -rf .stack .tools

@@ -1,0 +1,327 @@
+// Package testserver lets tests and harnesses find the local two-region stack
+// of real servers (MariaDB primary and GTID replicas, memcached, dynalite)
+// started by the stack command, and drive faults on it.
+//
+// The stack runs as one process, started by `make test` or `make demo`
+// (`go run ./internal/cmd/stack run -- CMD`). It exports the path of its state
+// file in the REGIONDB_STACK environment variable of CMD, and sets
+// REGIONDB_REQUIRE_STACK=1 there, so that a missing stack fails the tests
+// instead of skipping them.
+//
+// Topology (server names as used by the fault controls):
+//
+//	ap-northeast-1 (primary region)   us-east-1
+//	  m1   MariaDB primary (writer)     r2   MariaDB replica (reader), replicating
+//	  r1   MariaDB replica (reader)          through a delaying TCP proxy (150 ms)
+//	  mc1  memcached                    mc2  memcached
+//	  ddb1 dynalite                     ddb2 dynalite
+//
+// The application user (regiondb/regiondb) has all privileges on databases
+// whose names start with "regiondb" but cannot bypass read_only, so a write
+// sent to a replica fails with MySQL error 1290 instead of breaking replication.
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Region names of the local stack.
+const (
+	PrimaryRegion   = "ap-northeast-1"
+	SecondaryRegion = "us-east-1"
+)
+
+// Environment variables shared by the stack command and its clients.
+const (
+	// EnvState names the stack's state file.
+	EnvState = "REGIONDB_STACK"
+	// EnvRequire, when "1", makes Require fail instead of skip without a stack.
+	EnvRequire = "REGIONDB_REQUIRE_STACK"
+)
+
+// Server kinds.
+const (
+	KindMariaDB   = "mariadb"
+	KindMemcached = "memcached"
+	KindDynamoDB  = "dynamodb"
+)
+
+// Server describes one server of the stack.
+type Server struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Region  string `json:"region"`
+	Host    string `json:"host"`
+	Port    int    `json:"port"`
+	Running bool   `json:"running"`
+	// Role is "primary" or "replica" for MariaDB servers.
+	Role string `json:"role,omitempty"`
+}
+
+// Addr returns host:port.
+func (s Server) Addr() string { return s.Host + ":" + strconv.Itoa(s.Port) }
+
+// State is what the stack publishes in its state file and control API.
+type State struct {
+	Dir        string   `json:"dir"`
+	ControlURL string   `json:"control_url"`
+	Servers    []Server `json:"servers"`
+	// AppUser and AppPassword are the application's database credentials.
+	AppUser     string `json:"app_user"`
+	AppPassword string `json:"app_password"`
+}
+
+// Stack is a handle on a running stack.
+type Stack struct {
+	state  State
+	client *http.Client
+}
+
+// ErrNoStack is returned by Lookup when no stack is running.
+var ErrNoStack = errors.New("testserver: no regiondb stack is running (run `make test`, or `make stack` in another shell)")
+
+// Lookup finds the running stack through REGIONDB_STACK, or the default state
+// file .stack/state.json at the module root.
+func Lookup() (*Stack, error) {
+	path := os.Getenv(EnvState)
+	if path == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return nil, ErrNoStack
+		}
+		path = filepath.Join(root, ".stack", "state.json")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, ErrNoStack
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("testserver: corrupt state file %s: %w", path, err)
+	}
+	s := &Stack{state: st, client: &http.Client{Timeout: 60 * time.Second}}
+	if err := s.refresh(context.Background()); err != nil {
+		return nil, fmt.Errorf("%w: state file %s is stale: %v", ErrNoStack, path, err)
+	}
+	return s, nil
+}
+
+// Required reports whether the tests run under the README's test command,
+// where a missing stack is a failure.
+func Required() bool { return os.Getenv(EnvRequire) == "1" }
+
+// Require returns the running stack. Without one it fails the test under
+// `make test` and skips it, with one line saying how to start the stack,
+// anywhere else.
+func Require(tb testing.TB) *Stack {
+	tb.Helper()
+	s, err := Lookup()
+	if err != nil {
+		if Required() {
+			tb.Fatalf("integration test needs the stack: %v", err)
+		}
+		tb.Skipf("integration test skipped: %v", err)
+	}
+	return s
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod")
+		}
+		dir = parent
+	}
+}
+
+// State returns the stack's current state (servers, roles, which is primary).
+func (s *Stack) State(ctx context.Context) (State, error) {
+	if err := s.refresh(ctx); err != nil {
+		return State{}, err
+	}
+	return s.state, nil
+}
+
+func (s *Stack) refresh(ctx context.Context) error {
+	var st State
+	if err := s.call(ctx, "state", nil, &st); err != nil {
+		return err
+	}
+	s.state = st
+	return nil
+}
+
+// Server returns the named server as last seen.
+func (s *Stack) Server(name string) Server {
+	for _, sv := range s.state.Servers {
+		if sv.Name == name {
+			return sv
+		}
+	}
+	return Server{Name: name}
+}
+
+// Addr returns host:port of the named server ("m1", "r1", "r2", "mc1", ...).
+func (s *Stack) Addr(name string) string { return s.Server(name).Addr() }
+
+// DSN returns a go-sql-driver/mysql DSN for the application user on the named
+// MariaDB server and database ("" for none).
+func (s *Stack) DSN(name, database string) string {
+	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true", s.state.AppUser, s.state.AppPassword, s.Addr(name), database)
+}
+
+// AdminDSN returns a root DSN for the named MariaDB server. Writes through it
+// on a replica break replication: use it for inspection only.
+func (s *Stack) AdminDSN(name string) string {
+	return fmt.Sprintf("root@tcp(%s)/?parseTime=true", s.Addr(name))
+}
+
+// Memcached returns the address of the region's memcached.
+func (s *Stack) Memcached(region string) string { return s.Addr(s.byRegion(KindMemcached, region)) }
+
+// DynamoDBEndpoint returns the base URL of the region's dynalite.
+func (s *Stack) DynamoDBEndpoint(region string) string {
+	return "http://" + s.Addr(s.byRegion(KindDynamoDB, region))
+}
+
+// Reader returns the name of the region's MariaDB replica ("r1" or "r2").
+func (s *Stack) Reader(region string) string {
+	if region == PrimaryRegion {
+		return "r1"
+	}
+	return "r2"
+}
+
+func (s *Stack) byRegion(kind, region string) string {
+	for _, sv := range s.state.Servers {
+		if sv.Kind == kind && sv.Region == region {
+			return sv.Name
+		}
+	}
+	return ""
+}
+
+// Primary returns the name of the current MariaDB primary (it changes after Promote).
+func (s *Stack) Primary(ctx context.Context) (string, error) {
+	if err := s.refresh(ctx); err != nil {
+		return "", err
+	}
+	for _, sv := range s.state.Servers {
+		if sv.Kind == KindMariaDB && sv.Role == "primary" {
+			return sv.Name, nil
+		}
+	}
+	return "", errors.New("testserver: no primary")
+}
+
+// Kill sends SIGKILL to the named server and waits for it to exit.
+func (s *Stack) Kill(ctx context.Context, name string) error { return s.op(ctx, "kill", name, 0) }
+
+// Stop stops the named server cleanly (SIGTERM) and waits for it to exit.
+func (s *Stack) Stop(ctx context.Context, name string) error { return s.op(ctx, "stop", name, 0) }
+
+// Start brings a stopped or killed server back and waits until it serves. A
+// former primary comes back as a read-only replica of the current primary.
+func (s *Stack) Start(ctx context.Context, name string) error { return s.op(ctx, "start", name, 0) }
+
+// Stall stops the replica's SQL (apply) thread: it keeps fetching the binlog
+// but applies nothing, so it falls behind for as long as it is stalled.
+func (s *Stack) Stall(ctx context.Context, replica string) error {
+	return s.op(ctx, "stall", replica, 0)
+}
+
+// Resume restarts the replica's SQL thread after Stall or Lag.
+func (s *Stack) Resume(ctx context.Context, replica string) error {
+	return s.op(ctx, "resume", replica, 0)
+}
+
+// Lag stalls the replica now and resumes it after d, without blocking: the
+// replica falls d behind and then catches up.
+func (s *Stack) Lag(ctx context.Context, replica string, d time.Duration) error {
+	return s.op(ctx, "lag", replica, d)
+}
+
+// SetLinkDelay sets the one-way delay of the replica's replication link (the
+// delaying TCP proxy between it and the primary). r2's default is 150 ms, r1's 0.
+func (s *Stack) SetLinkDelay(ctx context.Context, replica string, d time.Duration) error {
+	return s.op(ctx, "linkdelay", replica, d)
+}
+
+// Promote makes the replica the primary (read_only off, replication reset) and
+// re-points every other running replica at it with GTID. Kill the old primary
+// first, as a failover would.
+func (s *Stack) Promote(ctx context.Context, replica string) error {
+	return s.op(ctx, "promote", replica, 0)
+}
+
+// Reset puts the MariaDB servers back to a fresh topology (m1 primary, r1 and
+// r2 replicas, empty regiondb database, default link delays), starts any
+// stopped server, and stops session-table replication. It takes about 2 s.
+func (s *Stack) Reset(ctx context.Context) error { return s.op(ctx, "reset", "", 0) }
+
+// Replicate copies the items of the named DynamoDB table between the two
+// regions' dynalites, each change arriving in the other region after delay
+// (last writer wins), like a DynamoDB Global Table. The table must exist in
+// both regions. Calling it again changes the delay; a delay < 0 stops it.
+func (s *Stack) Replicate(ctx context.Context, table string, delay time.Duration) error {
+	q := url.Values{"table": {table}, "ms": {strconv.FormatInt(delay.Milliseconds(), 10)}}
+	return s.call(ctx, "replicate", q, nil)
+}
+
+func (s *Stack) op(ctx context.Context, op, server string, d time.Duration) error {
+	q := url.Values{}
+	if server != "" {
+		q.Set("server", server)
+	}
+	if d != 0 {
+		q.Set("ms", strconv.FormatInt(d.Milliseconds(), 10))
+	}
+	if err := s.call(ctx, op, q, nil); err != nil {
+		return err
+	}
+	return s.refresh(ctx)
+}
+
+func (s *Stack) call(ctx context.Context, op string, q url.Values, out any) error {
+	u := s.state.ControlURL + "/v1/" + op
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("testserver: %s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("testserver: %s %s: %s", op, q.Encode(), bytes.TrimSpace(body))
+	}
+	if out != nil {
+		return json.Unmarshal(body, out)
+	}
+	return nil
+}

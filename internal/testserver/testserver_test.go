@@ -1,0 +1,231 @@
+package testserver_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+func open(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// eventually polls f until it returns nil or the deadline passes.
+func eventually(t *testing.T, within time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", within, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func count(db *sql.DB) (n int, err error) {
+	err = db.QueryRow("SELECT COUNT(*) FROM regiondb.t").Scan(&n)
+	return n, err
+}
+
+func wantCount(db *sql.DB, want int) func() error {
+	return func() error {
+		n, err := count(db)
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return errors.New("count " + time.Duration(n).String())
+		}
+		return nil
+	}
+}
+
+func TestReplicationFaults(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if err := s.Reset(context.Background()); err != nil {
+			t.Errorf("reset: %v", err)
+		}
+	})
+	if err := s.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := open(t, s.DSN("m1", "regiondb"))
+	r1 := open(t, s.DSN("r1", "regiondb"))
+	r2 := open(t, s.DSN("r2", "regiondb"))
+	if _, err := w.Exec("CREATE TABLE t (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("replicas are read-only for the app user", func(t *testing.T) {
+		_, err := r1.Exec("INSERT INTO t VALUES (100)")
+		var me *mysql.MySQLError
+		if !errors.As(err, &me) || me.Number != 1290 {
+			t.Fatalf("write on replica: got %v, want MySQL error 1290", err)
+		}
+	})
+
+	t.Run("remote link delay is real replication lag", func(t *testing.T) {
+		start := time.Now()
+		if _, err := w.Exec("INSERT INTO t VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, wantCount(r2, 1))
+		if lag := time.Since(start); lag < 100*time.Millisecond {
+			t.Fatalf("r2 saw the write after %s; want >= the 150 ms link delay", lag)
+		}
+		eventually(t, 5*time.Second, wantCount(r1, 1))
+	})
+
+	t.Run("stall and resume", func(t *testing.T) {
+		if err := s.Stall(ctx, "r1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Exec("INSERT INTO t VALUES (2)"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, wantCount(r2, 2))
+		if n, err := count(r1); err != nil || n != 1 {
+			t.Fatalf("stalled r1 has %d rows (%v), want 1", n, err)
+		}
+		if err := s.Resume(ctx, "r1"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, wantCount(r1, 2))
+	})
+
+	t.Run("lag for a duration", func(t *testing.T) {
+		if err := s.Lag(ctx, "r1", 500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := w.Exec("INSERT INTO t VALUES (3)"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, wantCount(r1, 3))
+		if d := time.Since(start); d < 300*time.Millisecond {
+			t.Fatalf("lagging r1 caught up after %s, want about 500 ms", d)
+		}
+	})
+
+	t.Run("kill the primary and promote r1", func(t *testing.T) {
+		if err := s.Kill(ctx, "m1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Exec("INSERT INTO t VALUES (4)"); err == nil {
+			t.Fatal("write to a killed primary succeeded")
+		}
+		if err := s.Promote(ctx, "r1"); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := s.Primary(ctx); err != nil || p != "r1" {
+			t.Fatalf("primary = %q (%v), want r1", p, err)
+		}
+		if _, err := r1.Exec("INSERT INTO t VALUES (4)"); err != nil {
+			t.Fatalf("write on promoted r1: %v", err)
+		}
+		eventually(t, 5*time.Second, wantCount(r2, 4))
+		// The old primary comes back as a read-only replica of r1.
+		if err := s.Start(ctx, "m1"); err != nil {
+			t.Fatal(err)
+		}
+		m1 := open(t, s.DSN("m1", "regiondb"))
+		eventually(t, 5*time.Second, wantCount(m1, 4))
+		if _, err := m1.Exec("INSERT INTO t VALUES (5)"); err == nil {
+			t.Fatal("former primary accepts writes after rejoining")
+		}
+	})
+}
+
+func TestMemcachedStopStart(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := context.Background()
+	if err := s.Stop(ctx, "mc2"); err != nil {
+		t.Fatal(err)
+	}
+	if s.Server("mc2").Running {
+		t.Fatal("mc2 still running after Stop")
+	}
+	if err := s.Start(ctx, "mc2"); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Server("mc2").Running {
+		t.Fatal("mc2 not running after Start")
+	}
+}
+
+func TestReplicateTable(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := context.Background()
+	clients := map[string]*dynamodb.Client{}
+	for _, region := range []string{testserver.PrimaryRegion, testserver.SecondaryRegion} {
+		c := dynamodb.New(dynamodb.Options{Region: region, BaseEndpoint: aws.String(s.DynamoDBEndpoint(region)),
+			Credentials: credentials.NewStaticCredentialsProvider("local", "local", "")})
+		_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
+			TableName:            aws.String("testserver_repl"),
+			AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("id"), AttributeType: types.ScalarAttributeTypeS}},
+			KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("id"), KeyType: types.KeyTypeHash}},
+			BillingMode:          types.BillingModePayPerRequest,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[region] = c
+	}
+	t.Cleanup(func() {
+		s.Replicate(context.Background(), "testserver_repl", -1)
+		for _, c := range clients {
+			c.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String("testserver_repl")})
+		}
+	})
+	if err := s.Replicate(ctx, "testserver_repl", 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := clients[testserver.PrimaryRegion].PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String("testserver_repl"),
+		Item: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "a"}, "v": &types.AttributeValueMemberN{Value: "1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(region string) func() error {
+		return func() error {
+			out, err := clients[region].GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String("testserver_repl"),
+				Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "a"}}})
+			if err != nil {
+				return err
+			}
+			if out.Item == nil {
+				return errors.New("not replicated yet")
+			}
+			return nil
+		}
+	}
+	if get(testserver.SecondaryRegion)() == nil {
+		t.Fatal("item visible in the other region before the replication delay")
+	}
+	eventually(t, 5*time.Second, get(testserver.SecondaryRegion))
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("replicated after %s, want >= 300 ms", d)
+	}
+}
