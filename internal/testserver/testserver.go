@@ -111,7 +111,9 @@ func Lookup() (*Stack, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("testserver: corrupt state file %s: %w", path, err)
 	}
-	s := &Stack{state: st, client: &http.Client{Timeout: 60 * time.Second}}
+	// No keep-alives: a control call leaves no idle connection (and no
+	// goroutine) behind for the caller's leak checks to find.
+	s := &Stack{state: st, client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	if err := s.refresh(context.Background()); err != nil {
 		return nil, fmt.Errorf("%w: state file %s is stale: %v", ErrNoStack, path, err)
 	}

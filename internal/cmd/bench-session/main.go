@@ -1,0 +1,56 @@
+// Command bench-session measures the session package against the local
+// stack (found through REGIONDB_STACK, as `make bench-session` runs it under
+// the stack command): DynamoDB writes per read-only request at steady state
+// (with a touch on every request as control), cross-region anomalies of
+// users alternating regions while the table replicates with a 1 s delay
+// (with the cookie's version/home-region mechanism, and without it as
+// control), and lost updates under concurrent changes (conditional merge,
+// and a blind read-modify-write as control). Its last stdout line is one
+// JSON object:
+//
+//	{"writes_per_readonly_request":...,"cross_region_anomalies":0,"cross_region_anomalies_without":...}
+//
+// followed by further keys with the details.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/regiondb/regiondb/internal/sessionharness"
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-session:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	s, err := testserver.Lookup()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e, err := sessionharness.Open(ctx, s, "bench_sessions", time.Second)
+	if err != nil {
+		return err
+	}
+	defer e.Close(context.Background())
+	r, err := sessionharness.All(ctx, e, os.Stdout)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(b))
+	return nil
+}

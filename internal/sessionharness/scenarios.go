@@ -1,0 +1,348 @@
+package sessionharness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/regiondb/regiondb/session"
+)
+
+// Sum returns the sum of the named Int64 counter collected by rd.
+func Sum(ctx context.Context, rd *sdkmetric.ManualReader, name string) int64 {
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(ctx, &rm); err != nil {
+		return -1
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
+				for _, dp := range s.DataPoints {
+					n += dp.Value
+				}
+			}
+		}
+	}
+	return n
+}
+
+// AlternatingResult is the outcome of [Alternating].
+type AlternatingResult struct {
+	Requests  int   `json:"requests"`
+	Anomalies int   `json:"anomalies"` // looked logged out or saw older data
+	Fallbacks int64 `json:"cross_region_fallbacks"`
+	Writes    int64 `json:"writes"`
+}
+
+// Alternating logs users in and then sends each user's requests to the two
+// regions in turn, two counter increments and one read-only request out of
+// every three, while the table replicates with the Env's delay. A response
+// whose user or counter differs from what the user's previous requests
+// established is an anomaly. With fallback the Managers have the other
+// region's client (the cookie's version and home region decide when to
+// read it); without, each region reads only its own table. Every
+// pauseEvery steps a user pauses for pause (the user's think time), so that
+// replication delivers its changes in the middle of the run too.
+func Alternating(ctx context.Context, e *Env, fallback bool, users, steps, pauseEvery int, pause time.Duration) (AlternatingResult, error) {
+	var res AlternatingResult
+	var servers [2]*server
+	var readers [2]*sdkmetric.ManualReader
+	for i, r := range Regions {
+		readers[i] = sdkmetric.NewManualReader()
+		cfg := e.Config(r, fallback)
+		cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(readers[i]))
+		m, err := session.New(cfg)
+		if err != nil {
+			return res, err
+		}
+		servers[i] = newServer(m)
+		defer servers[i].Close()
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	w0 := e.Count[Regions[0]].Writes.Load() + e.Count[Regions[1]].Writes.Load()
+	var mu sync.Mutex // protects res
+	var wg sync.WaitGroup
+	errs := make(chan error, users)
+	for u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			usr := newUser("user"+strconv.Itoa(u), tr)
+			status, body, err := usr.do(ctx, http.MethodPost, servers[0].URL, "/login", url.Values{"user": {usr.name}})
+			if err != nil || status != http.StatusOK {
+				errs <- fmt.Errorf("login: %d %q %v", status, body, err)
+				return
+			}
+			n, requests, anomalies := 0, 0, 0
+			for i := range steps {
+				if pauseEvery > 0 && i > 0 && i%pauseEvery == 0 {
+					tm := time.NewTimer(pause)
+					select {
+					case <-tm.C:
+					case <-ctx.Done():
+						tm.Stop()
+						errs <- ctx.Err()
+						return
+					}
+				}
+				srv := servers[(i+1)%2]
+				var status int
+				var body string
+				var err error
+				want := n
+				if i%3 == 2 {
+					status, body, err = usr.do(ctx, http.MethodGet, srv.URL, "/read", nil)
+				} else {
+					want = n + 1
+					status, body, err = usr.do(ctx, http.MethodPost, srv.URL, "/incr", url.Values{})
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				requests++
+				if status != http.StatusOK || body != usr.name+" "+strconv.Itoa(want) {
+					anomalies++
+					// Resynchronise with what the service now shows.
+					var name string
+					var got int
+					if _, err := fmt.Sscanf(body, "%s %d", &name, &got); err == nil && name == usr.name {
+						want = got
+					}
+				}
+				n = want
+			}
+			mu.Lock()
+			res.Requests += requests
+			res.Anomalies += anomalies
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return res, err
+	}
+	for _, rd := range readers {
+		res.Fallbacks += Sum(ctx, rd, "regiondb.session.cross_region_fallbacks")
+	}
+	res.Writes = e.Count[Regions[0]].Writes.Load() + e.Count[Regions[1]].Writes.Load() - w0
+	return res, nil
+}
+
+// ConcurrentResult is the outcome of [Concurrent] and [ConcurrentNaive].
+type ConcurrentResult struct {
+	Requests     int   `json:"requests"`
+	Acknowledged int   `json:"acknowledged"` // answered 200: the change is claimed stored
+	Lost         int   `json:"lost"`         // acknowledged changes missing afterwards
+	Conflicts    int64 `json:"conflicts"`
+}
+
+// Concurrent sends n requests at once that each set a different key of the
+// same user's session; every handler waits until all n have read the
+// session before changing it, so their saves race on the same version.
+func Concurrent(ctx context.Context, e *Env, n int) (ConcurrentResult, error) {
+	res := ConcurrentResult{Requests: n}
+	rd := sdkmetric.NewManualReader()
+	cfg := e.Config(Regions[0], false)
+	cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	cfg.MaxConflictRetries = n
+	m, err := session.New(cfg)
+	if err != nil {
+		return res, err
+	}
+	srv := newServer(m)
+	defer srv.Close()
+	tr := &http.Transport{MaxIdleConnsPerHost: n}
+	defer tr.CloseIdleConnections()
+	usr := newUser("concurrent", tr)
+	if status, body, err := usr.do(ctx, http.MethodPost, srv.URL, "/login", url.Values{"user": {usr.name}}); err != nil || status != http.StatusOK {
+		return res, fmt.Errorf("login: %d %q %v", status, body, err)
+	}
+	bar := newBarrier(n)
+	srv.app.loaded = func() { bar.wait(ctx) }
+	acked := make([]bool, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The same cookie for all: copy the jar's cookie onto a
+			// jar-less client so responses do not race on the jar.
+			c := &http.Client{Transport: tr}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/put?key=k"+strconv.Itoa(i)+"&value=v"+strconv.Itoa(i), nil)
+			for _, ck := range usr.c.Jar.Cookies(req.URL) {
+				req.AddCookie(ck)
+			}
+			resp, err := c.Do(req)
+			if err == nil {
+				acked[i] = resp.StatusCode == http.StatusOK
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	srv.app.loaded = nil
+	for i := range n {
+		if !acked[i] {
+			continue
+		}
+		res.Acknowledged++
+		_, body, err := usr.do(ctx, http.MethodGet, srv.URL, "/get?key=k"+strconv.Itoa(i), nil)
+		if err != nil {
+			return res, err
+		}
+		if body != "v"+strconv.Itoa(i) {
+			res.Lost++
+		}
+	}
+	res.Conflicts = Sum(ctx, rd, "regiondb.session.conflicts")
+	return res, nil
+}
+
+// ConcurrentNaive is the control of [Concurrent]: the same n racing changes
+// made as a blind read-modify-write of the whole session through the scs
+// store interface (FindCtx, change, CommitCtx), as scs does.
+func ConcurrentNaive(ctx context.Context, e *Env, n int) (ConcurrentResult, error) {
+	res := ConcurrentResult{Requests: n}
+	st, err := session.NewStore(e.Config(Regions[0], false))
+	if err != nil {
+		return res, err
+	}
+	const token = "naive-session-token"
+	exp := time.Now().Add(time.Hour)
+	if err := st.CommitCtx(ctx, token, []byte(`{}`), exp); err != nil {
+		return res, err
+	}
+	bar := newBarrier(n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, _, err := st.FindCtx(ctx, token)
+			if err != nil {
+				errs <- err
+				bar.wait(ctx)
+				return
+			}
+			vals := map[string]string{}
+			_ = json.Unmarshal(b, &vals)
+			vals["k"+strconv.Itoa(i)] = "v" + strconv.Itoa(i)
+			b, _ = json.Marshal(vals)
+			bar.wait(ctx)
+			if err := st.CommitCtx(ctx, token, b, exp); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return res, err
+	}
+	res.Acknowledged = n
+	b, found, err := st.FindCtx(ctx, token)
+	if err != nil || !found {
+		return res, errors.Join(errors.New("sessionharness: naive session vanished"), err)
+	}
+	vals := map[string]string{}
+	_ = json.Unmarshal(b, &vals)
+	for i := range n {
+		if vals["k"+strconv.Itoa(i)] != "v"+strconv.Itoa(i) {
+			res.Lost++
+		}
+	}
+	return res, nil
+}
+
+// ReadOnlyResult is the outcome of [ReadOnly].
+type ReadOnlyResult struct {
+	Users             int     `json:"users"`
+	Requests          int64   `json:"readonly_requests"`
+	Writes            int64   `json:"writes"`
+	WritesPerRequest  float64 `json:"writes_per_readonly_request"`
+	ReadsPerRequest   float64 `json:"reads_per_readonly_request"`
+	UntouchedRequests int64   `json:"untouched_requests"`
+	UntouchedReads    int64   `json:"untouched_reads"` // must be 0: lazy load
+}
+
+// ReadOnly logs users in, then runs rounds in which every user sends one
+// read-only request (all users at once) and one request that never touches
+// the session, after which the (fake) clock advances by think. It counts
+// the DynamoDB calls after the logins: at steady state a user's session is
+// written once per touch interval, however many requests read it.
+func ReadOnly(ctx context.Context, e *Env, users, rounds int, think, touch time.Duration) (ReadOnlyResult, error) {
+	res := ReadOnlyResult{Users: users}
+	clock := NewClock(time.Now())
+	cfg := e.Config(Regions[0], false)
+	cfg.Now = clock.Now
+	cfg.TouchInterval = touch
+	cfg.IdleTimeout = max(time.Hour, 4*touch)
+	m, err := session.New(cfg)
+	if err != nil {
+		return res, err
+	}
+	srv := newServer(m)
+	defer srv.Close()
+	tr := &http.Transport{MaxIdleConnsPerHost: users}
+	defer tr.CloseIdleConnections()
+	us := make([]*user, users)
+	for i := range us {
+		us[i] = newUser("reader"+strconv.Itoa(i), tr)
+		if status, body, err := us[i].do(ctx, http.MethodPost, srv.URL, "/login", url.Values{"user": {us[i].name}}); err != nil || status != http.StatusOK {
+			return res, fmt.Errorf("login: %d %q %v", status, body, err)
+		}
+	}
+	cnt := e.Count[Regions[0]]
+	r0, w0 := cnt.Reads.Load(), cnt.Writes.Load()
+	var untouchedReads int64
+	for range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, users)
+		for _, u := range us {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status, body, err := u.do(ctx, http.MethodGet, srv.URL, "/read", nil)
+				if err == nil && (status != http.StatusOK || body[:len(u.name)] != u.name) {
+					err = fmt.Errorf("read: %d %q", status, body)
+				}
+				if err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return res, err
+		}
+		res.Requests += int64(users)
+		// A request that does not use the session: no DynamoDB call.
+		before := cnt.Reads.Load()
+		if _, _, err := us[0].do(ctx, http.MethodGet, srv.URL, "/static", nil); err != nil {
+			return res, err
+		}
+		untouchedReads += cnt.Reads.Load() - before
+		res.UntouchedRequests++
+		clock.Advance(think)
+	}
+	res.Writes = cnt.Writes.Load() - w0
+	res.WritesPerRequest = float64(res.Writes) / float64(res.Requests)
+	res.ReadsPerRequest = float64(cnt.Reads.Load()-r0-untouchedReads) / float64(res.Requests)
+	res.UntouchedReads = untouchedReads
+	return res, nil
+}

@@ -1,0 +1,221 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Defaults used for zero [Config] fields.
+const (
+	// DefaultCookieName is the session cookie's name.
+	DefaultCookieName = "regiondb_session"
+	// DefaultIdleTimeout ends a session nobody used for this long.
+	DefaultIdleTimeout = 24 * time.Hour
+	// DefaultAbsoluteTimeout ends every session this long after it began.
+	DefaultAbsoluteTimeout = 7 * 24 * time.Hour
+	// DefaultTouchInterval is the most often a read-only request extends
+	// the idle deadline (one DynamoDB write per session per interval).
+	DefaultTouchInterval = 10 * time.Minute
+	// DefaultMaxAttempts is the number of attempts of one DynamoDB call,
+	// retries included, made by the SDK's standard retryer.
+	DefaultMaxAttempts = 3
+	// DefaultMaxBackoff caps the SDK retryer's jittered backoff.
+	DefaultMaxBackoff = 200 * time.Millisecond
+	// DefaultMaxConflictRetries bounds the re-read-and-merge rounds of one save.
+	DefaultMaxConflictRetries = 5
+	// DefaultTokenKey is the session key under which [TokenCarrier] keeps
+	// the read-your-writes token.
+	DefaultTokenKey = "regiondb.ryw_token"
+)
+
+// Client is the part of *dynamodb.Client a [Store] uses. Pass a
+// *dynamodb.Client; its retryer is replaced per call by a standard retryer
+// bounded by [Config.MaxAttempts] and [Config.MaxBackoff].
+type Client interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+}
+
+// Config configures a [Manager] ([New]) or a single [Store] ([NewStore]).
+// The zero value of every field but Table, Region and Clients is a usable
+// default; the defaults are the secure ones.
+type Config struct {
+	// Table is the DynamoDB table of the sessions (a Global Table in
+	// production, the same name in every region). Required.
+	Table string
+
+	// Region is the region this process runs in. Its entry in Clients is
+	// the local table every session is read from and written to. Required.
+	Region string
+
+	// Clients maps region names to DynamoDB clients for Table in that
+	// region (*dynamodb.Client). Clients[Region] is required. The other
+	// entries are used only to read a session whose cookie says it was last
+	// written in that region and whose local copy has not caught up yet
+	// (at most one such read per request). With no other entries there is
+	// no cross-region fallback. NewStore uses Clients[Region] only.
+	Clients map[string]Client
+
+	// CookieName is the session cookie's name. If empty, [DefaultCookieName].
+	CookieName string
+	// CookiePath is the cookie's Path. If empty, "/".
+	CookiePath string
+	// CookieDomain is the cookie's Domain. If empty, the cookie is host-only.
+	CookieDomain string
+	// CookieSameSite is the cookie's SameSite attribute. If zero (or
+	// http.SameSiteDefaultMode), http.SameSiteLaxMode.
+	CookieSameSite http.SameSite
+	// InsecureCookie, if true, omits the cookie's Secure attribute (plain
+	// HTTP during development). False: the cookie is Secure.
+	InsecureCookie bool
+	// ScriptReadableCookie, if true, omits HttpOnly. False: HttpOnly.
+	ScriptReadableCookie bool
+
+	// IdleTimeout ends a session not used for this long. If zero,
+	// [DefaultIdleTimeout].
+	IdleTimeout time.Duration
+	// AbsoluteTimeout ends a session this long after it was created, used
+	// or not. If zero, [DefaultAbsoluteTimeout].
+	AbsoluteTimeout time.Duration
+	// TouchInterval is the least time between two writes that only extend
+	// the idle deadline: a request that reads the session but changes
+	// nothing writes only if the last write is at least this old. If zero,
+	// the smaller of [DefaultTouchInterval] and IdleTimeout/4. It must be
+	// less than IdleTimeout.
+	TouchInterval time.Duration
+
+	// ContinueWithoutSession selects the failure policy when DynamoDB stays
+	// unavailable after the SDK's retries. False (the default): the
+	// request fails with 503 Service Unavailable (through ErrorFunc).
+	// True: the request continues with an empty session that is not saved
+	// (Put returns an error wrapping [ErrUnavailable]); every such request
+	// is counted and logged.
+	ContinueWithoutSession bool
+
+	// MaxAttempts is the number of attempts of one DynamoDB call made by
+	// the SDK's standard retryer (retry.NewStandard). If zero,
+	// [DefaultMaxAttempts]; 1 disables retries.
+	MaxAttempts int
+	// MaxBackoff caps the retryer's jittered exponential backoff. If zero,
+	// [DefaultMaxBackoff].
+	MaxBackoff time.Duration
+	// MaxConflictRetries is how many times a save that lost a race (the
+	// version it was based on changed) re-reads and merges before it fails
+	// with [ErrConflict]. If zero, [DefaultMaxConflictRetries].
+	MaxConflictRetries int
+
+	// ErrorFunc answers a request whose session could not be loaded or
+	// saved. If nil, the answer is a bare 503 for errors wrapping
+	// [ErrUnavailable] (with Retry-After: 1) and 500 for others, and the
+	// error is logged. It never runs under an internal lock.
+	ErrorFunc func(w http.ResponseWriter, r *http.Request, err error)
+
+	// Now is the clock. If nil, time.Now. Tests inject a fake clock here.
+	Now func() time.Time
+
+	// Logger receives background events (a failed fallback read, a
+	// request continuing without its session). If nil, nothing is logged.
+	Logger *slog.Logger
+	// TracerProvider creates the spans of the DynamoDB calls. If nil,
+	// otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+	// MeterProvider creates the metrics. If nil, otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
+}
+
+// normalize returns a copy of c with defaults filled in, or an error naming
+// the first invalid field. needRegions is false for NewStore.
+func (c Config) normalize() (Config, error) {
+	if c.Table == "" {
+		return c, errors.New("session: Config.Table is required")
+	}
+	if c.Region == "" {
+		return c, errors.New("session: Config.Region is required")
+	}
+	if c.Clients[c.Region] == nil {
+		return c, fmt.Errorf("session: Config.Clients has no client for Config.Region %q", c.Region)
+	}
+	clients := make(map[string]Client, len(c.Clients))
+	for r, cl := range c.Clients {
+		if cl == nil {
+			return c, fmt.Errorf("session: Config.Clients[%q] is nil", r)
+		}
+		if len(r) > maxRegionLen {
+			return c, fmt.Errorf("session: Config.Clients: region name %q longer than %d bytes", r, maxRegionLen)
+		}
+		clients[r] = cl
+	}
+	c.Clients = clients
+	if c.CookieName == "" {
+		c.CookieName = DefaultCookieName
+	}
+	if !validCookieName(c.CookieName) {
+		return c, fmt.Errorf("session: Config.CookieName %q is not a valid cookie name", c.CookieName)
+	}
+	if c.CookiePath == "" {
+		c.CookiePath = "/"
+	}
+	if c.CookieSameSite == 0 || c.CookieSameSite == http.SameSiteDefaultMode {
+		c.CookieSameSite = http.SameSiteLaxMode
+	}
+	if c.IdleTimeout < 0 || c.AbsoluteTimeout < 0 || c.TouchInterval < 0 || c.MaxBackoff < 0 ||
+		c.MaxAttempts < 0 || c.MaxConflictRetries < 0 {
+		return c, errors.New("session: Config durations and counts must not be negative")
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.AbsoluteTimeout == 0 {
+		c.AbsoluteTimeout = DefaultAbsoluteTimeout
+	}
+	if c.TouchInterval == 0 {
+		c.TouchInterval = min(DefaultTouchInterval, c.IdleTimeout/4)
+	}
+	if c.TouchInterval >= c.IdleTimeout {
+		return c, fmt.Errorf("session: Config.TouchInterval (%v) must be less than Config.IdleTimeout (%v)", c.TouchInterval, c.IdleTimeout)
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.MaxConflictRetries == 0 {
+		c.MaxConflictRetries = DefaultMaxConflictRetries
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = otel.GetMeterProvider()
+	}
+	return c, nil
+}
+
+func validCookieName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if b <= ' ' || b >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, b) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}

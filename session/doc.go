@@ -1,0 +1,136 @@
+// Package session keeps net/http sessions in DynamoDB, cheaply and
+// correctly across regions: a [Store] over one region's session table
+// (also usable as a github.com/alexedwards/scs/v2 store), and a [Manager]
+// whose [Manager.Middleware] gives each request a lazily loaded session.
+//
+// It was built for sessions in DynamoDB Global Tables: every region reads
+// and writes its local table in a few milliseconds, replication takes about
+// a second, and every replicated write is billed in every region, so a
+// write per request is a real cost.
+//
+// # Quick start
+//
+//	tokyo := dynamodb.NewFromConfig(awsCfg)            // this region's client
+//	virginia := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) { o.Region = "us-east-1" })
+//	sessions, err := session.New(session.Config{
+//		Table:   "sessions",
+//		Region:  "ap-northeast-1",
+//		Clients: map[string]session.Client{"ap-northeast-1": tokyo, "us-east-1": virginia},
+//	})
+//	...
+//	http.ListenAndServe(addr, sessions.Middleware(mux))
+//
+// and in a handler:
+//
+//	user, err := sessions.Get(r.Context(), "user")    // the first use reads the session
+//	err = sessions.RenewToken(r.Context())            // at login: new id, old one deleted
+//	err = sessions.Put(r.Context(), "user", "42")     // saved before the response starts
+//
+// Values are strings; encode structured values yourself. A zero Config plus
+// Table, Region and Clients is complete; every field documents its default.
+//
+// # Table schema
+//
+// One item per session, partition key [AttrKey] (string):
+//
+//	id          S  base64url(SHA-256(session id)): the table never holds a live id
+//	data        B  the session's values
+//	version     N  incremented by every write; writes are conditional on it
+//	expires_at  N  epoch seconds: min(idle deadline, absolute deadline); enable TTL on it
+//	created_ms  N  epoch milliseconds of creation (absolute timeout)
+//	touched_ms  N  epoch milliseconds of the last write (idle timeout)
+//	region      S  the region that wrote this version
+//
+// DynamoDB's TTL deletes expired items up to days late (and dynalite has no
+// TTL at all), so expiry is also checked on every read. [Store.CreateTable]
+// creates the table for development and tests. Items over DynamoDB's
+// [MaxItemSize] are refused with a [*SizeError] before any write.
+//
+// # Cost: lazy reads, rare writes
+//
+// A request that never calls an accessor costs no DynamoDB call. The first
+// accessor call reads the session (one strongly consistent GetItem). The
+// session is written (one conditional PutItem) only if it changed, or, for
+// a request that only read it, if its last write is older than
+// [Config.TouchInterval]: the idle deadline moves forward at most once per
+// interval, so a user reading every second with a one-minute interval costs
+// 1/60 writes per request (bench-session measured 0.013). Putting a value a
+// key already has is not a change. Requests that never use the session do
+// not extend it.
+//
+// # Security
+//
+// Session ids are 192 bits from crypto/rand; the table stores their SHA-256.
+// The cookie is HttpOnly, Secure and SameSite=Lax unless configured
+// otherwise ([Config.InsecureCookie], [Config.ScriptReadableCookie],
+// [Config.CookieSameSite]); its name, path and domain are configurable.
+// Besides the id the cookie carries the session's version and the region
+// that wrote it, authenticated by an HMAC keyed with the id: a corrupt,
+// edited, unknown or expired cookie starts a new, empty session, never an
+// error page. Call [Manager.RenewToken] at login and privilege changes: the
+// session gets a new id and the old id's item is deleted.
+//
+// # Concurrent requests
+//
+// Every write is conditional on the version the request read (or on the
+// item's absence for a new session). When another request saved first, the
+// save re-reads the item and applies only the keys this request changed
+// onto it (per-key last writer wins: a key changed by both requests ends
+// with the later save's value; keys only the other request changed keep its
+// values), then writes again, at most [Config.MaxConflictRetries] times.
+// If that is exhausted the request fails with [ErrConflict]: a change is
+// either stored or the request is not answered with success; none is lost
+// silently. A session destroyed by a concurrent request stays destroyed
+// except for the keys this request changed.
+//
+// # Regions
+//
+// Each region reads and writes its own table; Global Tables replicate with
+// about a second of lag and resolve concurrent writes by last writer wins.
+// A user whose next request lands in the other region would otherwise look
+// logged out (the new session has not arrived) or see older data. The
+// cookie therefore carries the version the user last saw and the region that
+// wrote it (its home). When the local copy is missing or older than that
+// version, the session is read once from the home region's table (or, when
+// the home is this region and its copy was overwritten by an older late
+// replica, from one other region), and the newer copy wins; this counts as
+// a cross-region fallback. Writes always go to the local table and make
+// this region the home. Configure the other regions' clients in
+// [Config.Clients]; without them there is no fallback. With the local
+// stack's 1 s replication delay and users alternating regions on every
+// request, the fallback gave 0 anomalies in 960 requests, and 960 without it.
+//
+// # Failures
+//
+// Each DynamoDB call is retried by the SDK's standard retryer, at most
+// [Config.MaxAttempts] attempts with jittered backoff capped at
+// [Config.MaxBackoff] (throttling included). If the store is still
+// unavailable, the request fails with 503 Service Unavailable through
+// [Config.ErrorFunc] (the default), or, with
+// [Config.ContinueWithoutSession], continues with an empty session that is
+// not saved; both are counted. A failed touch (no change) is counted and
+// ignored. The save happens before the first byte of the response, so a
+// failure to save changes replaces the handler's response with the error
+// response; changes made after the response started are still saved, but
+// the cookie's version cannot follow.
+//
+// # dbrouter's read-your-writes token
+//
+// [Manager.TokenCarrier] keeps dbrouter's token in the session instead of a
+// cookie of its own (wrap the session middleware outside dbrouter's). The
+// packages do not import each other.
+//
+// # Telemetry
+//
+// With [Config.TracerProvider] and [Config.MeterProvider] (default: the
+// global ones), every DynamoDB call is a client span named after the
+// operation and table with semantic-convention attributes (db.system.name
+// aws.dynamodb, db.operation.name, aws.dynamodb.table_names, cloud.region;
+// never ids or values), and the metrics are
+// regiondb.session.request.reads and regiondb.session.request.writes
+// (per-request histograms), regiondb.session.cross_region_fallbacks,
+// regiondb.session.conflicts, regiondb.session.expired and
+// regiondb.session.unavailable. Without an SDK this costs no-op calls.
+//
+// A Manager and a Store start no goroutines and need no Close.
+package session

@@ -1,0 +1,82 @@
+package session_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/regiondb/regiondb/internal/sessionharness"
+)
+
+// TestCrossRegionAlternating: users whose requests alternate between the
+// regions, while the table replicates with a 1 s delay, never look logged
+// out and never see older data; the same run without the fallback (each
+// region reads only its own table) shows both.
+func TestCrossRegionAlternating(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	with, err := sessionharness.Alternating(ctx, e, true, 4, 40, 20, 1200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := sessionharness.Alternating(ctx, e, false, 4, 40, 20, 1200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("with the mechanism: %+v; without: %+v", with, without)
+	if with.Anomalies != 0 || with.Fallbacks == 0 {
+		t.Errorf("with the mechanism: %d anomalies, %d fallbacks; want 0 and > 0", with.Anomalies, with.Fallbacks)
+	}
+	if without.Anomalies == 0 {
+		t.Errorf("the naive control shows no anomaly: the test cannot see the failure")
+	}
+}
+
+// TestConcurrentChangesAreNotLost: requests that change the same session at
+// once, all based on the same version, each keep their change.
+func TestConcurrentChangesAreNotLost(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := sessionharness.Concurrent(ctx, e, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	naive, err := sessionharness.ConcurrentNaive(ctx, e, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("merge: %+v; blind read-modify-write: %+v", res, naive)
+	if res.Lost != 0 || res.Acknowledged != res.Requests || res.Conflicts == 0 {
+		t.Errorf("merge: %+v; want every change acknowledged and kept, and conflicts seen", res)
+	}
+	if naive.Lost == 0 {
+		t.Errorf("the naive control lost nothing: the test cannot see the failure")
+	}
+}
+
+// TestWritesPerReadOnlyRequest checks the bar: <= 0.05 DynamoDB writes per
+// read-only request at steady state (users reading every second, a touch
+// interval of one minute), no read for a request that does not use the
+// session; the control (a touch on every request) writes on every request.
+func TestWritesPerReadOnlyRequest(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := sessionharness.ReadOnly(ctx, e, 8, 150, time.Second, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := sessionharness.ReadOnly(ctx, e, 8, 10, time.Second, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("lazy touch: %+v; touch every request: %+v", res, ctrl)
+	if res.WritesPerRequest > 0.05 || res.UntouchedReads != 0 || res.ReadsPerRequest != 1 {
+		t.Errorf("lazy touch: %+v; want <= 0.05 writes and exactly 1 read per read-only request, 0 reads when untouched", res)
+	}
+	if ctrl.WritesPerRequest < 0.5 {
+		t.Errorf("control: %.2f writes per request; the harness cannot see writes", ctrl.WritesPerRequest)
+	}
+}
