@@ -1,0 +1,142 @@
+// Package cache is a read-through memcached cache, built on
+// github.com/bradfitz/gomemcache, for services whose database has lagging
+// replicas and whose regions each have their own memcached cluster. It
+// guarantees three things plain cache-aside does not:
+//
+//   - no stampede: concurrent misses of a key load it about once, across
+//     processes;
+//   - no stale refill: a reader that loaded from a lagging replica cannot
+//     write the old value back after the writer's invalidation;
+//   - no outage: memcached being down, slow or full turns Gets into loader
+//     calls, never into errors.
+//
+// # Quick start
+//
+//	mc := memcache.New("10.0.0.1:11211", "10.0.0.2:11211")
+//	mc.Timeout = 100 * time.Millisecond // bounds every memcached call
+//	c, err := cache.New(cache.Config{
+//		Client:      mc,
+//		Region:      "us-east-1",
+//		Remotes:     []cache.Region{{Name: "ap-northeast-1", Client: tokyoMC}},
+//		Consistency: router, // a *dbrouter.Router
+//	})
+//	if err != nil { ... }
+//	defer c.Close()
+//
+//	// Read:
+//	b, err := c.Get(ctx, "user:42", func(ctx context.Context) ([]byte, error) {
+//		return loadUser(ctx, router, 42) // reads through ctx
+//	})
+//
+//	// Write: commit through the router, then invalidate with the same ctx.
+//	_, err = router.ExecContext(ctx, "UPDATE users SET name = ? WHERE id = ?", name, 42)
+//	err = c.Invalidate(ctx, "user:42")
+//
+// [Typed] adds a type and a [Codec] (JSON by default):
+//
+//	users := cache.Typed[User]{Cache: c}
+//	u, err := users.Get(ctx, "user:42", loadUserStruct)
+//
+// The memcached clients belong to the caller: [New] wraps them and does not
+// dial; [Cache.Close] stops the cache's goroutines, not the clients.
+//
+// # How an item moves
+//
+// Every key holds one memcached item, whose kind is in the item's flags:
+// a value (with its soft expiry), a cached absence (with [Config.NegativeTTL]),
+// a lease (a loader is at work; it may carry the previous value), or an
+// invalidation marker (carrying a writer position). Items written by other
+// clients are treated as misses and replaced.
+//
+// A Get that finds a fresh value returns it: one memcached round trip, the
+// same as a bare gomemcache Get (measured within a few percent, with no
+// extra allocation). Otherwise:
+//
+//   - concurrent Gets of the key in the process share one resolution
+//     (golang.org/x/sync/singleflight);
+//   - a miss takes the lease with add; a marker, an expired value or an
+//     expired lease is turned into a lease with compare-and-swap. Exactly one
+//     caller wins; it runs the loader and fills with compare-and-swap
+//     against its lease;
+//   - losers serve the previous value if the lease carries one (the value
+//     expired less than [Config.StaleTTL] ago), or poll for the fill for up
+//     to [Config.LeaseWait], after which they load by themselves without
+//     filling.
+//
+// # Consistency: no stale refill
+//
+// [Cache.Invalidate] replaces the item with a marker holding
+// [Consistency.WrittenPosition] of its ctx, merged with any position already
+// there. A lease holder's fill fails if a marker replaced its lease during
+// the load, so a load that started before the write never lands. The lease
+// that replaces a marker keeps the marker's position, the loader runs under
+// [Consistency.RequirePosition], and the fill is stored only if the check
+// reports that every read saw the position; otherwise the value is returned
+// to the caller and not cached (counted as regiondb.cache.fills.refused).
+// Callers that shared a load whose fill was refused load again, so no Get
+// that starts after Invalidate returns gets a value older than the write.
+//
+// The guarantee holds while the marker lives: [Config.MarkerTTL] must exceed
+// the longest replica lag (the dbrouter excludes replicas lagging more).
+// Without a Consistency, markers still stop in-flight stale fills, but the
+// first fill after an invalidation is trusted.
+//
+// # Regions
+//
+// Each region has its own cluster. Invalidate writes the local marker
+// before it returns and queues it for each cluster in [Config.Remotes]; one
+// goroutine per region delivers markers and retries failures with backoff
+// for [Config.InvalidationRetry], merging positions per key. The other
+// regions therefore stop serving the old value one queue hop plus one
+// round trip (get + cas) after Invalidate returns: on the local stack,
+// under 1 ms, with no stale read after the 100 ms bound the tests assert.
+// Between regions it is the inter-region round trip (about 2 × 150 ms
+// Tokyo–Virginia). A region whose cluster stays unreachable longer than
+// InvalidationRetry gets an error log line and a "dropped" count, and may
+// serve the old value until its TTL; a cluster that restarts comes back
+// empty. A full queue makes Invalidate wait (bounded by its ctx) rather
+// than drop. Close makes one last attempt at everything queued.
+//
+// # Failures
+//
+// Memcached faults (timeouts, refused or broken connections, server
+// errors) are counted in regiondb.cache.errors by error.type and never
+// returned: the Get runs its loader and returns the loaded value. The
+// Client's Timeout bounds each call; after [Config.BreakerThreshold]
+// consecutive transport faults a breaker bypasses memcached for
+// [Config.BreakerCooldown], then lets one call probe it. Breaker
+// transitions are logged through [Config.Logger].
+//
+// Keys memcached cannot store (empty, over 250 bytes, spaces or control
+// characters) are rejected with a *[KeyError], or hashed to a 44-byte key
+// with [Config.HashKeys]. Values whose item would exceed
+// [Config.MaxItemSize] are returned without being cached
+// (regiondb.cache.skips{regiondb.cache.reason="too_large"}).
+//
+// # Telemetry
+//
+// Tracer and meter are named [ScopeName]. Metrics (all counters, with
+// db.system.name=memcached and regiondb.region): regiondb.cache.hits
+// (regiondb.cache.result fresh|stale|negative), regiondb.cache.misses,
+// regiondb.cache.loads, regiondb.cache.lease.waits,
+// regiondb.cache.fills.refused (regiondb.cache.reason
+// invalidated|unverified|lease_lost), regiondb.cache.skips (too_large,
+// breaker_open, fault, lease_wait_timeout, contended), regiondb.cache.errors
+// (error.type), regiondb.cache.invalidations (regiondb.cache.result
+// ok|retried|dropped). Spans: cache.get for every Get that misses, and for
+// hits only inside a recording parent span, so untraced hits cost nothing;
+// cache.invalidate for each Invalidate. Without an SDK installed the hit
+// path allocates nothing beyond gomemcache's own Get.
+//
+// # Choice of protocol
+//
+// memcached 1.6's meta protocol has leases (mg N) and invalidate-to-stale
+// (md I) natively, but gomemcache speaks only the text protocol. This
+// package uses the text protocol's add and cas instead, for three reasons:
+// the hit path is gomemcache's own Get (so it costs what a bare Get costs);
+// an invalidation must carry a writer position, which md cannot, so markers
+// are stored items either way; and the caller's *memcache.Client (its
+// selector, pool, timeouts) is reused rather than duplicated by a second
+// transport. The price is on misses only: a fill takes four round trips
+// (get, add, get, cas) instead of two.
+package cache

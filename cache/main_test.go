@@ -1,0 +1,16 @@
+package cache_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/regiondb/regiondb/internal/cacheharness"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	if cacheharness.IsChild() { // a process of the cross-process stampede test
+		os.Exit(cacheharness.ChildMain())
+	}
+	goleak.VerifyTestMain(m)
+}
