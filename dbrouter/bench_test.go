@@ -1,0 +1,145 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+// nopConnector is a driver that does no I/O: every query returns one row
+// with one int64 column. It isolates the router's CPU cost.
+type nopConnector struct{}
+
+func (nopConnector) Connect(context.Context) (driver.Conn, error) { return nopConn{}, nil }
+func (nopConnector) Driver() driver.Driver                        { return nopDriver{} }
+
+type nopDriver struct{}
+
+func (nopDriver) Open(string) (driver.Conn, error) { return nopConn{}, nil }
+
+type nopConn struct{}
+
+func (nopConn) Prepare(string) (driver.Stmt, error) { return nil, driver.ErrSkip }
+func (nopConn) Close() error                        { return nil }
+func (nopConn) Begin() (driver.Tx, error)           { return nopTx{}, nil }
+func (nopConn) QueryContext(_ context.Context, q string, _ []driver.NamedValue) (driver.Rows, error) {
+	if strings.HasPrefix(q, "SELECT @@") { // monitor and write-position queries
+		return &nopRows{val: "0-1-10"}, nil
+	}
+	return &nopRows{}, nil
+}
+func (nopConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
+	return driver.RowsAffected(1), nil
+}
+
+type nopTx struct{}
+
+func (nopTx) Commit() error   { return nil }
+func (nopTx) Rollback() error { return nil }
+
+type nopRows struct {
+	done bool
+	val  driver.Value // nil means int64(1)
+}
+
+func (*nopRows) Columns() []string { return []string{"v"} }
+func (*nopRows) Close() error      { return nil }
+func (r *nopRows) Next(dest []driver.Value) error {
+	if r.done {
+		return io.EOF
+	}
+	r.done = true
+	dest[0] = r.val
+	if r.val == nil {
+		dest[0] = int64(1)
+	}
+	return nil
+}
+
+const benchQuery = "SELECT v FROM kv WHERE k = ?"
+
+// BenchmarkReadCPU compares a read through the Router with the same read on
+// a raw *sql.DB, both over a driver that does no I/O: the difference is the
+// router's own cost per read (routing, scope, counters).
+func BenchmarkReadCPU(b *testing.B) {
+	raw := sql.OpenDB(nopConnector{})
+	defer raw.Close()
+	rt, err := Open(Config{
+		Region:  "a",
+		Writer:  Endpoint{Name: "w", Connector: nopConnector{}},
+		Readers: []Endpoint{{Name: "r", Connector: nopConnector{}, Region: "a"}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	rt.readers[0].wm.Store(&position{parts: []posPart{{key: "0", seq: 10}}})
+	scoped := NewContext(context.Background())
+	trackerFrom(scoped).advance(&position{parts: []posPart{{key: "0", seq: 5}}}, true)
+	var v int64
+	b.Run("impl=raw", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := raw.QueryRowContext(context.Background(), benchQuery, "k").Scan(&v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=router", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := rt.QueryRowContext(context.Background(), benchQuery, "k").Scan(&v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=router-scope", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := rt.QueryRowContext(scoped, benchQuery, "k").Scan(&v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkQueryRow compares a primary-key SELECT on the stack's reader
+// through the Router and through a raw *sql.DB (compare with benchstat;
+// make bench-overhead measures the ratio in paired batches).
+func BenchmarkQueryRow(b *testing.B) {
+	s := testserver.Require(b)
+	cfg := stackConfig(b, s, testserver.PrimaryRegion)
+	cfg.Readers = cfg.Readers[:1]
+	rt := openRouter(b, cfg)
+	raw, err := sql.Open("mysql", s.DSN("r1", testDB))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	ctx := context.Background()
+	if _, err := raw.ExecContext(ctx, "SELECT 1"); err != nil {
+		b.Fatal(err)
+	}
+	var v int64
+	for _, tc := range []struct {
+		name string
+		q    interface {
+			QueryRowContext(context.Context, string, ...any) *sql.Row
+		}
+	}{{"impl=raw", raw}, {"impl=router", rt}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				err := tc.q.QueryRowContext(ctx, "SELECT COUNT(*) FROM kv WHERE k = ?", "x").Scan(&v)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

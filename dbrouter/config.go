@@ -1,0 +1,336 @@
+package dbrouter
+
+import (
+	"crypto/rand"
+	"database/sql/driver"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Defaults used for zero fields of [Config].
+const (
+	// DefaultMaxLag is the lag beyond which a reader gets no reads at all.
+	DefaultMaxLag = 30 * time.Second
+	// DefaultMaxWait caps how long a read waits for a reader to apply the
+	// position it needs before it goes to another reader or the writer.
+	DefaultMaxWait = time.Second
+	// DefaultPollInterval is the least time between two polls of one reader
+	// by one router while reads wait for it.
+	DefaultPollInterval = 20 * time.Millisecond
+	// DefaultMonitorInterval is the period of the background check of the
+	// writer's and each reader's position (lag and health) when nothing
+	// waits. See the package documentation for the load it puts on readers.
+	DefaultMonitorInterval = 15 * time.Second
+	// DefaultMonitorTimeout bounds one monitor query.
+	DefaultMonitorTimeout = time.Second
+	// DefaultTokenMaxAge is how long a read-your-writes token stays valid.
+	DefaultTokenMaxAge = time.Hour
+	// DefaultTokenCookie is the cookie that carries the token for browsers.
+	DefaultTokenCookie = "regiondb_ryw"
+	// DefaultTokenHeader is the request and response header that carries
+	// the token for API clients.
+	DefaultTokenHeader = "Regiondb-Token"
+)
+
+// Config configures a [Router]. The zero value plus a writer DSN works: all
+// reads then go to the writer. Fields are read once by [Open]; changing the
+// Config afterwards has no effect.
+type Config struct {
+	// Region is the region this process runs in, such as "us-east-1".
+	// Reads prefer readers of this region. Required when there are readers.
+	Region string
+
+	// Writer is the endpoint that takes writes. Required.
+	Writer Endpoint
+
+	// Readers are the read replicas, each with its region. Empty means
+	// every statement goes to the writer. No reader in Region is allowed
+	// (reads then use other regions' readers or the writer); Open logs it.
+	Readers []Endpoint
+
+	// Dialect says how replication positions are read. Zero means
+	// [DialectMariaDB].
+	Dialect Dialect
+
+	// HeartbeatTable is the table of [DialectHeartbeat]. Empty means
+	// [DefaultHeartbeatTable].
+	HeartbeatTable string
+
+	// HeartbeatPeriod, with [DialectHeartbeat], makes this router increment
+	// the heartbeat row on the writer at this period. Zero means this router
+	// does not beat (one process of the fleet, or pt-heartbeat, should).
+	HeartbeatPeriod time.Duration
+
+	// TokenKeys sign and verify read-your-writes tokens: the first signs,
+	// all verify (rotation). Every process and region of a service must
+	// share them. Empty means a random key made by Open, so tokens are only
+	// valid inside this process.
+	TokenKeys []TokenKey
+
+	// TokenMaxAge is how long a token is honoured. If zero,
+	// [DefaultTokenMaxAge] is used.
+	TokenMaxAge time.Duration
+
+	// TokenCookie is the cookie name used by [Router.Middleware]. If empty,
+	// [DefaultTokenCookie] is used.
+	TokenCookie string
+
+	// TokenHeader is the header name used by [Router.Middleware]. If
+	// empty, [DefaultTokenHeader] is used.
+	TokenHeader string
+
+	// TokenCarrier, if not nil, loads and saves the token instead of the
+	// cookie (for example in the user's server-side session). The header
+	// is still honoured for API clients.
+	TokenCarrier TokenCarrier
+
+	// MaxLag excludes a reader from all reads while it is known to be
+	// further behind than this. If zero, [DefaultMaxLag] is used.
+	MaxLag time.Duration
+
+	// MaxWait caps the time a read waits for a reader to catch up with the
+	// position it needs. The wait is a little over the reader's recent
+	// lag, at most MaxWait. If zero, [DefaultMaxWait] is used; if negative,
+	// reads never wait.
+	MaxWait time.Duration
+
+	// PollInterval is the least time between two polls of one reader while
+	// reads wait for it. If zero, [DefaultPollInterval] is used.
+	PollInterval time.Duration
+
+	// MonitorInterval is the period of the background check of positions,
+	// lag and health. If zero, [DefaultMonitorInterval] is used.
+	MonitorInterval time.Duration
+
+	// MonitorTimeout bounds each monitor query. If zero,
+	// [DefaultMonitorTimeout] is used.
+	MonitorTimeout time.Duration
+
+	// Watermarks, if not nil, shares the monitors' knowledge of readers
+	// between the processes of the fleet: a process reads it before
+	// querying a reader, and only the process that wins a claim queries.
+	// Reader names must then be the same in every process. If nil, each
+	// process queries the readers itself.
+	Watermarks WatermarkStore
+
+	// PreferWriter sends a read whose local readers are too far behind to
+	// the writer before trying readers of other regions. By default the
+	// other regions' readers come first, to keep load off the writer.
+	PreferWriter bool
+
+	// WriterPool and ReaderPool limit the connection pools (one per
+	// endpoint) of the writer and of each reader. Zero values mean the
+	// defaults of [PoolConfig].
+	WriterPool PoolConfig
+	ReaderPool PoolConfig
+
+	// Logger receives background events (a reader excluded or back, a token
+	// rejected). If nil, nothing is logged.
+	Logger *slog.Logger
+
+	// TracerProvider and MeterProvider are for OpenTelemetry
+	// instrumentation. If nil, the global providers are used.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+}
+
+// Endpoint is one database server (or cluster endpoint).
+type Endpoint struct {
+	// Name identifies the endpoint in logs, errors and telemetry. If empty,
+	// the DSN's address (host:port) is used.
+	Name string
+	// DSN is a go-sql-driver/mysql DSN. Required unless Connector is set.
+	DSN string
+	// Region is the endpoint's region. Required for readers.
+	Region string
+	// Connector, if not nil, opens connections instead of the DSN (a
+	// custom driver, or a wrapper for tests). Name is then required.
+	Connector driver.Connector
+}
+
+// LogValue describes the endpoint without its DSN (which holds a password).
+func (e Endpoint) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", e.Name), slog.String("region", e.Region))
+}
+
+// TokenCarrier keeps the read-your-writes token of a request somewhere else
+// than the router's cookie, such as the user's server-side session.
+type TokenCarrier interface {
+	// LoadToken returns the token saved for the request's user, or "".
+	LoadToken(r *http.Request) string
+	// SaveToken saves token for the request's user; "" removes it. It is
+	// called before the response's first byte is written.
+	SaveToken(w http.ResponseWriter, r *http.Request, token string)
+}
+
+// normalized is a validated copy of a Config with defaults applied.
+type normalized struct {
+	Config
+	writer    endpointSpec
+	readers   []endpointSpec
+	warnings  []string
+	tokenKeys []TokenKey
+}
+
+type endpointSpec struct {
+	Endpoint
+	connector driver.Connector
+	database  string
+}
+
+// validate copies cfg, applies defaults and checks every field.
+func validate(cfg Config) (*normalized, error) {
+	n := &normalized{Config: cfg}
+	c := &n.Config
+	c.Readers = append([]Endpoint(nil), cfg.Readers...)
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"TokenMaxAge", c.TokenMaxAge}, {"MaxLag", c.MaxLag}, {"PollInterval", c.PollInterval},
+		{"MonitorInterval", c.MonitorInterval}, {"MonitorTimeout", c.MonitorTimeout},
+		{"HeartbeatPeriod", c.HeartbeatPeriod},
+	} {
+		if d.v < 0 {
+			return nil, &ConfigError{Field: d.field, Reason: "negative duration"}
+		}
+	}
+	if _, err := newDialect(c.Dialect, c.HeartbeatTable); err != nil {
+		return nil, &ConfigError{Field: "Dialect", Reason: err.Error()}
+	}
+	if c.HeartbeatTable != "" && !validIdent(c.HeartbeatTable) {
+		return nil, &ConfigError{Field: "HeartbeatTable", Reason: "not a plain table name"}
+	}
+	var err error
+	if n.writer, err = endpoint("Writer", c.Writer, false); err != nil {
+		return nil, err
+	}
+	seen := map[string]string{n.writer.Name: "Writer"}
+	seenAddr := map[string]string{n.writer.database: "Writer"}
+	local := 0
+	for i, r := range c.Readers {
+		field := fmt.Sprintf("Readers[%d]", i)
+		spec, err := endpoint(field, r, true)
+		if err != nil {
+			return nil, err
+		}
+		if prev, dup := seen[spec.Name]; dup {
+			return nil, &ConfigError{Field: field + ".Name", Reason: "duplicate endpoint " + spec.Name + " (also " + prev + ")"}
+		}
+		if prev, dup := seenAddr[spec.database]; dup && spec.database != "" {
+			return nil, &ConfigError{Field: field + ".DSN", Reason: "duplicate endpoint address " + spec.Name + " (also " + prev + ")"}
+		}
+		seen[spec.Name], seenAddr[spec.database] = field, field
+		if spec.Region == c.Region {
+			local++
+		}
+		n.readers = append(n.readers, spec)
+	}
+	if len(c.Readers) > 0 && c.Region == "" {
+		return nil, &ConfigError{Field: "Region", Reason: "empty, but readers are configured"}
+	}
+	if len(c.Readers) > 0 && local == 0 {
+		n.warnings = append(n.warnings, "no reader in the local region "+c.Region+": reads go to other regions' readers or the writer")
+	}
+	ids := map[uint8]bool{}
+	for i, k := range c.TokenKeys {
+		if len(k.Secret) < 16 {
+			return nil, &ConfigError{Field: fmt.Sprintf("TokenKeys[%d].Secret", i), Reason: "shorter than 16 bytes"}
+		}
+		if ids[k.ID] {
+			return nil, &ConfigError{Field: fmt.Sprintf("TokenKeys[%d].ID", i), Reason: "duplicate key id"}
+		}
+		ids[k.ID] = true
+		n.tokenKeys = append(n.tokenKeys, TokenKey{ID: k.ID, Secret: append([]byte(nil), k.Secret...)})
+	}
+	if len(n.tokenKeys) == 0 {
+		secret := make([]byte, 32)
+		rand.Read(secret)
+		n.tokenKeys = []TokenKey{{ID: 0, Secret: secret}}
+	}
+	if c.TokenMaxAge == 0 {
+		c.TokenMaxAge = DefaultTokenMaxAge
+	}
+	if c.TokenCookie == "" {
+		c.TokenCookie = DefaultTokenCookie
+	}
+	if c.TokenHeader == "" {
+		c.TokenHeader = DefaultTokenHeader
+	}
+	if c.MaxLag == 0 {
+		c.MaxLag = DefaultMaxLag
+	}
+	switch {
+	case c.MaxWait == 0:
+		c.MaxWait = DefaultMaxWait
+	case c.MaxWait < 0:
+		c.MaxWait = 0
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.MonitorInterval == 0 {
+		c.MonitorInterval = DefaultMonitorInterval
+	}
+	if c.MonitorTimeout == 0 {
+		c.MonitorTimeout = DefaultMonitorTimeout
+	}
+	if err := c.WriterPool.validate("WriterPool"); err != nil {
+		return nil, &ConfigError{Field: "WriterPool", Reason: "inconsistent limits", Err: err}
+	}
+	if err := c.ReaderPool.validate("ReaderPool"); err != nil {
+		return nil, &ConfigError{Field: "ReaderPool", Reason: "inconsistent limits", Err: err}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return n, nil
+}
+
+// endpoint validates one endpoint and builds its connector. It does no I/O.
+func endpoint(field string, e Endpoint, reader bool) (endpointSpec, error) {
+	spec := endpointSpec{Endpoint: e}
+	if e.Connector != nil {
+		if e.Name == "" {
+			return spec, &ConfigError{Field: field + ".Name", Reason: "required with a Connector"}
+		}
+		spec.connector = e.Connector
+	} else {
+		if e.DSN == "" {
+			return spec, &ConfigError{Field: field + ".DSN", Reason: "empty"}
+		}
+		mc, err := mysql.ParseDSN(e.DSN)
+		if err != nil {
+			return spec, &ConfigError{Field: field + ".DSN", Reason: "malformed", Err: err}
+		}
+		if spec.Name == "" {
+			spec.Name = mc.Addr
+		}
+		spec.database = mc.Net + "(" + mc.Addr + ")/" + mc.DBName
+		conn, err := mysql.NewConnector(mc)
+		if err != nil {
+			return spec, &ConfigError{Field: field + ".DSN", Reason: "malformed", Err: err}
+		}
+		spec.connector = conn
+	}
+	if reader && e.Region == "" {
+		return spec, &ConfigError{Field: field + ".Region", Reason: "empty"}
+	}
+	return spec, nil
+}
+
+func validIdent(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c == '.' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+			return false
+		}
+	}
+	return s != ""
+}

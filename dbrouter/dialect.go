@@ -1,0 +1,172 @@
+package dbrouter
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Dialect says how the router learns replication positions. The zero value
+// is [DialectMariaDB].
+type Dialect int
+
+const (
+	// DialectMariaDB uses MariaDB GTIDs (domain-server-sequence). After a
+	// write the router reads @@last_gtid on the same connection; the
+	// monitor reads @@global.gtid_current_pos on each reader and
+	// @@global.gtid_binlog_pos on the writer. Exact; needs gtid_strict_mode
+	// (the default for any sane GTID setup) and no privilege.
+	DialectMariaDB Dialect = iota
+	// DialectMySQL uses MySQL 8 / Aurora MySQL binlog GTID sets
+	// (uuid:interval). After a write the router reads
+	// @@global.gtid_executed on the same connection (a set that contains
+	// the write); the monitor reads @@global.gtid_executed everywhere.
+	// Exact; needs gtid_mode=ON.
+	DialectMySQL
+	// DialectHeartbeat uses a heartbeat row (pt-heartbeat style), for
+	// Aurora readers, which share storage and have no binlog position. See
+	// the package documentation for what it writes and reads.
+	DialectHeartbeat
+)
+
+// String returns the dialect's name.
+func (d Dialect) String() string {
+	switch d {
+	case DialectMariaDB:
+		return "mariadb"
+	case DialectMySQL:
+		return "mysql"
+	case DialectHeartbeat:
+		return "heartbeat"
+	}
+	return "Dialect(" + strconv.Itoa(int(d)) + ")"
+}
+
+// DefaultHeartbeatTable is the heartbeat table of [DialectHeartbeat] when
+// [Config.HeartbeatTable] is empty.
+const DefaultHeartbeatTable = "regiondb_heartbeat"
+
+// dialect is the per-engine part of position tracking.
+type dialect interface {
+	// lastWriteQuery runs on the connection that just committed a write and
+	// returns a position at or after that write.
+	lastWriteQuery() string
+	// writerQuery returns the writer's whole committed position.
+	writerQuery() string
+	// readerQuery returns a reader's applied position.
+	readerQuery() string
+	parseWriter(s string) (*position, error)
+	parseReader(s string) (*position, error)
+	// waitQuery, if not "", is a query that blocks on a reader until it
+	// has applied p or timeout passes, and returns 0 when p is applied.
+	// The position is inlined (digits, dashes, hex and commas only) so
+	// that the query needs no prepared statement.
+	waitQuery(p *position, timeout time.Duration) string
+}
+
+func newDialect(d Dialect, table string) (dialect, error) {
+	switch d {
+	case DialectMariaDB:
+		return mariaDialect{}, nil
+	case DialectMySQL:
+		return mysqlDialect{}, nil
+	case DialectHeartbeat:
+		if table == "" {
+			table = DefaultHeartbeatTable
+		}
+		return heartbeatDialect{table: table}, nil
+	}
+	return nil, fmt.Errorf("unknown dialect %d", int(d))
+}
+
+type mariaDialect struct{}
+
+func (mariaDialect) lastWriteQuery() string { return "SELECT @@last_gtid" }
+func (mariaDialect) writerQuery() string    { return "SELECT @@global.gtid_binlog_pos" }
+
+// A replica's gtid_current_pos equals gtid_slave_pos while it only applies
+// replication (read_only without READ_ONLY ADMIN), and stays right on a
+// reader that was once a primary.
+func (mariaDialect) readerQuery() string                     { return "SELECT @@global.gtid_current_pos" }
+func (mariaDialect) parseWriter(s string) (*position, error) { return parseMariaDBGTIDList(s) }
+func (mariaDialect) parseReader(s string) (*position, error) { return parseMariaDBGTIDList(s) }
+
+// MASTER_GTID_WAIT compares sequence numbers per domain and ignores the
+// server id (checked on MariaDB 10.11: '0-99-5' and '0-0-5' both return 0
+// on a replica at 0-1-1422), so positions without server ids work.
+func (mariaDialect) waitQuery(p *position, timeout time.Duration) string {
+	b := []byte("SELECT MASTER_GTID_WAIT('")
+	for i, pp := range p.parts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, pp.key...)
+		b = append(b, "-0-"...)
+		b = strconv.AppendUint(b, pp.seq, 10)
+	}
+	b = append(b, "', "...)
+	b = strconv.AppendFloat(b, timeout.Seconds(), 'f', 3, 64)
+	return string(append(b, ')'))
+}
+
+type mysqlDialect struct{}
+
+func (mysqlDialect) lastWriteQuery() string { return "SELECT @@global.gtid_executed" }
+func (mysqlDialect) writerQuery() string    { return "SELECT @@global.gtid_executed" }
+func (mysqlDialect) readerQuery() string    { return "SELECT @@global.gtid_executed" }
+func (mysqlDialect) parseWriter(s string) (*position, error) {
+	return parseMySQLGTIDSet(s, false)
+}
+func (mysqlDialect) parseReader(s string) (*position, error) {
+	return parseMySQLGTIDSet(s, true)
+}
+
+// WAIT_FOR_EXECUTED_GTID_SET returns 0 once the set is executed, 1 on
+// timeout.
+func (mysqlDialect) waitQuery(p *position, timeout time.Duration) string {
+	b := []byte("SELECT WAIT_FOR_EXECUTED_GTID_SET('")
+	for i, pp := range p.parts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, formatUUID(pp.key)...)
+		b = append(b, ":1-"...)
+		b = strconv.AppendUint(b, pp.seq, 10)
+	}
+	b = append(b, "', "...)
+	b = strconv.AppendFloat(b, timeout.Seconds(), 'f', 3, 64)
+	return string(append(b, ')'))
+}
+
+// heartbeatDialect reads a counter row that a heartbeat writer increments on
+// the writer (UPDATE <table> SET seq = seq + 1 WHERE id = 1) every
+// heartbeat period. A write committed while the counter was n is visible on
+// a reader once the reader shows n+1 (the next beat was committed after it
+// on the same storage or binlog stream).
+type heartbeatDialect struct{ table string }
+
+func (h heartbeatDialect) lastWriteQuery() string {
+	return "SELECT seq + 1 FROM " + h.table + " WHERE id = 1"
+}
+func (h heartbeatDialect) writerQuery() string {
+	return "SELECT seq FROM " + h.table + " WHERE id = 1"
+}
+func (h heartbeatDialect) readerQuery() string {
+	return "SELECT seq FROM " + h.table + " WHERE id = 1"
+}
+func (heartbeatDialect) parseWriter(s string) (*position, error) { return parseHeartbeat(s) }
+func (heartbeatDialect) parseReader(s string) (*position, error) { return parseHeartbeat(s) }
+
+// The heartbeat has no server-side wait: the monitor polls.
+func (heartbeatDialect) waitQuery(*position, time.Duration) string { return "" }
+
+func parseHeartbeat(s string) (*position, error) {
+	if s == "" {
+		return &position{}, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return nil, errBadPosition
+	}
+	return &position{parts: []posPart{{key: "hb", seq: n}}}, nil
+}

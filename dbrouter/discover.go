@@ -1,0 +1,412 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults of the writer search.
+const (
+	// DefaultWriterProbeTimeout bounds one probe of one endpoint during a
+	// writer search (connect, handshake and one query). The probes of a
+	// search run concurrently, so it also bounds the whole search.
+	DefaultWriterProbeTimeout = time.Second
+	// DefaultWriterSearchInterval is the least time between the starts of two
+	// writer searches of one router. Statements that need the writer while a
+	// search is running wait for it (bounded by their context); within the
+	// interval after a search they get its result without probing again.
+	DefaultWriterSearchInterval = 500 * time.Millisecond
+)
+
+// Queries of a writer probe. Both variables exist in MariaDB, MySQL and
+// Aurora MySQL; Aurora readers report innodb_read_only = 1.
+const (
+	probeReadOnlyQuery = "SELECT @@global.read_only, @@global.innodb_read_only"
+	// On Aurora MySQL the probe also asks the instance for its own id and
+	// the topology table for the writer's id (the row of the writer has
+	// SESSION_ID = 'MASTER_SESSION_ID').
+	probeAuroraIDQuery       = "SELECT @@aurora_server_id, @@global.innodb_read_only"
+	probeAuroraTopologyQuery = "SELECT SERVER_ID FROM information_schema.replica_host_status WHERE SESSION_ID = 'MASTER_SESSION_ID'"
+)
+
+// writerCandidate is one configured endpoint that a writer search probes: the
+// configured writer and every reader (a reader may have been promoted).
+type writerCandidate struct {
+	name      string           // endpoint name, for logs and errors (never a DSN)
+	connector driver.Connector // opens a fresh connection for each probe
+}
+
+// writerSearchConfig configures a writerSearch. Zero durations mean the
+// defaults.
+type writerSearchConfig struct {
+	probeTimeout time.Duration
+	interval     time.Duration
+	// aurora makes probes also read Aurora MySQL's own instance id and the
+	// topology table, and prefer the endpoint the topology names as writer.
+	aurora bool
+	logger *slog.Logger
+	// now is the clock (tests inject one); nil means time.Now.
+	now func() time.Time
+	// onChange, if not nil, is called (outside any lock) when a search
+	// finds a writer other than the current one.
+	onChange func(from, to int)
+}
+
+// writerSearch finds the one writable endpoint among the candidates. At most
+// one search runs at a time: concurrent callers share it (singleflight), and
+// searches start at most once per interval. Each search runs in a goroutine
+// owned by the writerSearch (callers wait for it, bounded by their own
+// context) and probes every candidate concurrently, each probe bounded by
+// the probe timeout; close cancels a running search and waits for it.
+type writerSearch struct {
+	cfg   writerSearchConfig
+	cands []writerCandidate
+
+	base   context.Context // cancelled by close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // running search goroutines
+
+	mu       sync.Mutex // protects the fields below
+	current  int        // index of the writer as last known
+	running  *writerSearchCall
+	lastDone time.Time // when the last search ended
+	last     *writerSearchCall
+	closed   bool
+}
+
+// writerSearchCall is one search; done is closed when idx and err are set.
+type writerSearchCall struct {
+	done chan struct{}
+	idx  int
+	err  error
+}
+
+func newWriterSearch(cfg writerSearchConfig, cands []writerCandidate, current int) *writerSearch {
+	if cfg.probeTimeout <= 0 {
+		cfg.probeTimeout = DefaultWriterProbeTimeout
+	}
+	if cfg.interval <= 0 {
+		cfg.interval = DefaultWriterSearchInterval
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &writerSearch{cfg: cfg, cands: cands, base: ctx, cancel: cancel, current: current}
+}
+
+// writer returns the index of the writer as last known.
+func (w *writerSearch) writer() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.current
+}
+
+// find returns the index of the writable candidate. It joins a running
+// search, returns the result of a search that ended less than the interval
+// ago, or starts a new one, and waits for the result as long as ctx allows.
+// The error wraps ErrNoWriter when no writable candidate answered.
+func (w *writerSearch) find(ctx context.Context) (int, error) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return -1, &noWriterError{}
+	}
+	call := w.running
+	if call == nil {
+		if w.last != nil && w.cfg.now().Sub(w.lastDone) < w.cfg.interval {
+			c := w.last
+			w.mu.Unlock()
+			return c.idx, c.err
+		}
+		call = &writerSearchCall{done: make(chan struct{})}
+		w.running = call
+		w.wg.Add(1)
+		go w.search(call)
+	}
+	w.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.idx, call.err
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+// close stops a running search and waits for it. It is idempotent.
+func (w *writerSearch) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.cancel()
+	w.wg.Wait()
+}
+
+// probeResult is what one probe learned about one candidate.
+type probeResult struct {
+	err      error
+	writable bool   // read_only = 0 and innodb_read_only = 0
+	serverID string // Aurora: the instance's own id
+	writerID string // Aurora: the writer's id as the topology table says
+}
+
+// search runs one search for call, in its own goroutine.
+func (w *writerSearch) search(call *writerSearchCall) {
+	defer w.wg.Done()
+	ctx, cancel := context.WithTimeout(w.base, w.cfg.probeTimeout)
+	results := make([]probeResult, len(w.cands))
+	var pwg sync.WaitGroup
+	for i := range w.cands {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			results[i] = probeWriter(ctx, w.cands[i].connector, w.cfg.aurora)
+		}()
+	}
+	pwg.Wait()
+	cancel()
+
+	w.mu.Lock()
+	prev := w.current
+	idx, err := w.choose(results, prev)
+	call.idx, call.err = idx, err
+	if err == nil {
+		w.current = idx
+	}
+	w.running = nil
+	w.last = call
+	w.lastDone = w.cfg.now()
+	w.mu.Unlock()
+	// Log and report before releasing the waiters, so that a caller that
+	// saw the new writer also sees it counted.
+	defer close(call.done)
+
+	if err != nil {
+		w.cfg.logger.LogAttrs(w.base, slog.LevelWarn, "dbrouter: writer search found no writable server",
+			slog.String("error", err.Error()))
+		return
+	}
+	if idx != prev {
+		w.cfg.logger.LogAttrs(w.base, slog.LevelWarn, "dbrouter: writer changed",
+			slog.String("from", w.cands[prev].name), slog.String("to", w.cands[idx].name))
+		if w.cfg.onChange != nil {
+			w.cfg.onChange(prev, idx)
+		}
+	}
+}
+
+// choose picks the writer from the probe results: on Aurora the candidate
+// whose own id the topology table names as writer, if it is writable;
+// otherwise the writable candidate, preferring the current writer if several
+// are writable (which only happens while a failover is half done).
+func (w *writerSearch) choose(results []probeResult, current int) (int, error) {
+	if w.cfg.aurora {
+		votes := map[string]int{}
+		for _, r := range results {
+			if r.err == nil && r.writerID != "" {
+				votes[r.writerID]++
+			}
+		}
+		best, n := "", 0
+		for id, v := range votes {
+			if v > n || (v == n && id < best) {
+				best, n = id, v
+			}
+		}
+		if best != "" {
+			found := -1
+			for i, r := range results {
+				if r.err == nil && r.writable && strings.EqualFold(r.serverID, best) {
+					if i == current {
+						return i, nil
+					}
+					if found < 0 {
+						found = i
+					}
+				}
+			}
+			if found >= 0 {
+				return found, nil
+			}
+		}
+	}
+	found := -1
+	for i, r := range results {
+		if r.err == nil && r.writable {
+			if i == current {
+				return i, nil
+			}
+			if found < 0 {
+				found = i
+			}
+		}
+	}
+	if found >= 0 {
+		return found, nil
+	}
+	// Say why each candidate was rejected (endpoint names, never DSNs).
+	e := &noWriterError{names: make([]string, len(results)), errs: make([]error, len(results))}
+	for i, r := range results {
+		e.names[i] = w.cands[i].name
+		e.errs[i] = r.err
+	}
+	return -1, e
+}
+
+// noWriterError is the error of a writer search that found no writable
+// endpoint. It matches ErrNoWriter and unwraps to the probes' errors.
+type noWriterError struct {
+	names []string
+	errs  []error // nil where the endpoint answered read-only
+}
+
+func (e *noWriterError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrNoWriter.Error())
+	for i, name := range e.names {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(name)
+		if e.errs[i] != nil {
+			b.WriteString(": ")
+			b.WriteString(e.errs[i].Error())
+		} else {
+			b.WriteString(": read-only")
+		}
+	}
+	return b.String()
+}
+
+func (e *noWriterError) Unwrap() []error {
+	out := []error{ErrNoWriter}
+	for _, err := range e.errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+// probeWriter opens a fresh connection through c (so that neither a pooled
+// connection to a demoted server nor a cached DNS answer can mislead it),
+// asks whether the server is writable and, on Aurora, for its own id and the
+// writer's id, and closes the connection. ctx bounds it.
+func probeWriter(ctx context.Context, c driver.Connector, aurora bool) (res probeResult) {
+	conn, err := c.Connect(ctx)
+	if err != nil {
+		return probeResult{err: unwrapConnectError(err)}
+	}
+	defer conn.Close()
+	if aurora {
+		vals, err := probeQuery(ctx, conn, probeAuroraIDQuery, 2)
+		if err != nil {
+			return probeResult{err: err}
+		}
+		res.serverID = probeString(vals[0])
+		ro, err := probeBool(vals[1])
+		if err != nil {
+			return probeResult{err: err}
+		}
+		res.writable = !ro
+		// The topology table is read on every instance; its answer is
+		// used only if it names a writer.
+		if vals, err := probeQuery(ctx, conn, probeAuroraTopologyQuery, 1); err == nil && vals != nil {
+			res.writerID = probeString(vals[0])
+		}
+		return res
+	}
+	vals, err := probeQuery(ctx, conn, probeReadOnlyQuery, 2)
+	if err != nil {
+		return probeResult{err: err}
+	}
+	ro, err := probeBool(vals[0])
+	if err != nil {
+		return probeResult{err: err}
+	}
+	iro, err := probeBool(vals[1])
+	if err != nil {
+		return probeResult{err: err}
+	}
+	res.writable = !ro && !iro
+	return res
+}
+
+// errProbeNoQueryer is returned by a probe when the driver's connection
+// cannot run a query without a prepared statement.
+var errProbeNoQueryer = errors.New("dbrouter: driver connection does not implement driver.QueryerContext")
+
+// probeQuery runs query on conn and returns the first row's n values, or nil
+// if there is no row.
+func probeQuery(ctx context.Context, conn driver.Conn, query string, n int) ([]driver.Value, error) {
+	q, ok := conn.(driver.QueryerContext)
+	if !ok {
+		return nil, errProbeNoQueryer
+	}
+	rows, err := q.QueryContext(ctx, query, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if len(rows.Columns()) != n {
+		return nil, fmt.Errorf("dbrouter: probe got %d columns, want %d", len(rows.Columns()), n)
+	}
+	vals := make([]driver.Value, n)
+	if err := rows.Next(vals); err != nil {
+		if err == io.EOF {
+			return nil, nil
+		}
+		return nil, err
+	}
+	for i, v := range vals {
+		if b, ok := v.([]byte); ok {
+			vals[i] = string(b) // the driver reuses its buffer
+		}
+	}
+	return vals, nil
+}
+
+func probeString(v driver.Value) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case nil:
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+func probeBool(v driver.Value) (bool, error) {
+	switch v := v.(type) {
+	case int64:
+		return v != 0, nil
+	case bool:
+		return v, nil
+	case string, []byte:
+		s := strings.ToUpper(probeString(v))
+		switch s {
+		case "1", "ON", "TRUE":
+			return true, nil
+		case "0", "OFF", "FALSE":
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("dbrouter: probe got %v for a boolean variable", v)
+}

@@ -1,0 +1,166 @@
+// Package dbrouter routes database/sql statements between a writer and read
+// replicas in several regions: writes go to the writer, reads to a reader of
+// the local region, and a user never misses their own write, not in the same
+// request, not on their next request, not when that request lands in
+// another region.
+//
+// # Quick start
+//
+//	rt, err := dbrouter.Open(dbrouter.Config{
+//		Region: "us-east-1",
+//		Writer: dbrouter.Endpoint{DSN: "app:pw@tcp(writer:3306)/photos"},
+//		Readers: []dbrouter.Endpoint{
+//			{DSN: "app:pw@tcp(reader-use1:3306)/photos", Region: "us-east-1"},
+//			{DSN: "app:pw@tcp(reader-apne1:3306)/photos", Region: "ap-northeast-1"},
+//		},
+//		TokenKeys: []dbrouter.TokenKey{{ID: 1, Secret: secret}}, // shared by the fleet
+//	})
+//	...
+//	defer rt.Close()
+//	http.ListenAndServe(addr, rt.Middleware(mux)) // one scope per request
+//
+// A [*Router] has the context methods of [*sql.DB] with the same
+// signatures (ExecContext, QueryContext, QueryRowContext, PrepareContext,
+// BeginTx, PingContext, Close), so it satisfies sqlc's DBTX and replaces a
+// *sql.DB at a call site by changing its type. Like [sql.Open], [Open] only
+// validates its arguments and starts the monitors; it does not connect.
+//
+// # Routing
+//
+// Only statements that are provably read-only go to a reader: SELECT, SHOW,
+// WITH ... SELECT, and read-only transactions (BeginTx with
+// [sql.TxOptions].ReadOnly). Everything else goes to the writer: writes,
+// SELECT ... FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE, SELECT ... INTO,
+// locking and session functions (GET_LOCK, RELEASE_LOCK, NEXTVAL,
+// LAST_INSERT_ID, ...), CALL, user-variable assignments, several
+// statements, executable comments (/*! ... */), anything unrecognised, and
+// every statement of a read-write transaction. Leading comments and
+// whitespace are skipped; keywords inside strings, quoted identifiers and
+// comments are ignored. Prepared statements ([Router.PrepareContext]) belong
+// to one pool and run on the writer.
+//
+// Per call, through the context: [WithWriter] sends reads to the writer;
+// [WithMaxStaleness] lets a read use any reader known to be at most that far
+// behind.
+//
+// # Guarantees
+//
+// A read-your-writes scope lives in the request's context ([NewContext];
+// [Router.Middleware] makes one per request and restores the user's token
+// into it). Every write made through the scope advances it; every read
+// made through it goes only to a reader known to have applied everything the
+// scope requires, or else to the writer.
+//
+//	mode                how to ask                     what a read sees                          cost
+//	eventual            no scope in ctx                a reader at most MaxLag behind            nothing extra
+//	bounded staleness   WithMaxStaleness(ctx, d)       data at most d old (as last checked)      a freshness check when the last is older than d
+//	read-your-writes    a scope (Middleware,           every write of the scope and of the       a wait (bounded) while the local reader
+//	                    NewContext, WithToken)         user's earlier requests, any region       catches up; then another region's reader or the writer
+//	monotonic reads     a scope (same)                 never older data than a read of the       as above; the token travels while some reader
+//	                                                   user showed before                        is behind what the user saw
+//	strong              WithWriter(ctx)                every committed write                     writer load
+//
+// "Known to have applied" is checked per reader against the monitor's record
+// of that reader's position: one reader catching up never releases the
+// others. Monotonic reads are exact with respect to the positions the
+// monitors know (a read served by a reader at known position P makes P a
+// requirement of the scope's later reads); the reader may have been a little
+// further than known when it served.
+//
+// Positions are exact replication positions: MariaDB GTIDs
+// ([DialectMariaDB], read with @@last_gtid on the session that wrote,
+// which costs one extra round trip per write and none per read) or MySQL
+// GTID sets ([DialectMySQL]); on Aurora, whose readers share storage and
+// have no binlog position, a heartbeat row ([DialectHeartbeat]): one
+// process (HeartbeatPeriod set), or pt-heartbeat, increments
+// `UPDATE regiondb_heartbeat SET seq = seq + 1 WHERE id = 1` on the writer;
+// a write is visible on a reader once it shows the next beat (the write is
+// then older than data the reader shows). A reader whose heartbeat row is
+// missing or NULL serves no read that needs a position.
+//
+// # Tokens across requests and regions
+//
+// [Router.Middleware] reads the token from the Regiondb-Token header (API
+// clients), or from the user's session through [Config.TokenCarrier], or
+// from the regiondb_ryw cookie (browsers), and returns the advanced token
+// the same way before the response's first byte. A token is the scope's
+// required position (the writer's state, so it means the same in every
+// region), its issue time and an HMAC-SHA256 tag (96 bits) with the id of
+// the key that made it, base64url: about 36 characters for one MariaDB
+// domain, always under 100. Keys rotate through [Config.TokenKeys]. A
+// corrupt, forged or expired ([Config.TokenMaxAge]) token is ignored and
+// counted ([Stats].TokensRejected), never an error page. Once every reader
+// has applied a token's position, the token is no longer sent and the
+// cookie is deleted.
+//
+// [Router.WrittenPosition], [Router.RequirePosition] and
+// [Router.MergePositions] implement the cache package's Consistency
+// contract, so a cache can refuse to refill from a replica that lags.
+//
+// # Monitors, waiting, and their cost
+//
+// One goroutine per reader keeps the reader's applied position (watermark),
+// lag and health; the read path only compares positions in memory. A
+// monitor queries its reader
+//   - every [Config.MonitorInterval] (default 15 s, ±10 %), after reading
+//     the writer's position, to measure lag and health (1 query to the
+//     reader, 1 to the writer);
+//   - on demand, only while a read waits for a position the reader is not
+//     known to have: with MASTER_GTID_WAIT (MariaDB) or
+//     WAIT_FOR_EXECUTED_GTID_SET (MySQL), one query that returns as soon as
+//     the reader has applied the highest position then awaited (all
+//     waiting reads of the process share it); with the heartbeat, a poll at
+//     most every [Config.PollInterval] (default 20 ms). While a position
+//     stays missing (a stalled reader) the queries back off to about an
+//     eighth of its age, capped at MonitorInterval.
+//
+// A read that needs a position no local reader has waits a little over the
+// local readers' recent lag (5/4 of it plus two PollIntervals, at most
+// [Config.MaxWait], default 1 s), then takes any reader of another region
+// that has it (unless [Config.PreferWriter]), then the writer. Readers more
+// than [Config.MaxLag] (default 30 s) behind, or whose monitor queries fail,
+// get no reads until they catch up; with no usable reader, reads go to the
+// writer ([Stats].ReadsWriter counts them).
+//
+// The arithmetic for a fleet of 1 000 processes, per reader:
+//   - Background checks: 1 000 / 15 s = 67 queries/s without sharing.
+//   - On-demand queries without sharing: at most one outstanding per process;
+//     a process whose users read right after writing sends about one per
+//     such read (the measured 40 routers doing back-to-back write-then-read
+//     sent 4 000/s). That does not stay under 100 queries/s at 1 000 busy
+//     processes.
+//   - With a [WatermarkStore] shared by the fleet ([Config.Watermarks], for
+//     example memcached): a process first reads the shared watermark, and
+//     only the process that wins an atomic claim (memcached add) queries the
+//     reader, then publishes what it learned. The claim lasts PollInterval for
+//     demand and MonitorInterval for background checks, so the whole fleet
+//     sends at most 1 s / 20 ms = 50 demand queries/s plus 1/15 s background
+//     checks, about 50 queries/s per reader whatever the number of
+//     processes (TestMonitorLoadManyRouters: 40 routers, 49 queries/s
+//     measured on the reader's Questions counter). The price is on the
+//     waiting processes: one store read per PollInterval each while they
+//     wait, and up to about two PollIntervals of extra latency for a read
+//     right after a write.
+//
+// # Failures
+//
+// A QueryContext, or a read-only BeginTx, that fails on a reader before
+// returning rows because the reader failed (connection refused or lost, the
+// server going away: not the caller's cancellation, not an SQL error)
+// excludes that reader until its monitor sees it answer again (rechecked
+// every second) and runs once more wherever routing then sends it.
+// QueryRowContext cannot be retried (its error surfaces at Scan); the
+// monitor excludes a dead reader within one check. Failover of the writer
+// is not handled yet (see issue 4).
+//
+// # Lifecycle
+//
+// A Router is safe for concurrent use. [Open] starts one monitor goroutine
+// per reader (and, with [DialectHeartbeat] and HeartbeatPeriod, one
+// heartbeat writer); [Router.Close] stops and waits for them, then closes the
+// pools; it is idempotent, and afterwards the methods return [ErrClosed].
+// database/sql's own errors ([sql.ErrNoRows], [sql.ErrTxDone]) are returned
+// unchanged. The router logs only background events, only through
+// [Config.Logger]; DSNs, passwords and tokens never appear in its errors or
+// logs.
+package dbrouter

@@ -1,0 +1,60 @@
+package dbrouter
+
+import "errors"
+
+// ErrClosed is returned by the methods of a [Router] after [Router.Close].
+var ErrClosed = errors.New("dbrouter: router is closed")
+
+// ErrInvalidConfig is matched (with [errors.Is]) by the error [Open] returns
+// for a Config that fails validation; the error is a [*ConfigError] naming
+// the field.
+var ErrInvalidConfig = errors.New("dbrouter: invalid config")
+
+// ErrInvalidToken is matched by the error of [Router.WithToken] for a token
+// that is corrupt, forged (bad signature or unknown key) or expired. The
+// router's own HTTP middleware never returns it: it ignores such a token and
+// counts it in [Stats].TokensRejected.
+var ErrInvalidToken = errors.New("dbrouter: invalid token")
+
+// ConfigError describes one invalid field of a [Config]. Its message never
+// contains a DSN or secret.
+type ConfigError struct {
+	// Field is the Go path of the field, such as "Writer.DSN" or
+	// "Readers[2].Region".
+	Field string
+	// Reason says what is wrong with it.
+	Reason string
+	// Err is the underlying error, if any (such as the DSN parser's).
+	Err error
+}
+
+// Error returns "dbrouter: invalid config: <field>: <reason>[: <cause>]".
+func (e *ConfigError) Error() string {
+	s := "dbrouter: invalid config: " + e.Field + ": " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Is reports whether target is [ErrInvalidConfig].
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// EndpointError is an error of one endpoint that the router reports itself
+// (a ping). Its message names the endpoint, never its DSN.
+type EndpointError struct {
+	Endpoint string // endpoint name
+	Op       string // what failed, such as "ping"
+	Err      error
+}
+
+// Error names the endpoint and the operation, never the DSN.
+func (e *EndpointError) Error() string {
+	return "dbrouter: " + e.Op + " " + e.Endpoint + ": " + e.Err.Error()
+}
+
+// Unwrap returns the driver's error.
+func (e *EndpointError) Unwrap() error { return e.Err }

@@ -1,0 +1,142 @@
+package dbrouter
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+// kvHandler writes ?k=..&v=.. if v is set, then reads k and writes its
+// value in the body.
+func kvHandler(t *testing.T, rt *Router) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k, v := r.URL.Query().Get("k"), r.URL.Query().Get("v")
+		if v != "" {
+			if _, err := rt.ExecContext(r.Context(), "REPLACE INTO kv (k, v) VALUES (?, ?)", k, v); err != nil {
+				t.Error(err)
+			}
+		}
+		var got int64
+		if err := rt.QueryRowContext(r.Context(), "SELECT v FROM kv WHERE k = ?", k).Scan(&got); err != nil {
+			got = -1
+		}
+		w.Write([]byte(strconv.FormatInt(got, 10)))
+	})
+}
+
+func do(h http.Handler, url string, cookies []*http.Cookie, header string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, url, nil)
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	if header != "" {
+		req.Header.Set(DefaultTokenHeader, header)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestMiddlewareStack(t *testing.T) {
+	s := testserver.Require(t)
+	tokyo := openRouter(t, stackConfig(t, s, testserver.PrimaryRegion))
+	virginia := openRouter(t, stackConfig(t, s, testserver.SecondaryRegion))
+	ht, hv := tokyo.Middleware(kvHandler(t, tokyo)), virginia.Middleware(kvHandler(t, virginia))
+	k := key(t)
+
+	// r2 stalls, so only the token can make Virginia see the write.
+	if err := s.Stall(t.Context(), "r2"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Resume(context.Background(), "r2") })
+
+	rec := do(ht, "/?k="+k+"&v=7", nil, "")
+	if rec.Body.String() != "7" {
+		t.Fatalf("same-request read got %s", rec.Body)
+	}
+	cookies := rec.Result().Cookies()
+	if len(cookies) != 1 || cookies[0].Name != DefaultTokenCookie || cookies[0].Value == "" || !cookies[0].HttpOnly {
+		t.Fatalf("cookies %v", cookies)
+	}
+	if tok := rec.Header().Get(DefaultTokenHeader); tok != cookies[0].Value || len(tok) >= 100 {
+		t.Fatalf("header token %q, cookie %q", tok, cookies[0].Value)
+	}
+	if rec.Header().Get("Vary") != "Cookie" {
+		t.Errorf("Vary %q", rec.Header().Get("Vary"))
+	}
+
+	t.Run("cookie across regions", func(t *testing.T) {
+		if got := do(hv, "/?k="+k, cookies, "").Body.String(); got != "7" {
+			t.Errorf("Virginia read %s with the cookie", got)
+		}
+	})
+	t.Run("header across regions", func(t *testing.T) {
+		if got := do(hv, "/?k="+k, nil, cookies[0].Value).Body.String(); got != "7" {
+			t.Errorf("Virginia read %s with the header", got)
+		}
+	})
+	t.Run("forged token ignored and counted", func(t *testing.T) {
+		before := virginia.Stats().TokensRejected
+		bad := []*http.Cookie{{Name: DefaultTokenCookie, Value: cookies[0].Value[:10] + "AAAA" + cookies[0].Value[14:]}}
+		rec := do(hv, "/?k="+k, bad, "")
+		if rec.Code != http.StatusOK {
+			t.Errorf("status %d", rec.Code)
+		}
+		if virginia.Stats().TokensRejected != before+1 {
+			t.Errorf("rejected token not counted")
+		}
+	})
+	t.Run("token dropped once every reader has it", func(t *testing.T) {
+		if err := s.Resume(t.Context(), "r2"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the cookie to be deleted", func() bool {
+			rec := do(hv, "/?k="+k, cookies, "")
+			if rec.Body.String() != "7" {
+				t.Fatalf("read %s", rec.Body)
+			}
+			for _, c := range rec.Result().Cookies() {
+				if c.Name == DefaultTokenCookie && c.MaxAge < 0 {
+					return rec.Header().Get(DefaultTokenHeader) == ""
+				}
+			}
+			return false
+		})
+	})
+}
+
+type mapCarrier struct{ m map[string]string }
+
+func (c *mapCarrier) LoadToken(r *http.Request) string { return c.m[r.URL.Query().Get("user")] }
+func (c *mapCarrier) SaveToken(_ http.ResponseWriter, r *http.Request, tok string) {
+	c.m[r.URL.Query().Get("user")] = tok
+}
+
+func TestMiddlewareCarrierStack(t *testing.T) {
+	s := testserver.Require(t)
+	carrier := &mapCarrier{m: map[string]string{}}
+	cfg := stackConfig(t, s, testserver.PrimaryRegion)
+	cfg.TokenCarrier = carrier
+	rt := openRouter(t, cfg)
+	h := rt.Middleware(kvHandler(t, rt))
+	k := key(t)
+	if err := s.Stall(t.Context(), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Resume(context.Background(), "r1") })
+	rec := do(h, "/?user=u1&k="+k+"&v=3", nil, "")
+	if len(rec.Result().Cookies()) != 0 {
+		t.Errorf("cookie set although a carrier is configured")
+	}
+	if carrier.m["u1"] == "" {
+		t.Fatal("carrier got no token")
+	}
+	if got := do(h, "/?user=u1&k="+k, nil, "").Body.String(); got != "3" {
+		t.Errorf("next request read %s", got)
+	}
+}

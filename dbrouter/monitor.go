@@ -1,0 +1,368 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// endpointDB is one endpoint with its pool.
+type endpointDB struct {
+	spec  endpointSpec
+	db    *sql.DB
+	local bool // in the router's region
+}
+
+// reader is one reader with its monitor state. The monitor goroutine
+// (run) is the only writer of the watermark fields; reads of the routing
+// path use atomics only.
+type reader struct {
+	endpointDB
+	idx int
+
+	wm        atomic.Pointer[position] // applied position as last polled; nil until the first poll
+	healthy   atomic.Bool              // last poll succeeded
+	lagNanos  atomic.Int64             // latest lag measurement
+	recentLag atomic.Int64             // smoothed lag, for wait bounds
+	freshAsOf atomic.Int64             // UnixNano: the reader had all the writer had then
+	polls     atomic.Int64             // monitor queries sent to this reader
+
+	kick chan struct{} // wakes the monitor; capacity 1
+
+	mu           sync.Mutex // protects the demand fields below
+	pending      *position  // highest position a waiting read needs
+	pendingSince time.Time  // when pending was first not covered by wm
+	pendingFresh time.Time  // when the writer was at pending (freshness chase), or zero
+	waiters      int        // reads waiting on this reader
+	wantFresh    int        // waiting bounded-staleness reads
+}
+
+// usable reports whether the reader may take reads at all.
+func (r *reader) usable(maxLag time.Duration) bool {
+	return r.healthy.Load() && time.Duration(r.lagNanos.Load()) <= maxLag
+}
+
+// demand registers a read waiting for p (or, with fresh, for a freshness
+// check) and wakes the monitor. release must be called when the wait ends.
+func (r *reader) demand(p *position, fresh bool, now time.Time) {
+	r.mu.Lock()
+	r.waiters++
+	if fresh {
+		r.wantFresh++
+	}
+	if !p.empty() {
+		if !r.wm.Load().covers(p) && (r.pending.empty() || r.wm.Load().covers(r.pending)) {
+			r.pendingSince = now
+		}
+		r.pending = merge(r.pending, p)
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reader) release(fresh bool) {
+	r.mu.Lock()
+	r.waiters--
+	if fresh {
+		r.wantFresh--
+	}
+	r.mu.Unlock()
+}
+
+// unmet reports whether a position is pending that r is not known to have
+// (a read waits for it, or a freshness check found r behind), how long it has
+// been pending, and whether a bounded-staleness read waits for a freshness
+// check.
+func (r *reader) unmet(now time.Time) (need bool, age time.Duration, fresh bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fresh = r.wantFresh > 0
+	if !r.pending.empty() && !r.wm.Load().covers(r.pending) {
+		return true, now.Sub(r.pendingSince), fresh
+	}
+	return fresh, 0, fresh
+}
+
+// notifier wakes all reads waiting for a change of any monitor state.
+type notifier struct {
+	mu sync.Mutex    // protects ch
+	ch chan struct{} // closed and replaced on each change
+}
+
+func (n *notifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ch
+}
+
+func (n *notifier) broadcast() {
+	n.mu.Lock()
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+	n.mu.Unlock()
+}
+
+// monitor runs the monitor of reader r until ctx is done. It polls r
+//   - at start and then every MonitorInterval (with ±10 % jitter), reading
+//     the writer's position first, to measure lag and health;
+//   - while a read waits for a position r is not known to have, at most once
+//     per PollInterval (reader only), and while a bounded-staleness read
+//     waits for a freshness check (writer, then reader).
+func (rt *Router) monitor(ctx context.Context, r *reader) {
+	defer rt.wg.Done()
+	cfg := &rt.cfg
+	jitter := func() time.Duration {
+		d := cfg.MonitorInterval
+		return d - d/10 + rand.N(d/5+1)
+	}
+	bg := time.NewTimer(0)
+	defer bg.Stop()
+	spacing := time.NewTimer(0)
+	defer spacing.Stop()
+	<-spacing.C
+	var lastPoll time.Time
+	for {
+		background := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		case <-bg.C:
+			background = true
+			bg.Reset(jitter())
+		}
+		for {
+			need, age, fresh := r.unmet(time.Now())
+			if !background && !need {
+				break
+			}
+			// Back off while a position stays missing (a stalled
+			// reader): the n-th poll of one episode comes after about
+			// age/8, so a 2 s stall costs ~20 polls, not 200.
+			gap := max(cfg.PollInterval, min(age/8, cfg.MonitorInterval))
+			if background {
+				gap = cfg.PollInterval
+			}
+			if wait := time.Until(lastPoll.Add(gap)); wait > 0 {
+				spacing.Reset(wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-spacing.C:
+				case <-bg.C:
+					background = true
+					bg.Reset(jitter())
+				}
+			}
+			lastPoll = time.Now()
+			if rt.check(ctx, r, background, fresh) {
+				lastPoll = time.Time{} // a server-side wait needs no spacing
+			}
+			background = false
+		}
+		if !r.healthy.Load() {
+			// Retry a failing reader sooner, so that it gets reads
+			// again soon after it recovers.
+			bg.Reset(min(jitter(), time.Second))
+		}
+	}
+}
+
+// check brings r's state up to date for the monitor loop: from the shared
+// [WatermarkStore] if one is configured and another process polled
+// recently, else by querying r. It reports whether r was queried with a
+// server-side wait that succeeded (no spacing needed before the next one).
+func (rt *Router) check(ctx context.Context, r *reader, background, fresh bool) bool {
+	st := rt.cfg.Watermarks
+	if st == nil {
+		return rt.query(ctx, r, background, fresh)
+	}
+	if rt.loadShared(ctx, r, background || fresh) {
+		return false
+	}
+	ttl := rt.cfg.PollInterval
+	kind := "/demand"
+	if background || fresh {
+		ttl, kind = rt.cfg.MonitorInterval, "/check"
+	}
+	won, err := st.Claim(ctx, watermarkPrefix+r.spec.Name+kind, ttl)
+	if err != nil {
+		won = true // the store is down: every process polls for itself
+	}
+	if !won {
+		return false // another process polls; the next round reads its result
+	}
+	waited := rt.query(ctx, r, background, fresh)
+	rt.saveShared(ctx, r)
+	return waited
+}
+
+// query queries r: a server-side wait for the pending position if the
+// dialect has one and this is no background or freshness check, else a
+// position poll.
+func (rt *Router) query(ctx context.Context, r *reader, background, fresh bool) bool {
+	if !background && !fresh && rt.waitApplied(ctx, r) {
+		return true
+	}
+	rt.poll(ctx, r, background || fresh)
+	return false
+}
+
+// poll reads r's applied position (after the writer's, with fresh) and
+// updates r's state.
+func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
+	cfg := &rt.cfg
+	var wpos *position
+	var wAt time.Time
+	if fresh {
+		wAt = time.Now()
+		p, err := rt.queryPosition(ctx, rt.writer.db, rt.dialect.writerQuery(), rt.dialect.parseWriter)
+		if err == nil {
+			wpos = p
+			rt.observeWriter(p)
+		}
+	}
+	start := time.Now()
+	r.polls.Add(1)
+	rt.monitorQueries.Add(1)
+	p, err := rt.queryPosition(ctx, r.db, rt.dialect.readerQuery(), rt.dialect.parseReader)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		if r.healthy.Swap(false) {
+			cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "dbrouter: reader excluded: monitor query failed",
+				slog.String("reader", r.spec.Name), slog.String("error", err.Error()))
+		}
+		rt.changed.broadcast()
+		return
+	}
+	rt.update(ctx, r, p, wpos, wAt, start)
+}
+
+// waitApplied runs the dialect's server-side wait for r's pending position.
+// It returns true when r has applied it (and updates r), false when the
+// dialect has no wait, the wait timed out or failed (the caller then polls).
+func (rt *Router) waitApplied(ctx context.Context, r *reader) bool {
+	r.mu.Lock()
+	target := r.pending
+	r.mu.Unlock()
+	if target.empty() {
+		return false
+	}
+	q := rt.dialect.waitQuery(target, rt.cfg.MonitorTimeout/2)
+	if q == "" {
+		return false
+	}
+	start := time.Now()
+	r.polls.Add(1)
+	rt.monitorQueries.Add(1)
+	qctx, cancel := context.WithTimeout(ctx, rt.cfg.MonitorTimeout)
+	var res sql.NullInt64
+	err := r.db.QueryRowContext(qctx, q).Scan(&res)
+	cancel()
+	if err != nil || !res.Valid || res.Int64 != 0 {
+		return false
+	}
+	rt.update(ctx, r, target, nil, time.Time{}, start)
+	return true
+}
+
+// update records that r has applied p (as of a query that started at
+// start), after a writer position wpos read at wAt if not nil.
+func (rt *Router) update(ctx context.Context, r *reader, p, wpos *position, wAt, start time.Time) {
+	cfg := &rt.cfg
+	now := time.Now()
+	old := r.wm.Load()
+	if old.empty() || p.covers(old) {
+		r.wm.Store(p)
+	} else if !old.covers(p) {
+		r.wm.Store(merge(old, p))
+	}
+	wm := r.wm.Load()
+
+	// Lag: the time the reader took (or is taking) to apply a position
+	// the writer was seen at: a fresh writer position it already has
+	// gives the time between the two queries; a pending position it lacks
+	// gives its age so far; one it just got gives its catch-up time.
+	var lag time.Duration
+	known := false
+	r.mu.Lock()
+	if wpos != nil {
+		if wm.covers(wpos) {
+			r.freshAsOf.Store(wAt.UnixNano())
+			lag, known = max(start.Sub(wAt), 0), true
+		} else {
+			// Behind at this check: chase the writer's position (see
+			// monitor) to measure how far.
+			if r.pending.empty() || wm.covers(r.pending) {
+				r.pendingSince = wAt
+			}
+			r.pending = merge(r.pending, wpos)
+			r.pendingFresh = wAt
+		}
+	}
+	if !r.pending.empty() {
+		if wm.covers(r.pending) {
+			if !r.pendingFresh.IsZero() {
+				r.freshAsOf.Store(max(r.freshAsOf.Load(), r.pendingFresh.UnixNano()))
+			}
+			lag, known = max(lag, now.Sub(r.pendingSince)), true
+			r.pending, r.pendingFresh = nil, time.Time{}
+		} else {
+			lag, known = max(lag, now.Sub(r.pendingSince)), true
+		}
+	}
+	r.mu.Unlock()
+	if known {
+		r.lagNanos.Store(int64(lag))
+		old := time.Duration(r.recentLag.Load())
+		if lag >= old {
+			r.recentLag.Store(int64(lag))
+		} else {
+			r.recentLag.Store(int64(old - (old-lag)/4))
+		}
+	}
+	if !r.healthy.Swap(true) {
+		cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "dbrouter: reader answers again", slog.String("reader", r.spec.Name))
+	}
+	rt.changed.broadcast()
+}
+
+// queryPosition runs a one-value position query under the monitor timeout.
+func (rt *Router) queryPosition(ctx context.Context, db *sql.DB, q string, parse func(string) (*position, error)) (*position, error) {
+	ctx, cancel := context.WithTimeout(ctx, rt.cfg.MonitorTimeout)
+	defer cancel()
+	var s sql.NullString
+	if err := db.QueryRowContext(ctx, q).Scan(&s); err != nil && err != sql.ErrNoRows {
+		return nil, err
+	}
+	// NULL or no row (a heartbeat row not yet replicated) is "nothing
+	// applied": the reader serves no read that needs a position.
+	return parse(s.String)
+}
+
+// observeWriter records a position the writer is known to have reached.
+func (rt *Router) observeWriter(p *position) {
+	for {
+		cur := rt.writerPos.Load()
+		if cur.covers(p) {
+			return
+		}
+		if rt.writerPos.CompareAndSwap(cur, merge(cur, p)) {
+			return
+		}
+	}
+}

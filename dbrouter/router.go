@@ -1,0 +1,435 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Router sends each statement to the writer or to a reader: writes and
+// anything not provably read-only to the writer, reads to a reader of the
+// local region that is known to have applied what the caller must see. Its
+// methods have the signatures of [*sql.DB]'s, so it can replace one.
+//
+// A Router is safe for concurrent use by multiple goroutines. It owns one
+// [*sql.DB] pool per endpoint and one monitor goroutine per reader;
+// [Router.Close] stops the monitors and closes the pools.
+type Router struct {
+	cfg     Config
+	dialect dialect
+	tokens  tokenCodec
+
+	writer  endpointDB
+	readers []*reader // local region first, then the others, in Config order
+	nLocal  int       // readers[:nLocal] are local
+	rr      atomic.Uint32
+
+	writerPos atomic.Pointer[position] // highest writer position seen
+	changed   notifier                 // monitor state changes
+	opened    time.Time
+
+	ctx      context.Context // cancelled by Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // monitor goroutines
+	closed   atomic.Bool
+	once     sync.Once
+	closeErr error
+
+	classes        classCache
+	monitorQueries atomic.Int64
+	sharedLoads    atomic.Int64
+	stats          counters
+}
+
+// counters are the router's statistics; see [Stats].
+type counters struct {
+	readsReader, readsRemote, readsWriter, readsForced, writes atomic.Int64
+	fallbacks, waits, tokensRejected, writePosFailures         atomic.Int64
+}
+
+// Stats are cumulative counts since [Open].
+type Stats struct {
+	// ReadsLocal and ReadsRemote count reads served by readers of the local
+	// region and of other regions.
+	ReadsLocal, ReadsRemote int64
+	// ReadsWriter counts read-only statements served by the writer because
+	// no reader had what they needed in time, or no reader was usable.
+	ReadsWriter int64
+	// ReadsForced counts reads sent to the writer by [WithWriter], or
+	// because no reader is configured.
+	ReadsForced int64
+	// Writes counts statements and transactions sent to the writer because
+	// they may write.
+	Writes int64
+	// Waits counts reads that waited for a reader to catch up.
+	Waits int64
+	// TokensRejected counts corrupt, forged and expired tokens ignored.
+	TokensRejected int64
+	// WritePositionFailures counts writes whose replication position could
+	// not be read (the request's later reads then go to the writer).
+	WritePositionFailures int64
+	// MonitorQueries counts position queries the monitors sent to readers.
+	MonitorQueries int64
+	// LocalReaders is the number of configured readers in the local region.
+	LocalReaders int
+}
+
+// Stats returns the router's counters.
+func (rt *Router) Stats() Stats {
+	c := &rt.stats
+	s := Stats{
+		ReadsLocal: c.readsReader.Load(), ReadsRemote: c.readsRemote.Load(),
+		ReadsWriter: c.readsWriter.Load(), ReadsForced: c.readsForced.Load(), Writes: c.writes.Load(),
+		Waits: c.waits.Load(), TokensRejected: c.tokensRejected.Load(),
+		WritePositionFailures: c.writePosFailures.Load(),
+		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
+	}
+	return s
+}
+
+// Open validates cfg, opens a pool per endpoint and starts one monitor
+// goroutine per reader. Like [sql.Open] it does not connect: the monitors
+// connect in the background; use [Router.PingContext] to check the servers.
+// The error is a [*ConfigError] for an invalid cfg.
+func Open(cfg Config) (*Router, error) {
+	n, err := validate(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d, _ := newDialect(n.Dialect, n.HeartbeatTable)
+	rt := &Router{
+		cfg:     n.Config,
+		dialect: d,
+		tokens:  tokenCodec{keys: n.tokenKeys, maxAge: n.TokenMaxAge},
+		opened:  time.Now(),
+	}
+	rt.ctx, rt.cancel = context.WithCancel(context.Background())
+	rt.writer = endpointDB{spec: n.writer, db: sql.OpenDB(&writeConnector{inner: n.writer.connector, rt: rt}), local: true}
+	n.WriterPool.apply(rt.writer.db)
+	for pass := range 2 {
+		for _, spec := range n.readers {
+			local := spec.Region == n.Region
+			if local != (pass == 0) {
+				continue
+			}
+			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(spec.connector), local: local}, kick: make(chan struct{}, 1)}
+			n.ReaderPool.apply(r.db)
+			r.idx = len(rt.readers)
+			r.healthy.Store(true)
+			rt.readers = append(rt.readers, r)
+			if local {
+				rt.nLocal++
+			}
+		}
+	}
+	for _, w := range n.warnings {
+		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: "+w)
+	}
+	for _, r := range rt.readers {
+		rt.wg.Add(1)
+		go rt.monitor(rt.ctx, r)
+	}
+	if n.Dialect == DialectHeartbeat && n.HeartbeatPeriod > 0 {
+		rt.wg.Add(1)
+		go rt.beat(rt.ctx)
+	}
+	return rt, nil
+}
+
+// Close stops the monitors, waits for them, and closes every pool. It is
+// idempotent; after it the router's methods return [ErrClosed] (QueryRowContext
+// returns a Row whose Scan reports the pool's "database is closed").
+func (rt *Router) Close() error {
+	rt.once.Do(func() {
+		rt.closed.Store(true)
+		rt.cancel()
+		rt.wg.Wait()
+		errs := []error{rt.writer.db.Close()}
+		for _, r := range rt.readers {
+			errs = append(errs, r.db.Close())
+		}
+		rt.closeErr = errors.Join(errs...)
+	})
+	return rt.closeErr
+}
+
+// ExecContext runs a statement on the writer (a statement that returns no
+// rows may write) and advances the context's read-your-writes position.
+func (rt *Router) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if rt.closed.Load() {
+		return nil, ErrClosed
+	}
+	rt.stats.writes.Add(1)
+	return rt.writer.db.ExecContext(ctx, query, args...)
+}
+
+// QueryContext runs a query on the endpoint chosen by the routing rules
+// (see the package documentation).
+func (rt *Router) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if rt.closed.Load() {
+		return nil, ErrClosed
+	}
+	db := rt.route(ctx, query, false)
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil && rt.readerFailed(ctx, db, err) {
+		// The reader failed before returning rows: reads are
+		// idempotent, so the read runs once more where routing now
+		// sends it (another fresh reader, or the writer).
+		return rt.route(ctx, query, false).QueryContext(ctx, query, args...)
+	}
+	return rows, err
+}
+
+// QueryRowContext runs a query that returns at most one row on the endpoint
+// chosen by the routing rules. Errors are deferred until [sql.Row.Scan].
+func (rt *Router) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return rt.route(ctx, query, false).QueryRowContext(ctx, query, args...)
+}
+
+// PrepareContext prepares a statement on the writer. A [*sql.Stmt] belongs
+// to one pool, so prepared statements are not routed: they read and write
+// with the writer's strong consistency.
+func (rt *Router) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	if rt.closed.Load() {
+		return nil, ErrClosed
+	}
+	return rt.writer.db.PrepareContext(ctx, query)
+}
+
+// BeginTx starts a transaction: on a reader chosen like a read when opts
+// asks for a read-only transaction, on the writer otherwise. Every
+// statement of a read-write transaction runs on the writer; its commit
+// advances the context's read-your-writes position.
+func (rt *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	if rt.closed.Load() {
+		return nil, ErrClosed
+	}
+	if opts != nil && opts.ReadOnly {
+		db := rt.route(ctx, "", true)
+		tx, err := db.BeginTx(ctx, opts)
+		if err != nil && rt.readerFailed(ctx, db, err) {
+			return rt.route(ctx, "", true).BeginTx(ctx, opts)
+		}
+		return tx, err
+	}
+	rt.stats.writes.Add(1)
+	return rt.writer.db.BeginTx(ctx, opts)
+}
+
+// PingContext checks that the writer and every reader answer. The error
+// names the first endpoint that does not.
+func (rt *Router) PingContext(ctx context.Context) error {
+	if rt.closed.Load() {
+		return ErrClosed
+	}
+	if err := rt.writer.db.PingContext(ctx); err != nil {
+		return &EndpointError{Endpoint: rt.writer.spec.Name, Op: "ping", Err: err}
+	}
+	for _, r := range rt.readers {
+		if err := r.db.PingContext(ctx); err != nil {
+			return &EndpointError{Endpoint: r.spec.Name, Op: "ping", Err: err}
+		}
+	}
+	return nil
+}
+
+// Ping calls [Router.PingContext] with [context.Background].
+func (rt *Router) Ping() error { return rt.PingContext(context.Background()) }
+
+// Writer returns the writer's pool, for code that needs a [*sql.Conn] or
+// other *sql.DB methods. Writes made through it do not advance
+// read-your-writes positions.
+func (rt *Router) Writer() *sql.DB { return rt.writer.db }
+
+// readerFailed is the failure hook of reads: if db is a reader's pool and
+// err says the reader (not the caller, not the statement) failed, the reader
+// is excluded from reads until its monitor sees it answer again (checked
+// within a second), and readerFailed returns true so that the caller may
+// retry the read once. The caller's own cancellation never excludes a
+// reader.
+func (rt *Router) readerFailed(ctx context.Context, db *sql.DB, err error) bool {
+	if !classifyFailure(ctx, err).serverFailure() {
+		return false
+	}
+	for _, r := range rt.readers {
+		if r.db != db {
+			continue
+		}
+		if r.healthy.Swap(false) {
+			rt.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "dbrouter: reader excluded: read failed",
+				slog.String("reader", r.spec.Name), slog.String("error", err.Error()))
+		}
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+		return true
+	}
+	return false
+}
+
+// route returns the pool that runs query (or, with readOnlyTx, a read-only
+// transaction). It never fails: when it cannot wait any longer it returns
+// the writer, and the pool reports ctx's error.
+func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) *sql.DB {
+	if !readOnlyTx && !rt.classes.readOnly(query) {
+		rt.stats.writes.Add(1)
+		return rt.writer.db
+	}
+	o, _ := ctx.Value(routeKey{}).(routeOpts)
+	if o.writer || len(rt.readers) == 0 {
+		rt.stats.readsForced.Add(1)
+		return rt.writer.db
+	}
+	t := trackerFrom(ctx)
+	var need *position
+	if t != nil {
+		need = t.need.Load()
+	}
+	req, _ := ctx.Value(requireKey{}).(*requirement)
+	if req != nil {
+		if req.pos == nil {
+			rt.stats.readsWriter.Add(1)
+			return rt.writer.db
+		}
+		need = merge(need, req.pos)
+	}
+	if o.maxStaleness > 0 {
+		if r := rt.pickStale(o.maxStaleness); r != nil {
+			if req != nil && !r.wm.Load().covers(req.pos) {
+				req.ok.Store(false)
+			}
+			return rt.served(r, nil)
+		}
+	} else if t == nil || !t.writerOnly.Load() {
+		if r := rt.pick(need, need.empty() && !rt.cfg.PreferWriter); r != nil {
+			return rt.served(r, t)
+		}
+		if need.empty() {
+			// Eventual read and no usable reader: nothing to wait for.
+			rt.stats.readsWriter.Add(1)
+			return rt.writer.db
+		}
+	} else {
+		rt.stats.readsWriter.Add(1)
+		return rt.writer.db
+	}
+	return rt.waitAndPick(ctx, need, t, req, o.maxStaleness)
+}
+
+// served counts a read served by r and records r's position in t.
+func (rt *Router) served(r *reader, t *tracker) *sql.DB {
+	if r.local {
+		rt.stats.readsReader.Add(1)
+	} else {
+		rt.stats.readsRemote.Add(1)
+	}
+	if t != nil {
+		t.served(r.wm.Load())
+	}
+	return r.db
+}
+
+// pick returns a usable reader that has applied need (which may be empty):
+// a local one (round robin) or, with remote, one of another region.
+func (rt *Router) pick(need *position, remote bool) *reader {
+	maxLag := rt.cfg.MaxLag
+	if n := rt.nLocal; n > 0 {
+		start := int(rt.rr.Add(1))
+		for i := range n {
+			if r := rt.readers[(start+i)%n]; r.usable(maxLag) && (need.empty() || r.wm.Load().covers(need)) {
+				return r
+			}
+		}
+	}
+	if remote {
+		for _, r := range rt.readers[rt.nLocal:] {
+			if r.usable(maxLag) && (need.empty() || r.wm.Load().covers(need)) {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// pickStale returns a reader (local first) known to be at most d behind.
+func (rt *Router) pickStale(d time.Duration) *reader {
+	limit := time.Now().Add(-d).UnixNano()
+	for _, r := range rt.readers {
+		if r.usable(rt.cfg.MaxLag) && r.freshAsOf.Load() >= limit {
+			return r
+		}
+	}
+	return nil
+}
+
+// waitAndPick is the slow path: no reader qualifies now. It registers the
+// demand with the monitors, waits a bounded time for one to qualify, then
+// falls back (another region's reader, then the writer).
+func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, req *requirement, stale time.Duration) *sql.DB {
+	var cands []*reader
+	var bound time.Duration
+	for _, r := range rt.readers {
+		if r.usable(rt.cfg.MaxLag) {
+			cands = append(cands, r)
+			bound = max(bound, time.Duration(r.recentLag.Load())*5/4+2*rt.cfg.PollInterval)
+		}
+	}
+	bound = min(bound, rt.cfg.MaxWait)
+	pickNow := func(remote bool) *reader {
+		if stale > 0 {
+			return rt.pickStale(stale)
+		}
+		return rt.pick(need, remote && !rt.cfg.PreferWriter)
+	}
+	if len(cands) == 0 || bound <= 0 {
+		if r := pickNow(true); r != nil {
+			return rt.served(r, t)
+		}
+		rt.stats.readsWriter.Add(1)
+		return rt.writer.db
+	}
+	rt.stats.waits.Add(1)
+	now := time.Now()
+	for _, r := range cands {
+		r.demand(need, stale > 0, now)
+	}
+	defer func() {
+		for _, r := range cands {
+			r.release(stale > 0)
+		}
+	}()
+	// Local readers get a bound of their own recent lag; readers of other
+	// regions are tried after it.
+	var localBound time.Duration
+	for _, r := range cands {
+		if r.local {
+			localBound = max(localBound, time.Duration(r.recentLag.Load())*5/4+2*rt.cfg.PollInterval)
+		}
+	}
+	localDeadline := now.Add(min(localBound, bound))
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		ch := rt.changed.wait()
+		if r := pickNow(!time.Now().Before(localDeadline)); r != nil {
+			return rt.served(r, t)
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			if r := pickNow(true); r != nil {
+				return rt.served(r, t)
+			}
+			rt.stats.readsWriter.Add(1)
+			return rt.writer.db
+		case <-ctx.Done():
+			rt.stats.readsWriter.Add(1)
+			return rt.writer.db
+		}
+	}
+}

@@ -1,0 +1,584 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"iter"
+	"net"
+	"reflect"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+// ScopeName is the instrumentation scope name (the import path) of the
+// tracer and the meter the router uses.
+const ScopeName = "github.com/regiondb/regiondb/dbrouter"
+
+// Attribute keys of regiondb's own span and metric attributes.
+const (
+	// attrRoute is the role that served a statement: "writer" or "reader".
+	attrRoute = attribute.Key("regiondb.route")
+	// attrRegion is the region of the endpoint that served it.
+	attrRegion = attribute.Key("regiondb.region")
+	// attrReason says why the statement went where it went (see telReason).
+	attrReason = attribute.Key("regiondb.reason")
+	// attrEndpoint is the configured name of the endpoint (never a DSN).
+	attrEndpoint = attribute.Key("regiondb.endpoint")
+)
+
+// Metric names (OpenTelemetry semantic conventions where one exists).
+const (
+	metricOperationDuration = "db.client.operation.duration"
+	metricConnectionCount   = "db.client.connection.count"
+	metricConnectionMax     = "db.client.connection.max"
+	metricStatements        = "regiondb.dbrouter.statements"
+	metricTokenWait         = "regiondb.dbrouter.token.wait.duration"
+	metricFallbacks         = "regiondb.dbrouter.writer_fallbacks"
+	metricFailovers         = "regiondb.dbrouter.failovers"
+	metricReaderLag         = "regiondb.dbrouter.reader.lag"
+	metricPositionAge       = "regiondb.dbrouter.reader.position_age"
+)
+
+// telRoute is the role that served a statement.
+type telRoute uint8
+
+const (
+	telRouteWriter telRoute = iota
+	telRouteReader
+	telRouteCount
+)
+
+func (r telRoute) String() string {
+	if r == telRouteReader {
+		return "reader"
+	}
+	return "writer"
+}
+
+// telReason says why a statement went to the endpoint that served it.
+type telReason uint8
+
+const (
+	// telReasonWrite: the statement is not provably read-only (or is in a
+	// read-write transaction), so it needs the writer.
+	telReasonWrite telReason = iota
+	// telReasonFreshReader: a reader known to be fresh enough served it at once.
+	telReasonFreshReader
+	// telReasonTokenWait: the read waited for a reader to apply its token.
+	telReasonTokenWait
+	// telReasonStaleness: a reader within the read's staleness budget served it.
+	telReasonStaleness
+	// telReasonFallback: no reader was usable (all behind, dead or excluded,
+	// or the token wait ran out): the writer served a read.
+	telReasonFallback
+	// telReasonForced: the caller forced the writer through the context.
+	telReasonForced
+	// telReasonRetry: a read failed on a reader before returning rows and
+	// was retried once on another fresh endpoint.
+	telReasonRetry
+	telReasonCount
+)
+
+var telReasonNames = [telReasonCount]string{
+	telReasonWrite:       "write",
+	telReasonFreshReader: "fresh_reader",
+	telReasonTokenWait:   "token_wait",
+	telReasonStaleness:   "staleness_budget",
+	telReasonFallback:    "writer_fallback",
+	telReasonForced:      "forced_writer",
+	telReasonRetry:       "retry",
+}
+
+func (r telReason) String() string {
+	if r < telReasonCount {
+		return telReasonNames[r]
+	}
+	return "unknown"
+}
+
+// telFallback says why a read fell back to the writer.
+type telFallback uint8
+
+const (
+	// telFallbackNoReader: no reader was usable (dead, stalled, excluded or
+	// too far behind).
+	telFallbackNoReader telFallback = iota
+	// telFallbackTokenTimeout: no reader applied the read's token within the
+	// wait.
+	telFallbackTokenTimeout
+	// telFallbackReaderFailed: the read failed on every fresh reader.
+	telFallbackReaderFailed
+	telFallbackCount
+)
+
+var telFallbackNames = [telFallbackCount]string{
+	telFallbackNoReader:     "no_usable_reader",
+	telFallbackTokenTimeout: "token_wait_timeout",
+	telFallbackReaderFailed: "reader_failed",
+}
+
+// telemetryConfig configures newTelemetry.
+type telemetryConfig struct {
+	// tracerProvider and meterProvider: nil means the otel globals.
+	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+	// queryText records the statement's text (never its arguments) as
+	// db.query.text.
+	queryText bool
+	// dbSystem is db.system.name: "mysql" (also for Aurora MySQL) or "mariadb".
+	dbSystem string
+	// readers and pools feed the observable instruments at each collection.
+	// Either may be nil.
+	readers iter.Seq[telReaderStat]
+	pools   iter.Seq[telPoolStat]
+}
+
+// telReaderStat is one reader's replication state as the monitor knows it.
+type telReaderStat struct {
+	ep *telEndpoint
+	// lag is the reader's replication lag; positionAge how long ago the
+	// monitor last learned its applied position.
+	lag, positionAge time.Duration
+	// known is false when the monitor has no usable measurement (reader
+	// down, NULL lag): then no value is reported.
+	known bool
+}
+
+// telPoolStat is one endpoint's connection pool.
+type telPoolStat struct {
+	ep    *telEndpoint
+	route telRoute
+	stats sql.DBStats
+}
+
+// telEndpoint holds the attributes of one endpoint, built once.
+type telEndpoint struct {
+	name, region string
+	// spanAttrs are set on the spans of statements it serves.
+	spanAttrs []attribute.KeyValue
+	// opSet[route] identifies it in db.client.operation.duration.
+	opOpts [telRouteCount][]metric.RecordOption
+	// readerSet identifies it in the reader gauges.
+	readerOpts []metric.ObserveOption
+	// poolOpts identify its pool in the connection metrics: used, idle, max.
+	poolUsed, poolIdle, poolMax [telRouteCount][]metric.ObserveOption
+}
+
+// newTelEndpoint builds the attributes of an endpoint: its configured name,
+// region, address (host:port as in the DSN) and database name.
+func newTelEndpoint(dbSystem, name, region, addr, database string) *telEndpoint {
+	ep := &telEndpoint{name: name, region: region}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		host, portStr = addr, ""
+	}
+	port, _ := strconv.Atoi(portStr)
+	base := []attribute.KeyValue{semconv.DBSystemNameKey.String(dbSystem), semconv.ServerAddress(host)}
+	if port > 0 {
+		base = append(base, semconv.ServerPort(port))
+	}
+	if database != "" {
+		base = append(base, semconv.DBNamespace(database))
+	}
+	ep.spanAttrs = append(append([]attribute.KeyValue(nil), base...), attrRegion.String(region), attrEndpoint.String(name))
+	for r := range telRouteCount {
+		route := telRoute(r)
+		opAttrs := append(append([]attribute.KeyValue(nil), base...), attrRoute.String(route.String()), attrRegion.String(region))
+		ep.opOpts[r] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(opAttrs...))}
+		pool := []attribute.KeyValue{
+			semconv.DBClientConnectionPoolName(name), attrRoute.String(route.String()), attrRegion.String(region),
+		}
+		ep.poolUsed[r] = []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(pool, semconv.DBClientConnectionStateUsed)...))}
+		ep.poolIdle[r] = []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(append(pool, semconv.DBClientConnectionStateIdle)...))}
+		ep.poolMax[r] = []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(pool...))}
+	}
+	ep.readerOpts = []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(
+		attrEndpoint.String(name), attrRegion.String(region), semconv.ServerAddress(host)))}
+	return ep
+}
+
+// telemetry is the router's OpenTelemetry instrumentation: one span per
+// statement and the router's metrics. A nil *telemetry records nothing (the
+// uninstrumented baseline of the overhead benchmark). It is safe for
+// concurrent use.
+type telemetry struct {
+	tracer    trace.Tracer
+	startOpts []trace.SpanStartOption
+	// globalTP is the otel global TracerProvider as resolved when the router
+	// was opened, if it was the global's default delegate (no SDK installed
+	// yet); nil otherwise. While otel.GetTracerProvider still returns it, no
+	// SDK is installed and spans are skipped without allocating.
+	globalTP trace.TracerProvider
+	// noopTP is set when the configured provider is the no-op one.
+	noopTP    bool
+	queryText bool
+	dbSystem  attribute.KeyValue
+
+	opDuration metric.Float64Histogram
+	statements metric.Int64Counter
+	tokenWait  metric.Float64Histogram
+	fallbacks  metric.Int64Counter
+	failovers  metric.Int64Counter
+
+	stmtOpts     [telRouteCount][telReasonCount][]metric.AddOption
+	fallbackOpts [telFallbackCount][]metric.AddOption
+	reg          metric.Registration
+}
+
+// instrumentationVersion returns the version of this module as the main
+// program was built with it, or "" when unknown.
+func instrumentationVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	if bi.Main.Path == "github.com/regiondb/regiondb" {
+		return bi.Main.Version
+	}
+	for _, d := range bi.Deps {
+		if d.Path == "github.com/regiondb/regiondb" {
+			return d.Version
+		}
+	}
+	return ""
+}
+
+// isDefaultGlobalTracerProvider reports whether tp is the global
+// delegating TracerProvider that otel.GetTracerProvider returns until an SDK
+// is installed with otel.SetTracerProvider. Its type is internal to otel,
+// so it is recognised by name; if otel renames it, the check is simply
+// false and spans are started (correct, only slower without an SDK).
+func isDefaultGlobalTracerProvider(tp trace.TracerProvider) bool {
+	t := reflect.TypeOf(tp)
+	return t != nil && t.Kind() == reflect.Pointer &&
+		t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global" && t.Elem().Name() == "tracerProvider"
+}
+
+// newTelemetry creates the tracer, the meter and every instrument once.
+// Instrument creation errors go to otel.Handle, never to the caller.
+func newTelemetry(cfg telemetryConfig) *telemetry {
+	t := &telemetry{queryText: cfg.queryText}
+	if cfg.dbSystem == "" {
+		cfg.dbSystem = semconv.DBSystemNameMySQL.Value.AsString()
+	}
+	t.dbSystem = semconv.DBSystemNameKey.String(cfg.dbSystem)
+	version := instrumentationVersion()
+
+	tp := cfg.tracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+		if isDefaultGlobalTracerProvider(tp) {
+			t.globalTP = tp
+		}
+	}
+	if _, ok := tp.(tracenoop.TracerProvider); ok {
+		t.noopTP = true
+	}
+	t.tracer = tp.Tracer(ScopeName, trace.WithInstrumentationVersion(version))
+	t.startOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+
+	mp := cfg.meterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(version))
+	var err error
+	handle := func(e error) {
+		if e != nil {
+			otel.Handle(e)
+		}
+	}
+	t.opDuration, err = m.Float64Histogram(metricOperationDuration, metric.WithUnit("s"),
+		metric.WithDescription("Duration of database client operations."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10))
+	handle(err)
+	t.statements, err = m.Int64Counter(metricStatements, metric.WithUnit("{statement}"),
+		metric.WithDescription("Statements routed, by the role that served them and why."))
+	handle(err)
+	t.tokenWait, err = m.Float64Histogram(metricTokenWait, metric.WithUnit("s"),
+		metric.WithDescription("Time reads waited for a reader to apply their read-your-writes token."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+	handle(err)
+	t.fallbacks, err = m.Int64Counter(metricFallbacks, metric.WithUnit("{statement}"),
+		metric.WithDescription("Reads sent to the writer because no reader could serve them."))
+	handle(err)
+	t.failovers, err = m.Int64Counter(metricFailovers, metric.WithUnit("{failover}"),
+		metric.WithDescription("Times the router found a new writer."))
+	handle(err)
+	lag, err := m.Float64ObservableGauge(metricReaderLag, metric.WithUnit("ms"),
+		metric.WithDescription("Replication lag of each reader as the monitor last measured it."))
+	handle(err)
+	posAge, err := m.Float64ObservableGauge(metricPositionAge, metric.WithUnit("ms"),
+		metric.WithDescription("Age of each reader's applied position as the monitor knows it."))
+	handle(err)
+	conns, err := m.Int64ObservableUpDownCounter(metricConnectionCount, metric.WithUnit("{connection}"),
+		metric.WithDescription("Connections of each endpoint's pool, by state (used or idle)."))
+	handle(err)
+	connMax, err := m.Int64ObservableUpDownCounter(metricConnectionMax, metric.WithUnit("{connection}"),
+		metric.WithDescription("Maximum open connections of each endpoint's pool (0: unlimited)."))
+	handle(err)
+
+	for r := range telRouteCount {
+		for why := range telReasonCount {
+			t.stmtOpts[r][why] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+				attrRoute.String(telRoute(r).String()), attrReason.String(telReason(why).String())))}
+		}
+	}
+	for f := range telFallbackCount {
+		t.fallbackOpts[f] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+			attrReason.String(telFallbackNames[f])))}
+	}
+
+	readers, pools := cfg.readers, cfg.pools
+	if readers != nil || pools != nil {
+		var observed []metric.Observable
+		for _, o := range []metric.Observable{lag, posAge, conns, connMax} {
+			if o != nil {
+				observed = append(observed, o)
+			}
+		}
+		t.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			if readers != nil {
+				for rs := range readers {
+					if !rs.known {
+						continue
+					}
+					o.ObserveFloat64(lag, float64(rs.lag)/float64(time.Millisecond), rs.ep.readerOpts...)
+					o.ObserveFloat64(posAge, float64(rs.positionAge)/float64(time.Millisecond), rs.ep.readerOpts...)
+				}
+			}
+			if pools != nil {
+				for ps := range pools {
+					o.ObserveInt64(conns, int64(ps.stats.InUse), ps.ep.poolUsed[ps.route]...)
+					o.ObserveInt64(conns, int64(ps.stats.Idle), ps.ep.poolIdle[ps.route]...)
+					o.ObserveInt64(connMax, int64(ps.stats.MaxOpenConnections), ps.ep.poolMax[ps.route]...)
+				}
+			}
+			return nil
+		}, observed...)
+		handle(err)
+	}
+	return t
+}
+
+// close unregisters the observable callback. It is idempotent.
+func (t *telemetry) close() {
+	if t == nil || t.reg == nil {
+		return
+	}
+	if err := t.reg.Unregister(); err != nil {
+		otel.Handle(err)
+	}
+	t.reg = nil
+}
+
+// tracing reports whether statements may get spans: false when the
+// provider is the no-op one, or is the otel global while no SDK is installed.
+func (t *telemetry) tracing() bool {
+	if t.noopTP {
+		return false
+	}
+	if t.globalTP != nil && otel.GetTracerProvider() == t.globalTP {
+		return false
+	}
+	return true
+}
+
+// stmtObs carries what endStatement needs about a statement in flight. It is
+// a value, so starting and ending a statement allocates nothing when no SDK
+// is installed.
+type stmtObs struct {
+	span  trace.Span // nil when not traced
+	start time.Time  // zero when the duration is not recorded
+}
+
+// startStatement starts the span of a statement that ep serves as route for
+// reason. It returns the context to run the statement with (carrying the
+// span, if any). Attributes are built only if the span is recording.
+func (t *telemetry) startStatement(ctx context.Context, query string, ep *telEndpoint, route telRoute, reason telReason) (context.Context, stmtObs) {
+	if t == nil {
+		return ctx, stmtObs{}
+	}
+	var o stmtObs
+	if t.opDuration != nil && t.opDuration.Enabled(ctx) {
+		o.start = time.Now()
+	}
+	if !t.tracing() {
+		return ctx, o
+	}
+	op := sqlOperationName(query)
+	name := op
+	if name == "" {
+		name = t.dbSystem.Value.AsString()
+	}
+	ctx, span := t.tracer.Start(ctx, name, t.startOpts...)
+	o.span = span
+	if span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, len(ep.spanAttrs)+5)
+		attrs = append(attrs, ep.spanAttrs...)
+		attrs = append(attrs, attrRoute.String(route.String()), attrReason.String(reason.String()))
+		if op != "" {
+			attrs = append(attrs, semconv.DBOperationName(op))
+		}
+		if t.queryText {
+			attrs = append(attrs, semconv.DBQueryText(query))
+		}
+		span.SetAttributes(attrs...)
+	}
+	return ctx, o
+}
+
+// endStatement ends the statement's span and records its metrics. route and
+// reason are where it was finally served (a retry may have moved it); err is
+// its error (nil on success). The span's status description never holds the
+// server's message, which may quote argument values ("Duplicate entry
+// 'alice@example.com'"): only error numbers and regiondb's own classes.
+func (t *telemetry) endStatement(ctx context.Context, o stmtObs, ep *telEndpoint, route telRoute, reason telReason, err error) {
+	if t == nil {
+		return
+	}
+	if t.statements != nil && t.statements.Enabled(ctx) {
+		t.statements.Add(ctx, 1, t.stmtOpts[route][reason]...)
+	}
+	var errType string
+	if err != nil && (o.span != nil || !o.start.IsZero()) {
+		errType = telErrorType(ctx, err)
+	}
+	if !o.start.IsZero() {
+		d := time.Since(o.start).Seconds()
+		if errType == "" {
+			t.opDuration.Record(ctx, d, ep.opOpts[route]...)
+		} else {
+			t.opDuration.Record(ctx, d, ep.opOpts[route][0], metric.WithAttributes(semconv.ErrorTypeKey.String(errType)))
+		}
+	}
+	if o.span == nil {
+		return
+	}
+	if err != nil && o.span.IsRecording() {
+		o.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
+		if n := mysqlErrorNumber(err); n != "" {
+			o.span.SetAttributes(semconv.DBResponseStatusCode(n))
+		}
+		o.span.SetStatus(codes.Error, errType)
+	}
+	o.span.End()
+}
+
+// telErrorType returns error.type for err: the MySQL error number, the
+// failure class of connection failures, or semconv's type-derived name.
+func telErrorType(ctx context.Context, err error) string {
+	if errors.Is(err, ErrOutcomeUnknown) {
+		return "outcome_unknown"
+	}
+	if errors.Is(err, ErrNoWriter) {
+		return "no_writer"
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return strconv.Itoa(int(me.Number))
+	}
+	switch k := classifyFailure(ctx, err); k {
+	case failCaller, failNotSent, failLost:
+		return k.String()
+	}
+	return semconv.ErrorType(err).Value.AsString()
+}
+
+// recordTokenWait records how long a read waited for its token.
+func (t *telemetry) recordTokenWait(ctx context.Context, d time.Duration) {
+	if t == nil || t.tokenWait == nil || !t.tokenWait.Enabled(ctx) {
+		return
+	}
+	t.tokenWait.Record(ctx, d.Seconds())
+}
+
+// recordFallback counts a read sent to the writer.
+func (t *telemetry) recordFallback(ctx context.Context, why telFallback) {
+	if t == nil || t.fallbacks == nil || !t.fallbacks.Enabled(ctx) {
+		return
+	}
+	t.fallbacks.Add(ctx, 1, t.fallbackOpts[why]...)
+}
+
+// recordFailover counts a change of writer to the endpoint ep.
+func (t *telemetry) recordFailover(ctx context.Context, ep *telEndpoint) {
+	if t == nil || t.failovers == nil || !t.failovers.Enabled(ctx) {
+		return
+	}
+	t.failovers.Add(ctx, 1, metric.WithAttributes(attrEndpoint.String(ep.name), attrRegion.String(ep.region)))
+}
+
+// sqlOperationName returns the statement's first keyword in upper case
+// ("SELECT", "INSERT", ...) for db.operation.name, skipping leading
+// whitespace and comments, or "" when it is not a known keyword. It returns
+// constants and does not allocate.
+func sqlOperationName(query string) string {
+	i := 0
+	for i < len(query) {
+		c := query[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '(' || c == ';':
+			i++
+		case c == '#' || (c == '-' && i+1 < len(query) && query[i+1] == '-'):
+			for i < len(query) && query[i] != '\n' {
+				i++
+			}
+		case c == '/' && i+1 < len(query) && query[i+1] == '*':
+			end := i + 2
+			for end+1 < len(query) && !(query[end] == '*' && query[end+1] == '/') {
+				end++
+			}
+			i = end + 2
+		default:
+			j := i
+			for j < len(query) && (query[j]|0x20 >= 'a' && query[j]|0x20 <= 'z') {
+				j++
+			}
+			return sqlKeyword(query[i:j])
+		}
+	}
+	return ""
+}
+
+var sqlKeywords = [...]string{
+	"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SHOW", "CALL", "WITH", "BEGIN", "START",
+	"COMMIT", "ROLLBACK", "SET", "CREATE", "ALTER", "DROP", "TRUNCATE", "EXPLAIN", "DESCRIBE",
+	"LOCK", "UNLOCK", "DO", "LOAD", "GRANT", "REVOKE", "USE", "ANALYZE", "OPTIMIZE", "VALUES", "TABLE",
+}
+
+func sqlKeyword(w string) string {
+	if len(w) < 2 || len(w) > 8 {
+		return ""
+	}
+	for _, k := range sqlKeywords {
+		if len(k) == len(w) && asciiEqualFold(k, w) {
+			return k
+		}
+	}
+	return ""
+}
+
+func asciiEqualFold(upper, s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != upper[i] {
+			return false
+		}
+	}
+	return true
+}

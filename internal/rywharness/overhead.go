@@ -1,0 +1,208 @@
+package rywharness
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/regiondb/regiondb/dbrouter"
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+// OverheadConfig configures MeasureOverhead. Zero fields take the defaults.
+type OverheadConfig struct {
+	// Rounds is the number of repeated runs, each with fresh pools
+	// (default 7).
+	Rounds int
+	// Pairs is the number of interleaved (raw, router) batch pairs per
+	// round (default 61).
+	Pairs int
+	// Batch is the number of queries per side and pair (default 200).
+	Batch int
+	// Logf, if not nil, receives progress lines.
+	Logf func(format string, args ...any)
+}
+
+// Overhead is the router's cost over a raw *sql.DB on the same reader.
+type Overhead struct {
+	// NsRatio is router ns/op over raw ns/op: the median over the rounds
+	// of each round's median over its pairs.
+	NsRatio float64 `json:"ns_ratio"`
+	// ExtraAllocs is router allocs/op minus raw allocs/op (each the
+	// least over many small batches, so that allocations of background
+	// goroutines and reconnections do not count).
+	ExtraAllocs float64 `json:"extra_allocs"`
+
+	Rounds                  []float64 `json:"-"` // each round's ratio
+	RawNs, RouterNs         float64   `json:"-"` // medians over all pairs
+	RawAllocs, RouterAllocs float64   `json:"-"`
+}
+
+// MeasureOverhead runs a primary-key SELECT on the local reader r1 through a
+// raw *sql.DB and through a dbrouter.Router (its read-your-writes scope
+// holding a position r1 has applied, as in a request after a write), the
+// two interleaved query by query, and compares them.
+//
+// Method: a loopback query's time depends on the server thread (and CPU)
+// its connection got: two raw *sql.DB on the same server differed by up to
+// 30 % when each kept one connection for a whole run. So each round opens
+// fresh pools whose connections live 50 ms (the reconnecting query is an
+// outlier the medians drop), and the result is the median of the rounds.
+// Within a pair, the j-th raw query and the j-th router query run back to
+// back, in alternating order, each timed, so bursts of load from other
+// processes hit both sides alike; the pair's ratio is the median router
+// query time over the median raw query time.
+func MeasureOverhead(ctx context.Context, s *testserver.Stack, cfg OverheadConfig) (Overhead, error) {
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = 7
+	}
+	if cfg.Pairs <= 0 {
+		cfg.Pairs = 61
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 200
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if err := setup(ctx, s, 1); err != nil {
+		return Overhead{}, err
+	}
+	o := Overhead{RawAllocs: 1e9, RouterAllocs: 1e9}
+	var rawNs, rtNs []float64
+	for round := range cfg.Rounds {
+		r, err := overheadRound(ctx, s, cfg, &o, &rawNs, &rtNs)
+		if err != nil {
+			return Overhead{}, err
+		}
+		cfg.Logf("round %d: ratio %.4f", round+1, r)
+		o.Rounds = append(o.Rounds, r)
+	}
+	o.NsRatio = median(o.Rounds)
+	o.ExtraAllocs = o.RouterAllocs - o.RawAllocs
+	o.RawNs, o.RouterNs = median(rawNs), median(rtNs)
+	cfg.Logf("raw %.0f ns/op %.2f allocs/op; router %.0f ns/op %.2f allocs/op; median ratio %.4f over %d rounds of %d pairs of %d",
+		o.RawNs, o.RawAllocs, o.RouterNs, o.RouterAllocs, o.NsRatio, cfg.Rounds, cfg.Pairs, cfg.Batch)
+	return o, nil
+}
+
+func overheadRound(ctx context.Context, s *testserver.Stack, cfg OverheadConfig, o *Overhead, rawNs, rtNs *[]float64) (float64, error) {
+	const rotate = 50 * time.Millisecond
+	raw, err := sql.Open("mysql", s.DSN("r1", Database))
+	if err != nil {
+		return 0, err
+	}
+	defer raw.Close()
+	raw.SetConnMaxLifetime(rotate)
+	rt, err := dbrouter.Open(dbrouter.Config{
+		Region:     testserver.PrimaryRegion,
+		Writer:     dbrouter.Endpoint{Name: "m1", DSN: s.DSN("m1", Database)},
+		Readers:    []dbrouter.Endpoint{{Name: "r1", DSN: s.DSN("r1", Database), Region: testserver.PrimaryRegion}},
+		TokenKeys:  []dbrouter.TokenKey{tokenKey},
+		ReaderPool: dbrouter.PoolConfig{ConnMaxLifetime: rotate},
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer rt.Close()
+
+	// A scope after a write: the write's position, applied by r1.
+	wctx := dbrouter.NewContext(ctx)
+	if _, err := rt.ExecContext(wctx, "UPDATE users SET v = v + 1 WHERE id = 1"); err != nil {
+		return 0, err
+	}
+	rctx, err := rt.WithToken(ctx, rt.Token(wctx))
+	if err != nil {
+		return 0, err
+	}
+	var v int64
+	deadline := time.Now().Add(10 * time.Second)
+	for rt.Stats().ReadsLocal == 0 { // until r1 is known to have the write
+		if err := rt.QueryRowContext(rctx, selectQuery, 1).Scan(&v); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("rywharness: r1 never caught up")
+		}
+	}
+
+	runRaw := func() error { return raw.QueryRowContext(ctx, selectQuery, 1).Scan(&v) }
+	runRouter := func() error { return rt.QueryRowContext(rctx, selectQuery, 1).Scan(&v) }
+	allocs := func(f func() error) (float64, error) {
+		const n = 20
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		for range n {
+			if err := f(); err != nil {
+				return 0, err
+			}
+		}
+		runtime.ReadMemStats(&m1)
+		return float64(m1.Mallocs-m0.Mallocs) / n, nil
+	}
+	for range 50 { // warm both pools
+		if err := runRaw(); err != nil {
+			return 0, err
+		}
+		if err := runRouter(); err != nil {
+			return 0, err
+		}
+	}
+	before := rt.Stats()
+	var ratios []float64
+	for i := range cfg.Pairs {
+		da, db := make([]float64, 0, cfg.Batch), make([]float64, 0, cfg.Batch)
+		for j := range cfg.Batch {
+			first, second := runRaw, runRouter
+			if (i+j)%2 == 1 {
+				first, second = runRouter, runRaw
+			}
+			t0 := time.Now()
+			if err := first(); err != nil {
+				return 0, err
+			}
+			t1 := time.Now()
+			if err := second(); err != nil {
+				return 0, err
+			}
+			t2 := time.Now()
+			d1, d2 := float64(t1.Sub(t0).Nanoseconds()), float64(t2.Sub(t1).Nanoseconds())
+			if (i+j)%2 == 1 {
+				d1, d2 = d2, d1
+			}
+			da, db = append(da, d1), append(db, d2)
+		}
+		ma, mb := median(da), median(db)
+		ratios = append(ratios, mb/ma)
+		*rawNs, *rtNs = append(*rawNs, ma), append(*rtNs, mb)
+		aa, err := allocs(runRaw)
+		if err != nil {
+			return 0, err
+		}
+		ba, err := allocs(runRouter)
+		if err != nil {
+			return 0, err
+		}
+		o.RawAllocs, o.RouterAllocs = min(o.RawAllocs, aa), min(o.RouterAllocs, ba)
+	}
+	after := rt.Stats()
+	if after.ReadsWriter != before.ReadsWriter || after.Waits != before.Waits || after.ReadsRemote != before.ReadsRemote {
+		return 0, fmt.Errorf("rywharness: router reads left r1 during the measurement: %+v", after)
+	}
+	return median(ratios), nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
