@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -83,10 +84,19 @@ type State struct {
 	AppPassword string `json:"app_password"`
 }
 
-// Stack is a handle on a running stack.
+// Stack is a handle on a running stack. It is safe for concurrent use.
 type Stack struct {
-	state  State
 	client *http.Client
+
+	mu    sync.Mutex // protects state
+	state State
+}
+
+// snapshot returns the state as last seen.
+func (s *Stack) snapshot() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
 }
 
 // ErrNoStack is returned by Lookup when no stack is running.
@@ -161,7 +171,7 @@ func (s *Stack) State(ctx context.Context) (State, error) {
 	if err := s.refresh(ctx); err != nil {
 		return State{}, err
 	}
-	return s.state, nil
+	return s.snapshot(), nil
 }
 
 func (s *Stack) refresh(ctx context.Context) error {
@@ -169,13 +179,15 @@ func (s *Stack) refresh(ctx context.Context) error {
 	if err := s.call(ctx, "state", nil, &st); err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.state = st
+	s.mu.Unlock()
 	return nil
 }
 
 // Server returns the named server as last seen.
 func (s *Stack) Server(name string) Server {
-	for _, sv := range s.state.Servers {
+	for _, sv := range s.snapshot().Servers {
 		if sv.Name == name {
 			return sv
 		}
@@ -189,7 +201,8 @@ func (s *Stack) Addr(name string) string { return s.Server(name).Addr() }
 // DSN returns a go-sql-driver/mysql DSN for the application user on the named
 // MariaDB server and database ("" for none).
 func (s *Stack) DSN(name, database string) string {
-	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true", s.state.AppUser, s.state.AppPassword, s.Addr(name), database)
+	st := s.snapshot()
+	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true", st.AppUser, st.AppPassword, s.Addr(name), database)
 }
 
 // AdminDSN returns a root DSN for the named MariaDB server. Writes through it
@@ -215,7 +228,7 @@ func (s *Stack) Reader(region string) string {
 }
 
 func (s *Stack) byRegion(kind, region string) string {
-	for _, sv := range s.state.Servers {
+	for _, sv := range s.snapshot().Servers {
 		if sv.Kind == kind && sv.Region == region {
 			return sv.Name
 		}
@@ -228,7 +241,7 @@ func (s *Stack) Primary(ctx context.Context) (string, error) {
 	if err := s.refresh(ctx); err != nil {
 		return "", err
 	}
-	for _, sv := range s.state.Servers {
+	for _, sv := range s.snapshot().Servers {
 		if sv.Kind == KindMariaDB && sv.Role == "primary" {
 			return sv.Name, nil
 		}
@@ -305,7 +318,7 @@ func (s *Stack) op(ctx context.Context, op, server string, d time.Duration) erro
 }
 
 func (s *Stack) call(ctx context.Context, op string, q url.Values, out any) error {
-	u := s.state.ControlURL + "/v1/" + op
+	u := s.snapshot().ControlURL + "/v1/" + op
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
