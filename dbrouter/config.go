@@ -15,6 +15,11 @@ import (
 
 // Defaults used for zero fields of [Config].
 const (
+	// DefaultDialTimeout is the dial timeout of an endpoint whose DSN sets
+	// none (the DSN's timeout parameter), so that an unreachable server
+	// fails a statement in bounded time even under a context without a
+	// deadline.
+	DefaultDialTimeout = 3 * time.Second
 	// DefaultMaxLag is the lag beyond which a reader gets no reads at all.
 	DefaultMaxLag = 30 * time.Second
 	// DefaultMaxWait caps how long a read waits for a reader to apply the
@@ -124,6 +129,26 @@ type Config struct {
 	// other regions' readers come first, to keep load off the writer.
 	PreferWriter bool
 
+	// WriterProbeTimeout bounds each probe of a writer search (connect and
+	// one query per endpoint; the probes of a search run concurrently). If
+	// zero, [DefaultWriterProbeTimeout] is used.
+	WriterProbeTimeout time.Duration
+
+	// WriterSearchInterval is the least time between two writer searches.
+	// If zero, [DefaultWriterSearchInterval] is used.
+	WriterSearchInterval time.Duration
+
+	// Aurora makes writer searches also ask Aurora MySQL which instance is
+	// the writer (@@aurora_server_id and
+	// information_schema.replica_host_status), trusting that over an
+	// instance that still reports itself writable during a failover.
+	Aurora bool
+
+	// RecordQueryText records each statement's text (never its arguments)
+	// in its span as db.query.text. Off by default: statements may embed
+	// literal values.
+	RecordQueryText bool
+
 	// WriterPool and ReaderPool limit the connection pools (one per
 	// endpoint) of the writer and of each reader. Zero values mean the
 	// defaults of [PoolConfig].
@@ -196,6 +221,7 @@ func validate(cfg Config) (*normalized, error) {
 		{"TokenMaxAge", c.TokenMaxAge}, {"MaxLag", c.MaxLag}, {"PollInterval", c.PollInterval},
 		{"MonitorInterval", c.MonitorInterval}, {"MonitorTimeout", c.MonitorTimeout},
 		{"HeartbeatPeriod", c.HeartbeatPeriod},
+		{"WriterProbeTimeout", c.WriterProbeTimeout}, {"WriterSearchInterval", c.WriterSearchInterval},
 	} {
 		if d.v < 0 {
 			return nil, &ConfigError{Field: d.field, Reason: "negative duration"}
@@ -313,6 +339,12 @@ func endpoint(field string, e Endpoint, reader bool) (endpointSpec, error) {
 			spec.Name = mc.Addr
 		}
 		spec.database = mc.Net + "(" + mc.Addr + ")/" + mc.DBName
+		// The driver's own logger writes to stderr; the router reports
+		// what matters through errors, telemetry and Config.Logger.
+		mc.Logger = &mysql.NopLogger{}
+		if mc.Timeout == 0 {
+			mc.Timeout = DefaultDialTimeout
+		}
 		conn, err := mysql.NewConnector(mc)
 		if err != nil {
 			return spec, &ConfigError{Field: field + ".DSN", Reason: "malformed", Err: err}

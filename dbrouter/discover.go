@@ -144,6 +144,20 @@ func (w *writerSearch) find(ctx context.Context) (int, error) {
 	}
 }
 
+// kick starts a search in the background, unless one is running or the
+// last one ended less than the interval ago. It does not wait.
+func (w *writerSearch) kick() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.running != nil || (w.last != nil && w.cfg.now().Sub(w.lastDone) < w.cfg.interval) {
+		return
+	}
+	call := &writerSearchCall{done: make(chan struct{})}
+	w.running = call
+	w.wg.Add(1)
+	go w.search(call)
+}
+
 // close stops a running search and waits for it. It is idempotent.
 func (w *writerSearch) close() {
 	w.mu.Lock()

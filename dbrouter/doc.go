@@ -144,14 +144,98 @@
 //
 // # Failures
 //
-// A QueryContext, or a read-only BeginTx, that fails on a reader before
-// returning rows because the reader failed (connection refused or lost, the
-// server going away: not the caller's cancellation, not an SQL error)
-// excludes that reader until its monitor sees it answer again (rechecked
-// every second) and runs once more wherever routing then sends it.
-// QueryRowContext cannot be retried (its error surfaces at Scan); the
-// monitor excludes a dead reader within one check. Failover of the writer
-// is not handled yet (see issue 4).
+// The router keeps working through the faults a multi-region deployment sees,
+// and never hides one it cannot undo.
+//
+//   - Dead, stalled or lagging readers. A read that fails on a reader before
+//     returning rows because the reader failed (connection refused or lost,
+//     the server going away: not the caller's cancellation, not an SQL error)
+//     excludes that reader at once, until its monitor sees it answer again
+//     (rechecked every second), and runs again wherever routing then sends
+//     it: another fresh reader, or the writer. Each failing reader is tried
+//     at most once per statement, so no caller sees an error while a fresh
+//     endpoint remains. QueryContext, QueryRowContext (whose error is checked
+//     with [sql.Row.Err] before it is returned) and read-only BeginTx are
+//     retried this way. A reader whose monitor query fails or times out
+//     (MonitorTimeout), or that is further behind than MaxLag, gets no reads
+//     from the next check on (within one MonitorInterval); when it answers
+//     and has caught up, it gets reads again.
+//   - All readers gone: reads go to the writer, counted in
+//     [Stats].ReadsWriter and the regiondb.dbrouter.writer_fallbacks metric.
+//   - Writer failover. When a statement on the writer cannot connect, loses
+//     its connection, or is rejected because the server is read-only (MySQL
+//     errors 1290, 1836, 1874: demoted, or an Aurora failover in progress),
+//     the router searches for the writer among every configured endpoint (the
+//     writer and the readers, since a reader may have been promoted): it
+//     opens a fresh connection to each, concurrently, and reads @@read_only
+//     and @@innodb_read_only; with [Config].Aurora also @@aurora_server_id
+//     and information_schema.replica_host_status, whose SESSION_ID =
+//     'MASTER_SESSION_ID' row names the writer. Fresh connections re-resolve
+//     a cluster endpoint's DNS name. One search runs at a time per router,
+//     shared by every statement that waits for it, at most one per
+//     WriterSearchInterval ([DefaultWriterSearchInterval]), each probe bounded
+//     by WriterProbeTimeout ([DefaultWriterProbeTimeout]); a fleet of N
+//     processes thus opens at most N connections per endpoint per interval
+//     during a failover. Writes then go to the new writer, without a restart
+//     ([Stats].Writer, [Stats].Failovers, the regiondb.dbrouter.failovers
+//     metric). On the local stack, kill -9 of the primary and promotion of a
+//     replica is followed by the first successful write about 0.5 s after the
+//     kill (make bench-failover), with no acknowledged write lost.
+//   - Retries of writes. A statement is retried once, on the writer the
+//     search found, only if it provably never ran: no connection could be
+//     made, database/sql reported driver.ErrBadConn after its own retries
+//     (go-sql-driver/mysql does so only when nothing was sent), or the server
+//     rejected it as read-only without executing it. A write whose connection
+//     broke after it was sent, a prepared statement's execution likewise, and
+//     any statement or commit of a transaction whose connection broke return an
+//     error matching [ErrOutcomeUnknown]: it may or may not have been applied,
+//     and only the application can tell. When no writer is found the error
+//     matches [ErrNoWriter] and names each endpoint's answer.
+//   - The caller's own cancellation or deadline is never taken for a server
+//     failure: it excludes no reader and starts no writer search; its error is
+//     returned as database/sql returns it.
+//   - No hangs: every wait is bounded by the caller's context and by a timeout
+//     of the configuration: dials by the DSN's timeout ([DefaultDialTimeout]
+//     if it sets none), writer probes by WriterProbeTimeout, token waits by
+//     MaxWait, monitor queries by MonitorTimeout.
+//
+// # Connection pools
+//
+// The router keeps one [*sql.DB] pool per endpoint: the writer's limits are
+// [Config].WriterPool, each reader's [Config].ReaderPool ([PoolConfig];
+// zero values mean [DefaultMaxOpenConns], [DefaultMaxIdleConns],
+// [DefaultConnMaxLifetime], [DefaultConnMaxIdleTime]). After a failover the
+// new writer gets a writer pool of its own. The pools' use is visible in the
+// db.client.connection.count metric (state used or idle, per pool).
+//
+// # OpenTelemetry
+//
+// Each statement gets a client span named after its operation (SELECT,
+// INSERT, ...) with the stable database conventions (db.system.name,
+// db.operation.name, db.namespace, server.address, server.port, error.type
+// and db.response.status_code on failure) and the routing decision:
+// regiondb.route (writer or reader), regiondb.region and regiondb.endpoint of
+// the endpoint that served it, and regiondb.reason (write, fresh_reader,
+// token_wait, staleness_budget, writer_fallback, forced_writer, retry).
+// db.query.text is recorded only with [Config].RecordQueryText; arguments,
+// passwords and DSNs never are, and a failed span's status holds the error
+// number, not the server's message (which may quote values).
+//
+// Metrics (meter and tracer named [ScopeName]): db.client.operation.duration,
+// db.client.connection.count and db.client.connection.max per pool,
+// regiondb.dbrouter.statements by route and reason,
+// regiondb.dbrouter.token.wait.duration, regiondb.dbrouter.writer_fallbacks,
+// regiondb.dbrouter.failovers, and per reader regiondb.dbrouter.reader.lag
+// and regiondb.dbrouter.reader.position_age (milliseconds; the age of the
+// newest writer position the reader is known to have applied).
+//
+// Providers come from [Config].TracerProvider and MeterProvider, defaulting
+// to the otel globals. Without an SDK the instrumentation allocates nothing:
+// while the global TracerProvider is still otel's default delegate, spans are
+// skipped after one atomic load (a router opened before the application
+// installs its SDK starts tracing once it is installed), and metric
+// instruments are skipped when not Enabled. make bench-failover reports the
+// cost against an uninstrumented router as otel_noop_ratio.
 //
 // # Lifecycle
 //

@@ -5,6 +5,19 @@ import "errors"
 // ErrClosed is returned by the methods of a [Router] after [Router.Close].
 var ErrClosed = errors.New("dbrouter: router is closed")
 
+// ErrOutcomeUnknown is matched (with [errors.Is]) by the error of a statement
+// whose effect on the writer is unknown: the connection was lost after the
+// statement may have reached the server, or it was lost inside a transaction
+// or during its commit. The router never retries such a statement; the
+// caller must find out (for example by reading the row back, or by making the
+// write idempotent) before trying again. The error also unwraps to its cause.
+var ErrOutcomeUnknown = errors.New("dbrouter: outcome unknown")
+
+// ErrNoWriter is returned when the writer cannot be reached and a search of
+// the configured endpoints found no writable server (or could not finish in
+// its timeout), for example while a failover is still promoting a replica.
+var ErrNoWriter = errors.New("dbrouter: no writable server")
+
 // ErrInvalidConfig is matched (with [errors.Is]) by the error [Open] returns
 // for a Config that fails validation; the error is a [*ConfigError] naming
 // the field.

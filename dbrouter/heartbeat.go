@@ -30,14 +30,14 @@ func (rt *Router) beat(ctx context.Context) {
 		qctx, cancel := context.WithTimeout(ctx, rt.cfg.MonitorTimeout)
 		if !ready {
 			for _, s := range stmts {
-				if _, err = rt.writer.db.ExecContext(qctx, s); err != nil {
+				if _, err = rt.wdb().ExecContext(qctx, s); err != nil {
 					break
 				}
 			}
 			ready = err == nil
 		}
 		if ready {
-			_, err = rt.writer.db.ExecContext(qctx, update)
+			_, err = rt.wdb().ExecContext(qctx, update)
 		}
 		cancel()
 		if err != nil && ctx.Err() == nil && !failing {

@@ -23,6 +23,7 @@ type endpointDB struct {
 type reader struct {
 	endpointDB
 	idx int
+	tel *telEndpoint // telemetry attributes
 
 	wm        atomic.Pointer[position] // applied position as last polled; nil until the first poll
 	healthy   atomic.Bool              // last poll succeeded
@@ -228,7 +229,7 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 	var wAt time.Time
 	if fresh {
 		wAt = time.Now()
-		p, err := rt.queryPosition(ctx, rt.writer.db, rt.dialect.writerQuery(), rt.dialect.parseWriter)
+		p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
 		if err == nil {
 			wpos = p
 			rt.observeWriter(p)

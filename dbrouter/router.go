@@ -23,7 +23,14 @@ type Router struct {
 	dialect dialect
 	tokens  tokenCodec
 
-	writer  endpointDB
+	wcur    atomic.Pointer[writerTarget] // the current writer
+	wmu     sync.Mutex                   // protects wpools
+	wpools  []*writerTarget              // writer-role pools by candidate, opened on first use
+	cands   []endpointSpec               // writer candidates: the writer, then the readers in Config order
+	candTel []*telEndpoint               // their telemetry attributes
+	search  *writerSearch
+	tel     *telemetry // nil: uninstrumented (only the overhead benchmark does that)
+
 	readers []*reader // local region first, then the others, in Config order
 	nLocal  int       // readers[:nLocal] are local
 	rr      atomic.Uint32
@@ -49,6 +56,7 @@ type Router struct {
 type counters struct {
 	readsReader, readsRemote, readsWriter, readsForced, writes atomic.Int64
 	fallbacks, waits, tokensRejected, writePosFailures         atomic.Int64
+	failovers                                                  atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -76,6 +84,12 @@ type Stats struct {
 	MonitorQueries int64
 	// LocalReaders is the number of configured readers in the local region.
 	LocalReaders int
+	// Failovers counts writer changes: times a writer search found another
+	// endpoint writable than the current writer.
+	Failovers int64
+	// Writer is the name of the endpoint the router currently sends writes
+	// to (the configured writer until a failover).
+	Writer string
 }
 
 // Stats returns the router's counters.
@@ -87,6 +101,7 @@ func (rt *Router) Stats() Stats {
 		Waits: c.waits.Load(), TokensRejected: c.tokensRejected.Load(),
 		WritePositionFailures: c.writePosFailures.Load(),
 		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
+		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
 	}
 	return s
 }
@@ -108,15 +123,32 @@ func Open(cfg Config) (*Router, error) {
 		opened:  time.Now(),
 	}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
-	rt.writer = endpointDB{spec: n.writer, db: sql.OpenDB(&writeConnector{inner: n.writer.connector, rt: rt}), local: true}
-	n.WriterPool.apply(rt.writer.db)
+	dbSystem := "mariadb"
+	if n.Dialect != DialectMariaDB {
+		dbSystem = "mysql"
+	}
+	// Writer candidates: the writer, then every reader (one may be promoted).
+	rt.cands = append([]endpointSpec{n.writer}, n.readers...)
+	rt.candTel = make([]*telEndpoint, len(rt.cands))
+	probes := make([]writerCandidate, len(rt.cands))
+	for i, spec := range rt.cands {
+		rt.candTel[i] = endpointTel(dbSystem, spec)
+		probes[i] = writerCandidate{name: spec.Name, connector: spec.connector}
+	}
+	rt.wpools = make([]*writerTarget, len(rt.cands))
+	rt.wcur.Store(rt.writerFor(0))
+	rt.search = newWriterSearch(writerSearchConfig{
+		probeTimeout: n.WriterProbeTimeout, interval: n.WriterSearchInterval,
+		aurora: n.Aurora, logger: rt.cfg.Logger, onChange: rt.writerChanged,
+	}, probes, 0)
 	for pass := range 2 {
-		for _, spec := range n.readers {
+		for i, spec := range n.readers {
 			local := spec.Region == n.Region
 			if local != (pass == 0) {
 				continue
 			}
-			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(spec.connector), local: local}, kick: make(chan struct{}, 1)}
+			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector}), local: local},
+				kick: make(chan struct{}, 1), tel: rt.candTel[i+1]}
 			n.ReaderPool.apply(r.db)
 			r.idx = len(rt.readers)
 			r.healthy.Store(true)
@@ -126,6 +158,11 @@ func Open(cfg Config) (*Router, error) {
 			}
 		}
 	}
+	rt.tel = newTelemetry(telemetryConfig{
+		tracerProvider: n.TracerProvider, meterProvider: n.MeterProvider,
+		queryText: n.RecordQueryText, dbSystem: dbSystem,
+		readers: rt.telReaders, pools: rt.telPools,
+	})
 	for _, w := range n.warnings {
 		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: "+w)
 	}
@@ -147,8 +184,17 @@ func (rt *Router) Close() error {
 	rt.once.Do(func() {
 		rt.closed.Store(true)
 		rt.cancel()
+		rt.search.close()
 		rt.wg.Wait()
-		errs := []error{rt.writer.db.Close()}
+		rt.tel.close()
+		var errs []error
+		rt.wmu.Lock()
+		for _, w := range rt.wpools {
+			if w != nil {
+				errs = append(errs, w.db.Close())
+			}
+		}
+		rt.wmu.Unlock()
 		for _, r := range rt.readers {
 			errs = append(errs, r.db.Close())
 		}
@@ -159,65 +205,164 @@ func (rt *Router) Close() error {
 
 // ExecContext runs a statement on the writer (a statement that returns no
 // rows may write) and advances the context's read-your-writes position.
+//
+// If the writer cannot be reached or answers that it is read-only, the
+// router searches for the new writer and sends the statement there once: it
+// provably did not run. If the connection broke after the statement was
+// sent, the error matches [ErrOutcomeUnknown] and nothing is retried. When
+// no writer is found the error matches [ErrNoWriter].
 func (rt *Router) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if rt.closed.Load() {
 		return nil, ErrClosed
 	}
 	rt.stats.writes.Add(1)
-	return rt.writer.db.ExecContext(ctx, query, args...)
+	t := rt.toWriter(telReasonWrite)
+	sctx, o := rt.tel.startStatement(ctx, query, t.ep, t.route, t.reason)
+	res, err := t.db.ExecContext(sctx, query, args...)
+	if err != nil {
+		var retry bool
+		if t, retry, err = rt.writeFailed(ctx, t, true, err); retry {
+			res, err = t.db.ExecContext(sctx, query, args...)
+			if err != nil {
+				t, _, err = rt.writeFailedFinal(ctx, t, true, err)
+			}
+		}
+	}
+	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
+	return res, err
 }
 
 // QueryContext runs a query on the endpoint chosen by the routing rules
-// (see the package documentation).
+// (see the package documentation). A read that fails on a reader before
+// returning rows is retried once where routing then sends it (another fresh
+// reader, or the writer); a statement on the writer is handled like
+// [Router.ExecContext]'s.
 func (rt *Router) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if rt.closed.Load() {
 		return nil, ErrClosed
 	}
-	db := rt.route(ctx, query, false)
-	rows, err := db.QueryContext(ctx, query, args...)
-	if err != nil && rt.readerFailed(ctx, db, err) {
-		// The reader failed before returning rows: reads are
-		// idempotent, so the read runs once more where routing now
-		// sends it (another fresh reader, or the writer).
-		return rt.route(ctx, query, false).QueryContext(ctx, query, args...)
+	t := rt.route(ctx, query, false)
+	sctx, o := rt.tel.startStatement(ctx, query, t.ep, t.route, t.reason)
+	rows, err := t.db.QueryContext(sctx, query, args...)
+	for a := rt.attempts(); err != nil; {
+		var retry bool
+		if t, retry, err = rt.failed(ctx, t, query, false, err, &a); !retry {
+			break
+		}
+		rows, err = t.db.QueryContext(sctx, query, args...)
 	}
+	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
 	return rows, err
 }
 
 // QueryRowContext runs a query that returns at most one row on the endpoint
-// chosen by the routing rules. Errors are deferred until [sql.Row.Scan].
+// chosen by the routing rules, retried once like [Router.QueryContext]'s when
+// it failed before returning a row. Errors are deferred until [sql.Row.Scan].
 func (rt *Router) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return rt.route(ctx, query, false).QueryRowContext(ctx, query, args...)
+	t := rt.route(ctx, query, false)
+	sctx, o := rt.tel.startStatement(ctx, query, t.ep, t.route, t.reason)
+	row := t.db.QueryRowContext(sctx, query, args...)
+	err := row.Err()
+	for a := rt.attempts(); err != nil && err != sql.ErrNoRows; {
+		var retry bool
+		if t, retry, err = rt.failed(ctx, t, query, false, err, &a); !retry {
+			break
+		}
+		row = t.db.QueryRowContext(sctx, query, args...)
+		err = row.Err()
+	}
+	if err == sql.ErrNoRows {
+		err = nil
+	}
+	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
+	return row
+}
+
+// retryBudget bounds the retries of one statement: each failing reader is
+// excluded before its read is re-routed (so at most one retry per reader),
+// and the writer is retried once.
+type retryBudget struct {
+	readers int
+	writer  bool
+}
+
+func (rt *Router) attempts() retryBudget { return retryBudget{readers: len(rt.readers), writer: true} }
+
+// failed handles err of a statement on t: a reader's failure excludes the
+// reader and re-routes the read (to another fresh reader, or the writer); the
+// writer's goes to writeFailed. It reports whether to run the statement
+// again on the returned target.
+func (rt *Router) failed(ctx context.Context, t target, query string, readOnlyTx bool, err error, b *retryBudget) (target, bool, error) {
+	if t.route == telRouteWriter {
+		write := !readOnlyTx && !rt.classes.readOnly(query)
+		if !b.writer {
+			t, _, err = rt.writeFailedFinal(ctx, t, write, err)
+			return t, false, err
+		}
+		b.writer = false
+		return rt.writeFailed(ctx, t, write, err)
+	}
+	if b.readers > 0 && rt.readerFailed(ctx, t.db, err) {
+		b.readers--
+		n := rt.route(ctx, query, readOnlyTx)
+		if n.route == telRouteReader {
+			n.reason = telReasonRetry
+		}
+		return n, true, nil
+	}
+	return t, false, unwrapConnectError(err)
 }
 
 // PrepareContext prepares a statement on the writer. A [*sql.Stmt] belongs
 // to one pool, so prepared statements are not routed: they read and write
-// with the writer's strong consistency.
+// with the writer's strong consistency, on the writer of the moment they are
+// prepared.
 func (rt *Router) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
 	if rt.closed.Load() {
 		return nil, ErrClosed
 	}
-	return rt.writer.db.PrepareContext(ctx, query)
+	t := rt.toWriter(telReasonWrite)
+	st, err := t.db.PrepareContext(ctx, query)
+	if err != nil {
+		var retry bool
+		if t, retry, err = rt.writeFailed(ctx, t, false, err); retry {
+			st, err = t.db.PrepareContext(ctx, query)
+			if err != nil {
+				_, _, err = rt.writeFailedFinal(ctx, t, false, err)
+			}
+		}
+	}
+	return st, err
 }
 
 // BeginTx starts a transaction: on a reader chosen like a read when opts
 // asks for a read-only transaction, on the writer otherwise. Every
 // statement of a read-write transaction runs on the writer; its commit
-// advances the context's read-your-writes position.
+// advances the context's read-your-writes position. A BEGIN that failed
+// before reaching a server is retried once (after a writer search for the
+// writer). When the connection of a read-write transaction breaks, its
+// statements' and its commit's errors match [ErrOutcomeUnknown].
 func (rt *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
 	if rt.closed.Load() {
 		return nil, ErrClosed
 	}
-	if opts != nil && opts.ReadOnly {
-		db := rt.route(ctx, "", true)
-		tx, err := db.BeginTx(ctx, opts)
-		if err != nil && rt.readerFailed(ctx, db, err) {
-			return rt.route(ctx, "", true).BeginTx(ctx, opts)
-		}
-		return tx, err
+	ro := opts != nil && opts.ReadOnly
+	var t target
+	if ro {
+		t = rt.route(ctx, "", true)
+	} else {
+		rt.stats.writes.Add(1)
+		t = rt.toWriter(telReasonWrite)
 	}
-	rt.stats.writes.Add(1)
-	return rt.writer.db.BeginTx(ctx, opts)
+	tx, err := t.db.BeginTx(ctx, opts)
+	for a := rt.attempts(); err != nil; {
+		var retry bool
+		if t, retry, err = rt.failed(ctx, t, "", ro, err, &a); !retry {
+			break
+		}
+		tx, err = t.db.BeginTx(ctx, opts)
+	}
+	return tx, err
 }
 
 // PingContext checks that the writer and every reader answer. The error
@@ -226,12 +371,13 @@ func (rt *Router) PingContext(ctx context.Context) error {
 	if rt.closed.Load() {
 		return ErrClosed
 	}
-	if err := rt.writer.db.PingContext(ctx); err != nil {
-		return &EndpointError{Endpoint: rt.writer.spec.Name, Op: "ping", Err: err}
+	w := rt.curWriter()
+	if err := w.db.PingContext(ctx); err != nil {
+		return &EndpointError{Endpoint: w.spec.Name, Op: "ping", Err: unwrapConnectError(err)}
 	}
 	for _, r := range rt.readers {
 		if err := r.db.PingContext(ctx); err != nil {
-			return &EndpointError{Endpoint: r.spec.Name, Op: "ping", Err: err}
+			return &EndpointError{Endpoint: r.spec.Name, Op: "ping", Err: unwrapConnectError(err)}
 		}
 	}
 	return nil
@@ -240,10 +386,11 @@ func (rt *Router) PingContext(ctx context.Context) error {
 // Ping calls [Router.PingContext] with [context.Background].
 func (rt *Router) Ping() error { return rt.PingContext(context.Background()) }
 
-// Writer returns the writer's pool, for code that needs a [*sql.Conn] or
-// other *sql.DB methods. Writes made through it do not advance
-// read-your-writes positions.
-func (rt *Router) Writer() *sql.DB { return rt.writer.db }
+// Writer returns the current writer's pool, for code that needs a
+// [*sql.Conn] or other *sql.DB methods. Writes made through it do not
+// advance read-your-writes positions, and it does not follow a later
+// failover: call Writer again.
+func (rt *Router) Writer() *sql.DB { return rt.wdb() }
 
 // readerFailed is the failure hook of reads: if db is a reader's pool and
 // err says the reader (not the caller, not the statement) failed, the reader
@@ -262,6 +409,7 @@ func (rt *Router) readerFailed(ctx context.Context, db *sql.DB, err error) bool 
 		if r.healthy.Swap(false) {
 			rt.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "dbrouter: reader excluded: read failed",
 				slog.String("reader", r.spec.Name), slog.String("error", err.Error()))
+			rt.changed.broadcast()
 		}
 		select {
 		case r.kick <- struct{}{}:
@@ -272,18 +420,18 @@ func (rt *Router) readerFailed(ctx context.Context, db *sql.DB, err error) bool 
 	return false
 }
 
-// route returns the pool that runs query (or, with readOnlyTx, a read-only
-// transaction). It never fails: when it cannot wait any longer it returns
-// the writer, and the pool reports ctx's error.
-func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) *sql.DB {
+// route returns where query (or, with readOnlyTx, a read-only transaction)
+// runs. It never fails: when it cannot wait any longer it returns the
+// writer, and the pool reports ctx's error.
+func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) target {
 	if !readOnlyTx && !rt.classes.readOnly(query) {
 		rt.stats.writes.Add(1)
-		return rt.writer.db
+		return rt.toWriter(telReasonWrite)
 	}
 	o, _ := ctx.Value(routeKey{}).(routeOpts)
 	if o.writer || len(rt.readers) == 0 {
 		rt.stats.readsForced.Add(1)
-		return rt.writer.db
+		return rt.toWriter(telReasonForced)
 	}
 	t := trackerFrom(ctx)
 	var need *position
@@ -293,8 +441,7 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) *sql
 	req, _ := ctx.Value(requireKey{}).(*requirement)
 	if req != nil {
 		if req.pos == nil {
-			rt.stats.readsWriter.Add(1)
-			return rt.writer.db
+			return rt.fallback(ctx, telFallbackNoReader)
 		}
 		need = merge(need, req.pos)
 	}
@@ -303,26 +450,24 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) *sql
 			if req != nil && !r.wm.Load().covers(req.pos) {
 				req.ok.Store(false)
 			}
-			return rt.served(r, nil)
+			return rt.served(r, nil, telReasonStaleness)
 		}
 	} else if t == nil || !t.writerOnly.Load() {
 		if r := rt.pick(need, need.empty() && !rt.cfg.PreferWriter); r != nil {
-			return rt.served(r, t)
+			return rt.served(r, t, telReasonFreshReader)
 		}
 		if need.empty() {
 			// Eventual read and no usable reader: nothing to wait for.
-			rt.stats.readsWriter.Add(1)
-			return rt.writer.db
+			return rt.fallback(ctx, telFallbackNoReader)
 		}
 	} else {
-		rt.stats.readsWriter.Add(1)
-		return rt.writer.db
+		return rt.fallback(ctx, telFallbackNoReader)
 	}
 	return rt.waitAndPick(ctx, need, t, req, o.maxStaleness)
 }
 
 // served counts a read served by r and records r's position in t.
-func (rt *Router) served(r *reader, t *tracker) *sql.DB {
+func (rt *Router) served(r *reader, t *tracker, reason telReason) target {
 	if r.local {
 		rt.stats.readsReader.Add(1)
 	} else {
@@ -331,7 +476,7 @@ func (rt *Router) served(r *reader, t *tracker) *sql.DB {
 	if t != nil {
 		t.served(r.wm.Load())
 	}
-	return r.db
+	return readerTarget(r, reason)
 }
 
 // pick returns a usable reader that has applied need (which may be empty):
@@ -370,7 +515,7 @@ func (rt *Router) pickStale(d time.Duration) *reader {
 // waitAndPick is the slow path: no reader qualifies now. It registers the
 // demand with the monitors, waits a bounded time for one to qualify, then
 // falls back (another region's reader, then the writer).
-func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, req *requirement, stale time.Duration) *sql.DB {
+func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, req *requirement, stale time.Duration) target {
 	var cands []*reader
 	var bound time.Duration
 	for _, r := range rt.readers {
@@ -388,10 +533,9 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, r
 	}
 	if len(cands) == 0 || bound <= 0 {
 		if r := pickNow(true); r != nil {
-			return rt.served(r, t)
+			return rt.served(r, t, telReasonFreshReader)
 		}
-		rt.stats.readsWriter.Add(1)
-		return rt.writer.db
+		return rt.fallback(ctx, telFallbackNoReader)
 	}
 	rt.stats.waits.Add(1)
 	now := time.Now()
@@ -417,19 +561,19 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, r
 	for {
 		ch := rt.changed.wait()
 		if r := pickNow(!time.Now().Before(localDeadline)); r != nil {
-			return rt.served(r, t)
+			rt.tel.recordTokenWait(ctx, time.Since(now))
+			return rt.served(r, t, telReasonTokenWait)
 		}
 		select {
 		case <-ch:
 		case <-timer.C:
+			rt.tel.recordTokenWait(ctx, time.Since(now))
 			if r := pickNow(true); r != nil {
-				return rt.served(r, t)
+				return rt.served(r, t, telReasonTokenWait)
 			}
-			rt.stats.readsWriter.Add(1)
-			return rt.writer.db
+			return rt.fallback(ctx, telFallbackTokenTimeout)
 		case <-ctx.Done():
-			rt.stats.readsWriter.Add(1)
-			return rt.writer.db
+			return rt.fallback(ctx, telFallbackTokenTimeout)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 type writeConnector struct {
 	inner driver.Connector
 	rt    *Router
+	name  string // endpoint name, for outcome-unknown errors
 }
 
 func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -33,7 +34,7 @@ func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writeConn{Conn: conn, rt: c.rt}, nil
+	return &writeConn{Conn: conn, rt: c.rt, name: c.name}, nil
 }
 
 func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
@@ -42,7 +43,23 @@ func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
 type writeConn struct {
 	driver.Conn
 	rt   *Router
+	name string
 	inTx bool
+}
+
+// txFailed turns err of a statement inside a transaction (or of its commit)
+// into an outcome-unknown error when the connection broke: the transaction
+// is lost, and after a commit was sent nobody knows whether it applied. It
+// also starts a writer search in the background.
+func (c *writeConn) txFailed(ctx context.Context, err error) error {
+	switch classifyFailure(ctx, err) {
+	case failLost, failServerGone, failNotSent:
+		c.rt.search.kick()
+		return newOutcomeUnknown(c.name, true, err)
+	case failReadOnly:
+		c.rt.search.kick()
+	}
+	return err
 }
 
 var errNoPosition = errors.New("dbrouter: no position value")
@@ -115,6 +132,9 @@ func (c *writeConn) ExecContext(ctx context.Context, query string, args []driver
 	if err == nil && !c.inTx {
 		c.capture(ctx, trackerFrom(ctx), false)
 	}
+	if err != nil && c.inTx {
+		err = c.txFailed(ctx, err)
+	}
 	return res, err
 }
 
@@ -124,6 +144,9 @@ func (c *writeConn) QueryContext(ctx context.Context, query string, args []drive
 		return nil, driver.ErrSkip
 	}
 	rows, err := q.QueryContext(ctx, query, args)
+	if err != nil && c.inTx {
+		err = c.txFailed(ctx, err)
+	}
 	if err != nil || c.inTx || readOnly(query) {
 		return rows, err
 	}
@@ -199,6 +222,9 @@ type writeTx struct {
 func (tx *writeTx) Commit() error {
 	err := tx.Tx.Commit()
 	tx.c.inTx = false
+	if err != nil {
+		err = tx.c.txFailed(context.Background(), err)
+	}
 	if err == nil && !tx.readOnly {
 		tx.c.capture(tx.ctx, tx.t, false)
 	}
@@ -230,6 +256,14 @@ func (s *writeStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 	}
 	if err == nil && !s.c.inTx {
 		s.c.capture(ctx, trackerFrom(ctx), false)
+	}
+	if err != nil {
+		if s.c.inTx {
+			err = s.c.txFailed(ctx, err)
+		} else if k := classifyFailure(ctx, err); k == failLost || k == failServerGone {
+			s.c.rt.search.kick()
+			err = newOutcomeUnknown(s.c.name, false, err)
+		}
 	}
 	return res, err
 }
