@@ -32,17 +32,28 @@
 // no SDK is installed. Each package logs only through the *slog.Logger its
 // Config is given.
 //
-// A service wires them like this (errors elided):
+// A service in N. Virginia wires them like this (errors elided; see
+// examples/quickstart for a complete program):
 //
 //	router, _ := dbrouter.Open(dbrouter.Config{
-//		Region:  "us-east-1",
-//		Writer:  dbrouter.Endpoint{DSN: writerDSN, Region: "ap-northeast-1"},
-//		Readers: []dbrouter.Endpoint{{DSN: localReaderDSN, Region: "us-east-1"}},
+//		Region:    "us-east-1",
+//		Writer:    dbrouter.Endpoint{DSN: writerDSN},
+//		Readers:   []dbrouter.Endpoint{{DSN: localReaderDSN, Region: "us-east-1"}},
+//		TokenKeys: []dbrouter.TokenKey{{ID: 1, Secret: tokenSecret}},
 //	})
 //	defer router.Close()
-//	c, _ := cache.New(cache.Config{Servers: []string{"cache.local:11211"}, Consistency: router})
-//	defer c.Close()
-//	handler := sessions.Middleware(router.Middleware(mux))
+//	records, _ := cache.New(cache.Config{
+//		Client:      memcache.New("cache.use1.internal:11211"),
+//		Region:      "us-east-1",
+//		Consistency: router, // refills must come from a source that has the write
+//	})
+//	defer records.Close()
+//	sessions, _ := session.New(session.Config{
+//		Table:   "sessions",
+//		Region:  "us-east-1",
+//		Clients: map[string]session.Client{"us-east-1": local, "ap-northeast-1": tokyo},
+//	})
+//	http.ListenAndServe(addr, sessions.Middleware(router.Middleware(mux)))
 //
 // The examples directory holds runnable services; the README shows how to
 // start the local two-region stack they and the tests run against.
