@@ -1,74 +1,59 @@
-// Command demo is the README's main demo. Until the photo-album example lands
-// it shows the stack's topology at work: a write on the Tokyo writer, and how
-// long each region's reader takes to see it.
+// Command demo is the README's main demo (`make demo`). On the running local
+// stack it starts one examples/photoalbum instance per region, plays the
+// scripted two-region scenario with faults (lagging readers, writer killed
+// and a replica promoted) while simulated families use the service, and
+// prints a report. The report, an SVG chart of latency over time with the
+// faults marked, the instances' logs and traces go to -out. The last output
+// line is one JSON object with the report's figures.
 package main
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
-	"time"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 
-	_ "github.com/go-sql-driver/mysql"
-
+	"github.com/regiondb/regiondb/internal/demo"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 
 func main() {
-	if err := run(); err != nil {
+	out := flag.String("out", "", "output folder (default out/demo at the module root)")
+	scale := flag.Float64("scale", 1, "timeline scale: 1 plays the full scenario (about 45 s)")
+	people := flag.Int("people", 8, "background people (families of two)")
+	inSession := flag.Bool("token-in-session", false, "keep the read-your-writes token in the session instead of a cookie")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, demo.Config{OutDir: *out, Scale: *scale, People: *people, TokenInSession: *inSession, Progress: os.Stderr})
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	ctx := context.Background()
+func run(ctx context.Context, cfg demo.Config) error {
 	s, err := testserver.Lookup()
 	if err != nil {
 		return err
 	}
-	writer, err := sql.Open("mysql", s.DSN("m1", "regiondb"))
-	if err != nil {
-		return err
-	}
-	defer writer.Close()
-	if _, err := writer.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS demo (id INT PRIMARY KEY AUTO_INCREMENT, note TEXT)"); err != nil {
-		return err
-	}
-	res, err := writer.ExecContext(ctx, "INSERT INTO demo (note) VALUES ('hello from Tokyo')")
-	if err != nil {
-		return err
-	}
-	id, _ := res.LastInsertId()
-	written := time.Now()
-	fmt.Printf("wrote row %d on the writer m1 (%s)\n", id, testserver.PrimaryRegion)
-	report := map[string]float64{}
-	for _, region := range []string{testserver.PrimaryRegion, testserver.SecondaryRegion} {
-		name := s.Reader(region)
-		db, err := sql.Open("mysql", s.DSN(name, "regiondb"))
+	cfg.Stack = s
+	if cfg.OutDir == "" {
+		root, err := demo.ModuleRoot()
 		if err != nil {
 			return err
 		}
-		defer db.Close()
-		for {
-			var n int
-			// Until the table's creation has replicated, the query fails: keep polling.
-			err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM demo WHERE id = ?", id).Scan(&n)
-			if err == nil && n == 1 {
-				break
-			}
-			if time.Since(written) > 10*time.Second {
-				return fmt.Errorf("reader %s never saw row %d: %v", name, id, err)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		ms := float64(time.Since(written).Microseconds()) / 1000
-		report[region+"_visible_ms"] = ms
-		fmt.Printf("reader %s (%s) saw it after %.1f ms\n", name, region, ms)
+		cfg.OutDir = filepath.Join(root, "out", "demo")
 	}
-	b, _ := json.Marshal(report)
-	fmt.Println(string(b))
+	rep, err := demo.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.Text(os.Stdout)
+	fmt.Printf("\nReport, chart (latency.svg), logs and traces in %s\n", cfg.OutDir)
+	fmt.Println(rep.Figures())
 	return nil
 }
