@@ -35,11 +35,14 @@ func (rt *Router) Middleware(next http.Handler) http.Handler {
 		}
 		ctx, _ := rt.WithToken(NewContext(r.Context()), in)
 		r = r.WithContext(ctx)
-		tw := &tokenWriter{ResponseWriter: w, rt: rt, r: r, in: in}
+		tw := &tokenWriter{ResponseWriter: w, rt: rt, r: r, in: in, start: trackerFrom(ctx).need.Load()}
 		next.ServeHTTP(tw, r)
 		tw.save()
 	})
 }
+
+// samePosition reports whether p and q are the same position.
+func samePosition(p, q *position) bool { return p == q || p.covers(q) && q.covers(p) }
 
 // tokenWriter saves the token before the first byte of the response.
 type tokenWriter struct {
@@ -47,6 +50,7 @@ type tokenWriter struct {
 	rt    *Router
 	r     *http.Request
 	in    string
+	start *position // the scope's requirement when the request started
 	saved bool
 }
 
@@ -56,7 +60,14 @@ func (w *tokenWriter) save() {
 	}
 	w.saved = true
 	rt := w.rt
-	out := rt.Token(w.r.Context())
+	// A request that did not move the requirement sends back the token it
+	// came with (unless every reader has passed it): re-issuing it would
+	// only change its timestamp, and cost a carrier such as a session
+	// store a write per request.
+	out := w.in
+	if need := trackerFrom(w.r.Context()).need.Load(); w.in == "" || !samePosition(need, w.start) || need.empty() || rt.passedByAll(need) {
+		out = rt.Token(w.r.Context())
+	}
 	h := w.Header()
 	h.Add("Vary", "Cookie")
 	if out != "" {

@@ -140,3 +140,47 @@ func TestMiddlewareCarrierStack(t *testing.T) {
 		t.Errorf("next request read %s", got)
 	}
 }
+
+type countingCarrier struct {
+	mapCarrier
+	saves int
+}
+
+func (c *countingCarrier) SaveToken(w http.ResponseWriter, r *http.Request, tok string) {
+	c.saves++
+	c.mapCarrier.SaveToken(w, r, tok)
+}
+
+// A request that moves no position must not re-save the token: with a
+// session store as the carrier, each save is a DynamoDB write.
+func TestMiddlewareKeepsUnchangedToken(t *testing.T) {
+	s := testserver.Require(t)
+	carrier := &countingCarrier{mapCarrier: mapCarrier{m: map[string]string{}}}
+	cfg := stackConfig(t, s, testserver.PrimaryRegion)
+	cfg.TokenCarrier = carrier
+	rt := openRouter(t, cfg)
+	k := key(t)
+	if err := s.Stall(t.Context(), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Resume(context.Background(), "r1") })
+	do(rt.Middleware(kvHandler(t, rt)), "/?user=u1&k="+k+"&v=4", nil, "")
+	p, err := rt.tokens.decode(carrier.m["u1"], time.Now())
+	if err != nil {
+		t.Fatalf("carrier token: %v", err)
+	}
+	// The same requirement, issued a while ago (as by an earlier request).
+	old, err := rt.tokens.encode(p, time.Now().Add(-30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	carrier.m["u1"], carrier.saves = old, 0
+	idle := rt.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	rec := do(idle, "/?user=u1", nil, "")
+	if carrier.saves != 0 || carrier.m["u1"] != old {
+		t.Fatalf("request that moved nothing saved the token %d times", carrier.saves)
+	}
+	if got := rec.Header().Get(rt.cfg.TokenHeader); got != old {
+		t.Fatalf("response header token = %q, want the unchanged incoming one", got)
+	}
+}
