@@ -39,6 +39,10 @@ func (s *Stack) template(ctx context.Context) error {
 
 func (s *Stack) mariadbArgs(sv *server) []string {
 	d := sv.dataDir
+	semiSyncReplica := "0"
+	if sv.Region == testserver.PrimaryRegion {
+		semiSyncReplica = "1"
+	}
 	id := strconv.Itoa(int(sv.Name[1]-'0') + map[byte]int{'m': 0, 'r': 1}[sv.Name[0]])
 	args := []string{"--no-defaults", "--datadir=" + filepath.Join(d, "data"), "--port=" + strconv.Itoa(sv.Port),
 		"--socket=" + filepath.Join(d, "mysqld.sock"), "--pid-file=" + filepath.Join(d, "mysqld.pid"),
@@ -47,10 +51,13 @@ func (s *Stack) mariadbArgs(sv *server) []string {
 		"--log-slave-updates=1", "--binlog-format=ROW", "--gtid-strict-mode=1", "--relay-log=relay-bin",
 		"--report-host=127.0.0.1", "--report-port=" + strconv.Itoa(sv.Port),
 		// Semi-synchronous replication (lossless, AFTER_SYNC): a commit is acknowledged only once a
-		// replica has the event, as Aurora acknowledges only quorum-durable commits. A failover
-		// then loses no acknowledged write.
-		"--rpl-semi-sync-master-enabled=1", "--rpl-semi-sync-slave-enabled=1",
+		// replica of the writer's region has the event, as Aurora acknowledges only commits durable
+		// on its in-region storage quorum. A failover then loses no acknowledged write. Replicas of
+		// other regions never acknowledge (commits do not wait for a cross-region link), and a
+		// writer with no acknowledging replica connected does not wait at all.
+		"--rpl-semi-sync-master-enabled=1", "--rpl-semi-sync-slave-enabled=" + semiSyncReplica,
 		"--rpl-semi-sync-master-wait-point=AFTER_SYNC", "--rpl-semi-sync-master-timeout=1000",
+		"--rpl-semi-sync-master-wait-no-slave=OFF",
 		"--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--innodb-log-buffer-size=1M",
 		"--performance-schema=OFF", "--key-buffer-size=1M", "--aria-pagecache-buffer-size=1M",
 		"--max-connections=512", "--table-open-cache=400", "--tmp-table-size=4M", "--max-heap-table-size=4M",
