@@ -21,7 +21,7 @@ import (
 
 // TestExamplesUsePublicAPIOnly keeps internal/ out of the examples' imports.
 func TestExamplesUsePublicAPIOnly(t *testing.T) {
-	root, err := ModuleRoot()
+	root, err := testserver.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package demo
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,31 +11,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// ModuleRoot returns the directory holding go.mod, searched upwards from the
-// working directory.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("demo: no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
+	"github.com/regiondb/regiondb/internal/testserver"
+)
 
 // Build compiles the package pkg (e.g. "./examples/photoalbum") of the module
 // into dir and returns the binary's path.
 func Build(ctx context.Context, pkg, dir string) (string, error) {
-	root, err := ModuleRoot()
+	root, err := testserver.ModuleRoot()
 	if err != nil {
 		return "", err
 	}

@@ -107,7 +107,7 @@ var ErrNoStack = errors.New("testserver: no regiondb stack is running (run `make
 func Lookup() (*Stack, error) {
 	path := os.Getenv(EnvState)
 	if path == "" {
-		root, err := moduleRoot()
+		root, err := ModuleRoot()
 		if err != nil {
 			return nil, ErrNoStack
 		}
@@ -149,7 +149,9 @@ func Require(tb testing.TB) *Stack {
 	return s
 }
 
-func moduleRoot() (string, error) {
+// ModuleRoot returns the directory holding regiondb's go.mod, searched
+// upwards from the working directory.
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -160,7 +162,7 @@ func moduleRoot() (string, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("no go.mod")
+			return "", errors.New("testserver: no go.mod above the working directory")
 		}
 		dir = parent
 	}

@@ -42,7 +42,7 @@ func run(ctx context.Context, cfg demo.Config) error {
 	}
 	cfg.Stack = s
 	if cfg.OutDir == "" {
-		root, err := demo.ModuleRoot()
+		root, err := testserver.ModuleRoot()
 		if err != nil {
 			return err
 		}

@@ -118,18 +118,9 @@ func run(args []string) int {
 }
 
 func config() (stack.Config, error) {
-	root, err := os.Getwd()
+	root, err := testserver.ModuleRoot()
 	if err != nil {
-		return stack.Config{}, err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(root) == root {
-			return stack.Config{}, errors.New("stack: run me inside the regiondb module")
-		}
-		root = filepath.Dir(root)
+		return stack.Config{}, errors.New("stack: run me inside the regiondb module")
 	}
 	cfg := stack.Config{
 		Dir:      envOr("REGIONDB_STACK_DIR", filepath.Join(root, ".stack")),
