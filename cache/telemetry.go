@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/regiondb/regiondb/internal/otelattr"
 )
 
 // ScopeName is the instrumentation scope of the cache's tracer and meter.
@@ -21,7 +23,7 @@ const ScopeName = "github.com/regiondb/regiondb/cache"
 
 // Attribute keys of this package (semantic-convention keys come from semconv).
 const (
-	attrRegion = attribute.Key("regiondb.region")
+	attrRegion = otelattr.Region
 	attrResult = attribute.Key("regiondb.cache.result")
 	attrReason = attribute.Key("regiondb.cache.reason")
 )

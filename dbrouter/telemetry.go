@@ -19,6 +19,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/regiondb/regiondb/internal/otelattr"
 )
 
 // ScopeName is the instrumentation scope name (the import path) of the
@@ -30,7 +32,7 @@ const (
 	// attrRoute is the role that served a statement: "writer" or "reader".
 	attrRoute = attribute.Key("regiondb.route")
 	// attrRegion is the region of the endpoint that served it.
-	attrRegion = attribute.Key("regiondb.region")
+	attrRegion = otelattr.Region
 	// attrReason says why the statement went where it went (see telReason).
 	attrReason = attribute.Key("regiondb.reason")
 	// attrEndpoint is the configured name of the endpoint (never a DSN).

@@ -5,13 +5,15 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/regiondb/regiondb/internal/otelattr"
 )
 
 // ScopeName is the instrumentation scope of the package's spans and metrics.
 const ScopeName = "github.com/regiondb/regiondb/session"
 
 // regionKey is the attribute naming the local region on the metrics.
-const regionKey = attribute.Key("regiondb.region")
+const regionKey = otelattr.Region
 
 // telemetry holds the tracer and the instruments, created once.
 type telemetry struct {
