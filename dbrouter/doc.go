@@ -223,7 +223,7 @@
 //
 // Metrics (meter and tracer named [ScopeName]): db.client.operation.duration,
 // db.client.connection.count and db.client.connection.max per pool,
-// regiondb.dbrouter.statements by route and reason,
+// regiondb.dbrouter.statements by route, reason and region,
 // regiondb.dbrouter.token.wait.duration, regiondb.dbrouter.writer_fallbacks,
 // regiondb.dbrouter.failovers, and per reader regiondb.dbrouter.reader.lag
 // and regiondb.dbrouter.reader.position_age (milliseconds; the age of the

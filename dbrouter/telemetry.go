@@ -171,6 +171,9 @@ type telEndpoint struct {
 	spanAttrs []attribute.KeyValue
 	// opSet[route] identifies it in db.client.operation.duration.
 	opOpts [telRouteCount][]metric.RecordOption
+	// stmtOpts[route][reason] identify its statements in the statements
+	// counter, with its region: local and other-region reads stay apart.
+	stmtOpts [telRouteCount][telReasonCount][]metric.AddOption
 	// readerSet identifies it in the reader gauges.
 	readerOpts []metric.ObserveOption
 	// poolOpts identify its pool in the connection metrics: used, idle, max.
@@ -198,6 +201,10 @@ func newTelEndpoint(dbSystem, name, region, addr, database string) *telEndpoint 
 		route := telRoute(r)
 		opAttrs := append(append([]attribute.KeyValue(nil), base...), attrRoute.String(route.String()), attrRegion.String(region))
 		ep.opOpts[r] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(opAttrs...))}
+		for why := range telReasonCount {
+			ep.stmtOpts[r][why] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+				attrRoute.String(route.String()), attrReason.String(telReason(why).String()), attrRegion.String(region)))}
+		}
 		pool := []attribute.KeyValue{
 			semconv.DBClientConnectionPoolName(name), attrRoute.String(route.String()), attrRegion.String(region),
 		}
@@ -451,7 +458,11 @@ func (t *telemetry) endStatement(ctx context.Context, o stmtObs, ep *telEndpoint
 		return
 	}
 	if t.statements != nil && t.statements.Enabled(ctx) {
-		t.statements.Add(ctx, 1, t.stmtOpts[route][reason]...)
+		opts := t.stmtOpts[route][reason]
+		if ep != nil {
+			opts = ep.stmtOpts[route][reason]
+		}
+		t.statements.Add(ctx, 1, opts...)
 	}
 	var errType string
 	if err != nil && (o.span != nil || !o.start.IsZero()) {

@@ -187,6 +187,13 @@ func TestTelemetryMetrics(t *testing.T) {
 		r, _ := dp.Attributes.Value(attrRoute)
 		why, _ := dp.Attributes.Value(attrReason)
 		counts[r.AsString()+"/"+why.AsString()] = dp.Value
+		want := env.reader1.region
+		if r.AsString() == "writer" {
+			want = env.writer.region
+		}
+		if region, _ := dp.Attributes.Value(attrRegion); region.AsString() != want || want == "" {
+			t.Errorf("%s/%s statements have region %q, want the serving endpoint's %q", r.AsString(), why.AsString(), region.AsString(), want)
+		}
 	}
 	if counts["reader/fresh_reader"] != 3 || counts["writer/writer_fallback"] != 1 || len(counts) != 2 {
 		t.Errorf("statements = %v", counts)
