@@ -269,6 +269,11 @@ func (w *writerSearch) choose(results []probeResult, current int) (int, error) {
 	if found >= 0 {
 		return found, nil
 	}
+	// A current writer that answered "full" is alive: keep it rather than
+	// report that there is no writer.
+	if current >= 0 && current < len(results) && classifyFailure(nil, results[current].err) == failOverloaded {
+		return current, nil
+	}
 	// Say why each candidate was rejected (endpoint names, never DSNs).
 	e := &noWriterError{names: make([]string, len(results)), errs: make([]error, len(results))}
 	for i, r := range results {

@@ -385,7 +385,7 @@ func TestWriterSearchStack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cands = append(cands, writerCandidate{name: name, connector: failureConnector{conn}})
+		cands = append(cands, writerCandidate{name: name, connector: failureConnector{Connector: conn}})
 	}
 	w := newWriterSearch(writerSearchConfig{}, cands, 0)
 	defer w.close()

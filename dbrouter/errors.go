@@ -18,6 +18,16 @@ var ErrOutcomeUnknown = errors.New("dbrouter: outcome unknown")
 // its timeout), for example while a failover is still promoting a replica.
 var ErrNoWriter = errors.New("dbrouter: no writable server")
 
+// ErrOverloaded is matched (with [errors.Is]) by the error of a statement
+// that an endpoint refused because it reached a capacity limit (MySQL errors
+// 1040 too many connections, 1203 max_user_connections, 1226 a resource
+// limit, 1041 out of resources, 1637 too many transactions). The server is
+// alive and the statement did not run: the router neither excludes the
+// endpoint nor searches for another writer, which would only add
+// connections to a full server. Retry later, with back-off; the error also
+// unwraps to the driver's error.
+var ErrOverloaded = errors.New("dbrouter: endpoint overloaded")
+
 // ErrInvalidConfig is matched (with [errors.Is]) by the error [Open] returns
 // for a Config that fails validation; the error is a [*ConfigError] naming
 // the field.

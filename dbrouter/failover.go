@@ -59,7 +59,7 @@ func (rt *Router) writerFor(i int) *writerTarget {
 	spec := rt.cands[i]
 	w := &writerTarget{
 		endpointDB: endpointDB{spec: spec, local: true,
-			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector}, rt: rt, name: spec.Name})},
+			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened}, rt: rt, name: spec.Name})},
 		cand: i,
 		tel:  rt.candTel[i],
 	}
@@ -110,6 +110,8 @@ func (rt *Router) writeFailed(ctx context.Context, t target, write bool, err err
 		if write {
 			return t, false, newOutcomeUnknown(t.w.spec.Name, false, err)
 		}
+	case failOverloaded:
+		return t, false, &overloadedError{endpoint: t.w.spec.Name, err: unwrapConnectError(err)}
 	}
 	return t, false, unwrapConnectError(err)
 }
@@ -125,6 +127,8 @@ func (rt *Router) writeFailedFinal(ctx context.Context, t target, write bool, er
 		}
 	case failReadOnly, failNotSent:
 		rt.search.kick()
+	case failOverloaded:
+		return t, false, &overloadedError{endpoint: t.w.spec.Name, err: unwrapConnectError(err)}
 	}
 	return t, false, unwrapConnectError(err)
 }

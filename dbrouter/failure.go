@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/go-sql-driver/mysql"
@@ -31,6 +32,16 @@ const (
 	erServerShutdown   = 1053 // ER_SERVER_SHUTDOWN
 	erConnectionKilled = 1927 // MariaDB ER_CONNECTION_KILLED
 	erQueryInterrupted = 1317 // ER_QUERY_INTERRUPTED (also on shutdown)
+)
+
+// MySQL and MariaDB error numbers that say a server is alive but full: it
+// refused a connection or a statement because a capacity limit was reached.
+const (
+	erConCount            = 1040 // ER_CON_COUNT_ERROR: Too many connections
+	erTooManyUserConns    = 1203 // ER_TOO_MANY_USER_CONNECTIONS (max_user_connections)
+	erUserLimitReached    = 1226 // ER_USER_LIMIT_REACHED (a resource limit of the account)
+	erOutOfResources      = 1041 // ER_OUT_OF_RESOURCES
+	erTooManyConcurrentTx = 1637 // ER_TOO_MANY_CONCURRENT_TRXS
 )
 
 // failureKind is what a statement's error says about the server that
@@ -64,6 +75,11 @@ const (
 	// failServerGone: the server reported that it is shutting down or killed
 	// the session. For a write the outcome is unknown.
 	failServerGone
+	// failOverloaded: the server answered that a capacity limit is reached
+	// (too many connections, a per-user limit, out of resources). It is
+	// alive: no endpoint is excluded and no writer search starts (a search
+	// would add connections to a full server). The statement did not run.
+	failOverloaded
 )
 
 // String returns the kind's name, used as the error.type of spans.
@@ -83,6 +99,8 @@ func (k failureKind) String() string {
 		return "connection_lost"
 	case failServerGone:
 		return "server_gone"
+	case failOverloaded:
+		return "overloaded"
 	}
 	return "unknown"
 }
@@ -133,12 +151,16 @@ func classifyFailure(ctx context.Context, err error) failureKind {
 	if ctx != nil && ctx.Err() != nil {
 		return failCaller
 	}
+	var me *mysql.MySQLError
+	isMySQL := errors.As(err, &me)
+	if isMySQL && overloadNumber(me.Number) {
+		return failOverloaded
+	}
 	var ce *connectError
 	if errors.As(err, &ce) {
 		return failNotSent
 	}
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
+	if isMySQL {
 		switch me.Number {
 		case erOptionPreventsStatement, erReadOnlyMode, erInnoDBReadOnly:
 			return failReadOnly
@@ -188,6 +210,35 @@ func classifyFailure(ctx context.Context, err error) failureKind {
 	}
 	return failStatement
 }
+
+// overloadNumber reports whether a MySQL error number says the server is
+// full rather than failed.
+func overloadNumber(n uint16) bool {
+	switch n {
+	case erConCount, erTooManyUserConns, erUserLimitReached, erOutOfResources, erTooManyConcurrentTx:
+		return true
+	}
+	return false
+}
+
+// overloadedError is the error of a statement an endpoint refused because
+// a capacity limit was reached. It matches ErrOverloaded and unwraps to the
+// driver's error.
+type overloadedError struct {
+	endpoint string // endpoint name (never a DSN)
+	err      error
+}
+
+func (e *overloadedError) Error() string {
+	return "dbrouter: endpoint " + strconv.Quote(e.endpoint) + " overloaded: " + e.err.Error()
+}
+
+func (e *overloadedError) Unwrap() error { return e.err }
+
+func (e *overloadedError) Is(target error) bool { return target == ErrOverloaded }
+
+// ErrorType implements the interface that semconv.ErrorType looks for.
+func (e *overloadedError) ErrorType() string { return "overloaded" }
 
 // mysqlErrorNumber returns the MySQL error number in err's chain as a string
 // ("1290"), or "" if there is none.
@@ -240,12 +291,19 @@ func (e *connectError) Unwrap() error { return e.err }
 // is marked as a connectError (the statement that needed the connection
 // never reached the server). database/sql returns Connect's error unchanged
 // to the statement that asked for the connection.
-type failureConnector struct{ driver.Connector }
+// When opened is not nil, each new connection is counted there.
+type failureConnector struct {
+	driver.Connector
+	opened *atomic.Int64
+}
 
 func (c failureConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
 		return nil, &connectError{err: err}
+	}
+	if c.opened != nil {
+		c.opened.Add(1)
 	}
 	return conn, nil
 }

@@ -50,7 +50,11 @@ func TestClassifyFailure(t *testing.T) {
 		{"dial refused", live, refused, failNotSent},
 		{"dial timeout", live, &net.OpError{Op: "dial", Net: "tcp", Err: failTimeoutError{}}, failNotSent},
 		{"dns", live, &net.DNSError{Err: "no such host", Name: "db.example", IsNotFound: true}, failNotSent},
-		{"connect error: handshake 1040", live, &connectError{err: &mysql.MySQLError{Number: 1040}}, failNotSent},
+		{"connect error: handshake 1040", live, &connectError{err: &mysql.MySQLError{Number: 1040}}, failOverloaded},
+		{"connect error: 1203 max_user_connections", live, &connectError{err: &mysql.MySQLError{Number: 1203}}, failOverloaded},
+		{"1226 resource limit", live, &mysql.MySQLError{Number: 1226}, failOverloaded},
+		{"1041 out of resources", live, &mysql.MySQLError{Number: 1041}, failOverloaded},
+		{"connect error: handshake 1045 denied", live, &connectError{err: &mysql.MySQLError{Number: 1045}}, failNotSent},
 		{"connect error: EOF during handshake", live, &connectError{err: mysql.ErrInvalidConn}, failNotSent},
 		{"invalid conn after send", live, mysql.ErrInvalidConn, failLost},
 		{"EOF", live, io.EOF, failLost},
@@ -190,7 +194,7 @@ func TestDatabaseSQLBadConnRetries(t *testing.T) {
 	})
 	t.Run("Connect error marked and unchanged", func(t *testing.T) {
 		d := &failCountingDriver{connErr: &mysql.MySQLError{Number: 1040, Message: "Too many connections"}}
-		db := sql.OpenDB(failureConnector{d})
+		db := sql.OpenDB(failureConnector{Connector: d})
 		defer db.Close()
 		_, err := db.ExecContext(ctx, "INSERT")
 		var ce *connectError
@@ -201,7 +205,7 @@ func TestDatabaseSQLBadConnRetries(t *testing.T) {
 		if !errors.As(err, &me) || me.Number != 1040 {
 			t.Fatalf("cause lost: %v", err)
 		}
-		if d.execs.Load() != 0 || classifyFailure(ctx, err) != failNotSent {
+		if d.execs.Load() != 0 || classifyFailure(ctx, err) != failOverloaded {
 			t.Fatalf("execs = %d, kind = %v", d.execs.Load(), classifyFailure(ctx, err))
 		}
 		if got := unwrapConnectError(err); got != error(me) {
@@ -223,7 +227,7 @@ func failOpenStackDB(t *testing.T, s *testserver.Stack, server, database string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := sql.OpenDB(failureConnector{conn})
+	db := sql.OpenDB(failureConnector{Connector: conn})
 	t.Cleanup(func() { db.Close() })
 	return db
 }
@@ -269,7 +273,7 @@ func TestClassifyFailureStack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, db := range []*sql.DB{sql.OpenDB(conn), sql.OpenDB(failureConnector{conn})} {
+		for _, db := range []*sql.DB{sql.OpenDB(conn), sql.OpenDB(failureConnector{Connector: conn})} {
 			_, err = db.ExecContext(ctx, "SELECT 1")
 			db.Close()
 			if !errors.Is(err, syscall.ECONNREFUSED) || classifyFailure(ctx, err) != failNotSent {

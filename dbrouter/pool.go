@@ -3,23 +3,33 @@ package dbrouter
 import (
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"time"
 )
 
 // Defaults of [PoolConfig]. The router keeps one *sql.DB pool per endpoint
 // (the writer and each reader), each with these limits unless the
-// configuration says otherwise. A fleet of N processes opens at most
-// N × MaxOpen connections to each endpoint under full load and keeps at
-// most N × MaxIdle when quiet: 1 000 pods with the defaults hold at most
-// 10 000 connections to the writer (and to each reader) at peak and 2 000
-// when idle, so size max_connections (or the limits) for your fleet.
+// configuration says otherwise.
+//
+// The defaults are chosen so that a pool under steady load does not churn:
+// it keeps as many idle connections as it may open (so a burst does not
+// close connections that the next burst reopens), and recycles each
+// connection only after its lifetime, which every pool shortens by a random
+// part of up to a tenth so that a fleet started together does not reconnect
+// in step. A fleet of N processes holds at most N × MaxOpenConns connections
+// to each endpoint: 1 000 pods with the defaults may hold 10 000 to the writer
+// and to each reader, so size max_connections for the fleet or lower the
+// limits (each new connection to a writer in another region costs several
+// cross-region round trips of TCP, TLS and authentication).
 const (
 	// DefaultMaxOpenConns is the default maximum number of open connections
 	// to one endpoint (database/sql's own default is unlimited).
 	DefaultMaxOpenConns = 10
 	// DefaultMaxIdleConns is the default maximum number of idle connections
-	// kept for one endpoint (database/sql's own default is 2).
-	DefaultMaxIdleConns = 2
+	// kept for one endpoint: as many as may be open (database/sql's own
+	// default is 2, which makes a pool under steady load close and reopen
+	// connections continuously).
+	DefaultMaxIdleConns = DefaultMaxOpenConns
 	// DefaultConnMaxLifetime is the default maximum age of a connection.
 	// Connections are recycled so that, after a failover or a DNS change,
 	// no pool keeps talking to a server it no longer should, and before
@@ -95,11 +105,21 @@ func (p PoolConfig) validate(field string) error {
 	return nil
 }
 
-// apply sets the limits (with defaults) on db.
+// apply sets the limits (with defaults) on db. The lifetime is shortened by
+// a random part of up to a tenth, so that the pools of a fleet started
+// together do not recycle their connections in step.
 func (p PoolConfig) apply(db *sql.DB) {
 	p = p.withDefaults()
 	db.SetMaxOpenConns(p.MaxOpenConns)
 	db.SetMaxIdleConns(p.MaxIdleConns)
-	db.SetConnMaxLifetime(p.ConnMaxLifetime)
+	db.SetConnMaxLifetime(jitter(p.ConnMaxLifetime))
 	db.SetConnMaxIdleTime(p.ConnMaxIdleTime)
+}
+
+// jitter returns d shortened by a random part of up to a tenth (0 stays 0).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d - rand.N(d/10+1)
 }

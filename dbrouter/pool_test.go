@@ -2,8 +2,11 @@ package dbrouter
 
 import (
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/regiondb/regiondb/internal/testserver"
 )
 
 func TestPoolConfigDefaults(t *testing.T) {
@@ -45,5 +48,63 @@ func TestPoolConfigApply(t *testing.T) {
 	PoolConfig{}.apply(db)
 	if got := db.Stats().MaxOpenConnections; got != DefaultMaxOpenConns {
 		t.Fatalf("MaxOpenConnections = %d, want %d", got, DefaultMaxOpenConns)
+	}
+}
+
+// TestPoolsDoNotChurn runs a steady load of concurrent reads and writes
+// through a router with default pools and checks, on the router's own count
+// of physical connections opened, that the pools stop opening connections
+// once they have grown to what the load uses. The control is a pool with
+// database/sql's default of 2 idle connections, which keeps reopening.
+func TestPoolsDoNotChurn(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := ctxT(t)
+	run := func(pool PoolConfig) int64 {
+		cfg := stackConfig(t, s, testserver.PrimaryRegion)
+		cfg.WriterPool, cfg.ReaderPool = pool, pool
+		rt := openRouter(t, cfg)
+		k := key(t)
+		if _, err := rt.ExecContext(ctx, "REPLACE INTO kv VALUES (?, 1)", k); err != nil {
+			t.Fatal(err)
+		}
+		load := func(rounds int) {
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range rounds {
+						if (g+i)%4 == 0 {
+							if _, err := rt.ExecContext(ctx, "UPDATE kv SET v = v + 1 WHERE k = ?", k); err != nil {
+								t.Error(err)
+								return
+							}
+							continue
+						}
+						var v int64
+						if err := rt.QueryRowContext(ctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		load(20) // warm up: the pools grow to what the load uses
+		before := rt.Stats().ConnectionsOpened
+		load(100)
+		return rt.Stats().ConnectionsOpened - before
+	}
+	steady := run(PoolConfig{})
+	churn := run(PoolConfig{MaxIdleConns: 2})
+	t.Logf("connections opened under steady load: defaults %d, MaxIdleConns=2 %d", steady, churn)
+	// Growth past the warm-up is bounded by the load's concurrency (8
+	// goroutines), never by its length.
+	if steady > 8 {
+		t.Errorf("default pools opened %d connections under steady load, want at most 8", steady)
+	}
+	if churn <= 4*steady || churn <= 8 {
+		t.Errorf("control: MaxIdleConns=2 opened %d, not more than the defaults' %d: the test cannot see churn", churn, steady)
 	}
 }

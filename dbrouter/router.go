@@ -56,7 +56,7 @@ type Router struct {
 type counters struct {
 	readsReader, readsRemote, readsWriter, readsForced, writes atomic.Int64
 	fallbacks, waits, tokensRejected, writePosFailures         atomic.Int64
-	failovers                                                  atomic.Int64
+	failovers, connsOpened                                     atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -90,6 +90,11 @@ type Stats struct {
 	// Writer is the name of the endpoint the router currently sends writes
 	// to (the configured writer until a failover).
 	Writer string
+	// ConnectionsOpened counts the physical connections the router's pools
+	// opened to all endpoints. Under steady load it should grow only by the
+	// pools' size every ConnMaxLifetime; a faster growth means the pools
+	// churn (see [PoolConfig]).
+	ConnectionsOpened int64
 }
 
 // Stats returns the router's counters.
@@ -102,6 +107,7 @@ func (rt *Router) Stats() Stats {
 		WritePositionFailures: c.writePosFailures.Load(),
 		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
+		ConnectionsOpened: c.connsOpened.Load(),
 	}
 	return s
 }
@@ -147,7 +153,7 @@ func Open(cfg Config) (*Router, error) {
 			if local != (pass == 0) {
 				continue
 			}
-			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector}), local: local},
+			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened}), local: local},
 				kick: make(chan struct{}, 1), tel: rt.candTel[i+1]}
 			n.ReaderPool.apply(r.db)
 			r.idx = len(rt.readers)
