@@ -1,0 +1,174 @@
+// Package memcachestore shares dbrouter's replica watermarks across a fleet
+// through memcached: it implements [dbrouter.WatermarkStore] on a
+// [github.com/bradfitz/gomemcache/memcache.Client].
+//
+// With a shared store, the processes of a fleet take turns querying each
+// reader's replication position: the one that wins a reader's claim queries
+// it and publishes the result, the others read that result from memcached.
+// The queries a reader receives then follow the fleet's demand, not the
+// number of processes.
+//
+// Claims must expire on the scale of the router's waits (a PollInterval,
+// tens of milliseconds), but memcached expires items in whole seconds. A
+// claim therefore stores its own deadline (Unix nanoseconds): a claim whose
+// deadline has passed is taken over with a compare-and-swap, so exactly one
+// of the processes racing for an expired claim wins it. Deadlines compare
+// clocks of different hosts, so clock skew between hosts shortens or
+// lengthens claims by that skew; with NTP (milliseconds) that is harmless.
+//
+// Everything read from memcached is untrusted: dbrouter validates the
+// shared values it reads, and a corrupt claim is taken over as expired.
+//
+// If memcached fails (down, slow, full), the Store fails fast for a short
+// back-off period, and the router falls back to querying the readers
+// itself: a store outage never makes reads wait. Give the client a short
+// Timeout (tens of milliseconds): a claim is on the path of reads that wait.
+//
+// Redis offers the same protocol natively: Get is GET, Set is SET key value
+// PX ttl, and Claim is SET key 1 NX PX ttl (millisecond expiry, no deadline
+// needed).
+package memcachestore
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// Client is the part of [*memcache.Client] the Store uses.
+type Client interface {
+	Get(key string) (*memcache.Item, error)
+	Set(item *memcache.Item) error
+	Add(item *memcache.Item) error
+	CompareAndSwap(item *memcache.Item) error
+}
+
+var _ Client = (*memcache.Client)(nil)
+
+// DefaultBackoff is how long a Store fails fast after memcached failed.
+const DefaultBackoff = time.Second
+
+// Store implements dbrouter.WatermarkStore on memcached. It is safe for
+// concurrent use and starts no goroutine.
+type Store struct {
+	c       Client
+	backoff time.Duration
+	now     func() time.Time
+
+	mu       sync.Mutex // protects downTill
+	downTill time.Time  // fail fast until then
+}
+
+// New returns a Store on c.
+func New(c Client) *Store {
+	return &Store{c: c, backoff: DefaultBackoff, now: time.Now}
+}
+
+// ErrUnavailable is matched by the errors a Store returns while it fails
+// fast after memcached failed.
+var ErrUnavailable = errors.New("memcachestore: memcached unavailable")
+
+// Get returns the value stored under key, or "" if there is none.
+func (s *Store) Get(_ context.Context, key string) (string, error) {
+	if err := s.ready(); err != nil {
+		return "", err
+	}
+	it, err := s.c.Get(key)
+	switch {
+	case errors.Is(err, memcache.ErrCacheMiss):
+		return "", nil
+	case err != nil:
+		return "", s.failed(err)
+	}
+	return string(it.Value), nil
+}
+
+// Set stores value under key for ttl (rounded up to whole seconds, as
+// memcached keeps them).
+func (s *Store) Set(_ context.Context, key, value string, ttl time.Duration) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	if err := s.c.Set(&memcache.Item{Key: key, Value: []byte(value), Expiration: seconds(ttl)}); err != nil {
+		return s.failed(err)
+	}
+	return nil
+}
+
+// Claim reports whether this caller won key for ttl: of all callers that
+// claim key before the winner's ttl passes, exactly one gets true.
+func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	if err := s.ready(); err != nil {
+		return false, err
+	}
+	now := s.now()
+	claim := func() *memcache.Item {
+		return &memcache.Item{Key: key, Value: strconv.AppendInt(nil, now.Add(ttl).UnixNano(), 10),
+			Expiration: seconds(ttl) + 1}
+	}
+	for range 2 {
+		err := s.c.Add(claim())
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, memcache.ErrNotStored) {
+			return false, s.failed(err)
+		}
+		// Taken: won back only if the holder's deadline has passed.
+		it, err := s.c.Get(key)
+		if errors.Is(err, memcache.ErrCacheMiss) {
+			continue // expired in between: try to add again
+		}
+		if err != nil {
+			return false, s.failed(err)
+		}
+		// A deadline further away than this ttl (plus a second of clock
+		// skew) was not written by a claim of this key: it is taken over
+		// like a corrupt one, so that a planted value cannot stop the
+		// fleet's polls.
+		d, err := strconv.ParseInt(string(it.Value), 10, 64)
+		if err == nil && now.UnixNano() < d && d <= now.Add(ttl+time.Second).UnixNano() {
+			return false, nil
+		}
+		next := claim()
+		it.Value, it.Expiration = next.Value, next.Expiration
+		switch err := s.c.CompareAndSwap(it); {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, memcache.ErrCASConflict):
+			return false, nil // another caller took it over first
+		case errors.Is(err, memcache.ErrNotStored):
+			continue // expired in between: try to add again
+		default:
+			return false, s.failed(err)
+		}
+	}
+	return false, nil
+}
+
+// ready returns ErrUnavailable while the store backs off.
+func (s *Store) ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.now().Before(s.downTill) {
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// failed starts a back-off period and returns err marked as ErrUnavailable.
+func (s *Store) failed(err error) error {
+	s.mu.Lock()
+	s.downTill = s.now().Add(s.backoff)
+	s.mu.Unlock()
+	return errors.Join(ErrUnavailable, err)
+}
+
+// seconds converts ttl to memcached's whole seconds, rounding up.
+func seconds(ttl time.Duration) int32 {
+	return int32((ttl + time.Second - 1) / time.Second)
+}

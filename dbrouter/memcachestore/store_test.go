@@ -1,0 +1,194 @@
+package memcachestore
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/regiondb/regiondb/dbrouter"
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+var _ dbrouter.WatermarkStore = (*Store)(nil)
+
+// clock is a fake clock shared by the stores of one test (the "processes").
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func newStores(t *testing.T, n int, clk *clock) []*Store {
+	t.Helper()
+	s := testserver.Require(t)
+	out := make([]*Store, n)
+	for i := range out {
+		st := New(memcache.New(s.Memcached(testserver.PrimaryRegion)))
+		st.now = clk.now
+		out[i] = st
+	}
+	return out
+}
+
+func testKey(t *testing.T) string {
+	return "memcachestore-test/" + t.Name() + "/" + strconv.FormatInt(time.Now().UnixNano(), 10)
+}
+
+// race has every store claim key at once and returns how many won.
+func race(t *testing.T, stores []*Store, key string, ttl time.Duration) int {
+	t.Helper()
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, st := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			won, err := st.Claim(context.Background(), key, ttl)
+			if err != nil {
+				t.Error(err)
+			}
+			if won {
+				wins.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return int(wins.Load())
+}
+
+// TestClaimSubSecond checks the property the router needs: a claim lasts
+// its own ttl (20 ms), not memcached's whole second, and among processes
+// racing for a free or expired claim exactly one wins.
+func TestClaimSubSecond(t *testing.T) {
+	clk := &clock{}
+	clk.ns.Store(time.Now().UnixNano())
+	stores := newStores(t, 12, clk)
+	key := testKey(t)
+	const ttl = 20 * time.Millisecond
+	for round := range 25 {
+		if n := race(t, stores, key, ttl); n != 1 {
+			t.Fatalf("round %d: %d winners, want 1", round, n)
+		}
+		// Within the ttl, nobody else wins.
+		clk.advance(ttl / 2)
+		if n := race(t, stores, key, ttl); n != 0 {
+			t.Fatalf("round %d: %d winners within the holder's ttl, want 0", round, n)
+		}
+		// After it, the claim is free again although memcached still
+		// holds the item for seconds.
+		clk.advance(ttl)
+	}
+}
+
+// TestClaimControlWholeSeconds shows what the deadline is for: a plain
+// memcached "add" claim (expiry in whole seconds) cannot be won again 20 ms
+// later, so a fleet would poll a reader at most once a second.
+func TestClaimControlWholeSeconds(t *testing.T) {
+	s := testserver.Require(t)
+	c := memcache.New(s.Memcached(testserver.PrimaryRegion))
+	key := testKey(t)
+	add := func() bool { return c.Add(&memcache.Item{Key: key, Value: []byte("1"), Expiration: 1}) == nil }
+	if !add() {
+		t.Fatal("first add-claim lost")
+	}
+	// A real 20 ms wait: what is measured is memcached's own expiry.
+	time.Sleep(20 * time.Millisecond)
+	if add() {
+		t.Fatal("control: an add-claim was won again after 20 ms; the test cannot show the whole-second problem")
+	}
+}
+
+// TestClaimCorruptValue: a value planted under a claim key is taken over as
+// expired, never trusted as a far deadline (which would stop every process
+// from polling the reader).
+func TestClaimCorruptValue(t *testing.T) {
+	clk := &clock{}
+	clk.ns.Store(time.Now().UnixNano())
+	stores := newStores(t, 4, clk)
+	s := testserver.Require(t)
+	c := memcache.New(s.Memcached(testserver.PrimaryRegion))
+	for _, v := range []string{"garbage", "", "-1", "99999999999999999999999", "1e18", "9000000000000000000"} {
+		key := testKey(t)
+		if err := c.Set(&memcache.Item{Key: key, Value: []byte(v), Expiration: 60}); err != nil {
+			t.Fatal(err)
+		}
+		if n := race(t, stores, key, 20*time.Millisecond); n != 1 {
+			t.Fatalf("planted %q: %d winners, want 1", v, n)
+		}
+	}
+}
+
+func TestGetSet(t *testing.T) {
+	clk := &clock{}
+	clk.ns.Store(time.Now().UnixNano())
+	st := newStores(t, 1, clk)[0]
+	ctx := context.Background()
+	key := testKey(t)
+	if v, err := st.Get(ctx, key); err != nil || v != "" {
+		t.Fatalf("Get of a missing key = %q, %v", v, err)
+	}
+	if err := st.Set(ctx, key, "v1 x", 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := st.Get(ctx, key); err != nil || v != "v1 x" {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+}
+
+// countingClient counts the calls that reach memcached.
+type countingClient struct {
+	Client
+	calls atomic.Int32
+}
+
+func (c *countingClient) Get(k string) (*memcache.Item, error) {
+	c.calls.Add(1)
+	return c.Client.Get(k)
+}
+func (c *countingClient) Add(it *memcache.Item) error { c.calls.Add(1); return c.Client.Add(it) }
+
+// TestUnavailableFailsFast: with memcached unreachable, the first call
+// fails and the following ones fail at once without touching the network,
+// until the back-off passes; every error matches ErrUnavailable.
+func TestUnavailableFailsFast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+	cc := &countingClient{Client: memcache.New(addr)}
+	clk := &clock{}
+	clk.ns.Store(time.Now().UnixNano())
+	st := New(cc)
+	st.now = clk.now
+	ctx := context.Background()
+	if _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Claim on a dead memcached: %v", err)
+	}
+	for range 10 {
+		if _, err := st.Get(ctx, "k"); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Get during back-off: %v", err)
+		}
+		if _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Claim during back-off: %v", err)
+		}
+	}
+	if n := cc.calls.Load(); n != 1 {
+		t.Fatalf("%d calls reached memcached during the back-off, want 1", n)
+	}
+	clk.advance(DefaultBackoff)
+	st.Claim(ctx, "k", time.Second)
+	if n := cc.calls.Load(); n != 2 {
+		t.Fatalf("after the back-off: %d calls, want 2 (one new try)", n)
+	}
+}
