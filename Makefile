@@ -6,7 +6,7 @@ TOOLS  := $(CURDIR)/.tools
 STACK  := $(TOOLS)/bin/stack
 export REGIONDB_TOOLS := $(TOOLS)
 
-.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache clean
+.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-fleet clean
 
 all: test
 
@@ -45,6 +45,9 @@ bench-session: deps
 
 bench-cache: deps
 	$(STACK) run -- $(GO) run ./internal/cmd/bench-cache
+
+bench-fleet: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-fleet
 
 ## clean: remove the stack folder and the tools (no stack may be running)
 clean:

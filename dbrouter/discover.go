@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,9 +71,10 @@ type writerSearch struct {
 	cfg   writerSearchConfig
 	cands []writerCandidate
 
-	base   context.Context // cancelled by close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // running search goroutines
+	base    context.Context // cancelled by close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // running search goroutines
+	started atomic.Int64   // searches started
 
 	mu       sync.Mutex // protects the fields below
 	current  int        // index of the writer as last known
@@ -178,6 +180,7 @@ type probeResult struct {
 // search runs one search for call, in its own goroutine.
 func (w *writerSearch) search(call *writerSearchCall) {
 	defer w.wg.Done()
+	w.started.Add(1)
 	ctx, cancel := context.WithTimeout(w.base, w.cfg.probeTimeout)
 	results := make([]probeResult, len(w.cands))
 	var pwg sync.WaitGroup

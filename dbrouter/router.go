@@ -95,6 +95,10 @@ type Stats struct {
 	// pools' size every ConnMaxLifetime; a faster growth means the pools
 	// churn (see [PoolConfig]).
 	ConnectionsOpened int64
+	// WriterSearches counts writer searches started (after the writer
+	// failed to answer or answered read-only). A search probes every
+	// endpoint with a new connection.
+	WriterSearches int64
 }
 
 // Stats returns the router's counters.
@@ -107,7 +111,7 @@ func (rt *Router) Stats() Stats {
 		WritePositionFailures: c.writePosFailures.Load(),
 		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
-		ConnectionsOpened: c.connsOpened.Load(),
+		ConnectionsOpened: c.connsOpened.Load(), WriterSearches: rt.search.started.Load(),
 	}
 	return s
 }
