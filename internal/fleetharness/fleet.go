@@ -64,14 +64,14 @@ func (c *Config) defaults() {
 
 // Load is one measured run of the workload at one fleet size.
 type Load struct {
-	N                 int     `json:"n"`
-	LoopsPerSec       float64 `json:"loops_per_s"`
-	Reads             int64   `json:"reads"`
-	Errors            int64   `json:"errors"`
-	MonitorPerRead    float64 `json:"monitor_queries_per_read"` // the highest of r1, r2
-	MonitorQPSReader  float64 `json:"monitor_qps_per_reader"`   // the highest of r1, r2
-	ReadsToWriter     float64 `json:"reads_to_writer"`          // share of reads the writer served
-	P50ms             float64 `json:"p50_ms"`                   // one loop: write, read back
+	N                int     `json:"n"`
+	LoopsPerSec      float64 `json:"loops_per_s"`
+	Reads            int64   `json:"reads"`
+	Errors           int64   `json:"errors"`
+	MonitorPerRead   float64 `json:"monitor_queries_per_read"` // the highest of r1, r2
+	MonitorQPSReader float64 `json:"monitor_qps_per_reader"`   // the highest of r1, r2
+	ReadsToWriter    float64 `json:"reads_to_writer"`          // share of reads the writer served
+	P50ms            float64 `json:"p50_ms"`                   // one loop: write, read back
 	// NewConnsPerRouter counts the connections the routers opened to all
 	// servers (their own count: a replica's Connections status counter
 	// also counts sessions of its replication applier, about 3 per 200
