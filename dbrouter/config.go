@@ -135,10 +135,14 @@ type Config struct {
 	WriterProbeTimeout time.Duration
 
 	// WriterSearchInterval is the least time between two writer searches.
-	// If zero, [DefaultWriterSearchInterval] is used.
+	// While searches find no writer, the time between them doubles up to
+	// four intervals, lengthened at random by up to a quarter so that a
+	// fleet's probes spread out. If zero, [DefaultWriterSearchInterval] is
+	// used.
 	WriterSearchInterval time.Duration
 
-	// Aurora makes writer searches also ask Aurora MySQL which instance is
+	// Aurora says the cluster is Aurora MySQL: [DialectMySQL] is then
+	// refused (use [DialectHeartbeat]), and writer searches also ask which instance is
 	// the writer (@@aurora_server_id and
 	// information_schema.replica_host_status), trusting that over an
 	// instance that still reports itself writable during a failover.
@@ -229,6 +233,10 @@ func validate(cfg Config) (*normalized, error) {
 	}
 	if _, err := newDialect(c.Dialect, c.HeartbeatTable); err != nil {
 		return nil, &ConfigError{Field: "Dialect", Reason: err.Error()}
+	}
+	if c.Aurora && c.Dialect == DialectMySQL {
+		return nil, &ConfigError{Field: "Dialect", Reason: "DialectMySQL cannot tell what an Aurora reader has applied " +
+			"(Aurora replicas do not replicate through the binary log): use DialectHeartbeat with Aurora"}
 	}
 	if c.HeartbeatTable != "" && !validIdent(c.HeartbeatTable) {
 		return nil, &ConfigError{Field: "HeartbeatTable", Reason: "not a plain table name"}

@@ -23,6 +23,7 @@ func TestConfigValidation(t *testing.T) {
 		field string
 	}{
 		{"empty writer", func(c *Config) { c.Writer = Endpoint{} }, "Writer.DSN"},
+		{"MySQL GTIDs on Aurora", func(c *Config) { c.Aurora, c.Dialect = true, DialectMySQL }, "Dialect"},
 		{"malformed writer DSN", func(c *Config) { c.Writer.DSN = "u:secretpw@tcp(127.0.0.1:3306" }, "Writer.DSN"},
 		{"malformed reader DSN", func(c *Config) { c.Readers[0].DSN = "u:secretpw@nonsense" }, "Readers[0].DSN"},
 		{"reader without region", func(c *Config) { c.Readers[0].Region = "" }, "Readers[0].Region"},

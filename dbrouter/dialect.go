@@ -17,11 +17,12 @@ const (
 	// @@global.gtid_binlog_pos on the writer. Exact; needs gtid_strict_mode
 	// (the default for any sane GTID setup) and no privilege.
 	DialectMariaDB Dialect = iota
-	// DialectMySQL uses MySQL 8 / Aurora MySQL binlog GTID sets
-	// (uuid:interval). After a write the router reads
-	// @@global.gtid_executed on the same connection (a set that contains
-	// the write); the monitor reads @@global.gtid_executed everywhere.
-	// Exact; needs gtid_mode=ON.
+	// DialectMySQL uses MySQL 8 binlog GTID sets (uuid:interval). After a
+	// write the router reads @@global.gtid_executed on the same connection
+	// (a set that contains the write); the monitor reads
+	// @@global.gtid_executed everywhere. Exact; needs gtid_mode=ON. Not for
+	// Aurora MySQL, whose readers do not replicate through the binary log
+	// ([Open] refuses it with [Config].Aurora): use [DialectHeartbeat].
 	DialectMySQL
 	// DialectHeartbeat uses a heartbeat row (pt-heartbeat style), for
 	// Aurora readers, which share storage and have no binlog position. See

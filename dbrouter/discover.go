@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,13 @@ const (
 	// interval after a search they get its result without probing again.
 	DefaultWriterSearchInterval = 500 * time.Millisecond
 )
+
+// searchBackoffSteps bounds the back-off of searches that find no writer:
+// the gap after the n-th such search in a row is the interval times
+// 2^min(n-1, searchBackoffSteps), lengthened at random by up to a quarter so
+// that the searches of a fleet spread out. With the defaults a process
+// probes each endpoint at most every 2–2.5 s during a long outage.
+const searchBackoffSteps = 2
 
 // Queries of a writer probe. Both variables exist in MariaDB, MySQL and
 // Aurora MySQL; Aurora readers report innodb_read_only = 1.
@@ -80,6 +88,8 @@ type writerSearch struct {
 	current  int        // index of the writer as last known
 	running  *writerSearchCall
 	lastDone time.Time // when the last search ended
+	gap      time.Duration // least time after lastDone before the next search
+	failures int           // searches in a row that found no writer
 	last     *writerSearchCall
 	closed   bool
 }
@@ -117,7 +127,8 @@ func (w *writerSearch) writer() int {
 
 // find returns the index of the writable candidate. It joins a running
 // search, returns the result of a search that ended less than the interval
-// ago, or starts a new one, and waits for the result as long as ctx allows.
+// (or, after searches that found no writer, the back-off) ago, or starts a
+// new one, and waits for the result as long as ctx allows.
 // The error wraps ErrNoWriter when no writable candidate answered.
 func (w *writerSearch) find(ctx context.Context) (int, error) {
 	w.mu.Lock()
@@ -127,7 +138,7 @@ func (w *writerSearch) find(ctx context.Context) (int, error) {
 	}
 	call := w.running
 	if call == nil {
-		if w.last != nil && w.cfg.now().Sub(w.lastDone) < w.cfg.interval {
+		if w.last != nil && w.cfg.now().Sub(w.lastDone) < w.gap {
 			c := w.last
 			w.mu.Unlock()
 			return c.idx, c.err
@@ -151,7 +162,7 @@ func (w *writerSearch) find(ctx context.Context) (int, error) {
 func (w *writerSearch) kick() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed || w.running != nil || (w.last != nil && w.cfg.now().Sub(w.lastDone) < w.cfg.interval) {
+	if w.closed || w.running != nil || (w.last != nil && w.cfg.now().Sub(w.lastDone) < w.gap) {
 		return
 	}
 	call := &writerSearchCall{done: make(chan struct{})}
@@ -198,8 +209,14 @@ func (w *writerSearch) search(call *writerSearchCall) {
 	prev := w.current
 	idx, err := w.choose(results, prev)
 	call.idx, call.err = idx, err
+	w.gap = w.cfg.interval
 	if err == nil {
 		w.current = idx
+		w.failures = 0
+	} else {
+		w.failures++
+		w.gap <<= min(w.failures-1, searchBackoffSteps)
+		w.gap += rand.N(w.gap/4 + 1)
 	}
 	w.running = nil
 	w.last = call

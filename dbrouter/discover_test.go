@@ -394,3 +394,55 @@ func TestWriterSearchStack(t *testing.T) {
 		t.Fatalf("find = %d, %v; want m1", got, err)
 	}
 }
+
+// TestWriterSearchBacksOff: while no writer can be found, searches back off
+// (interval, 2×, 4×, 4×…, lengthened at random by up to a quarter), so that a
+// process probes each endpoint at most about every 2 s during an outage,
+// however often statements ask; one search that finds the writer resets it.
+func TestWriterSearchBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, cands := discoverTopology()
+		for _, s := range srv {
+			s.down = true
+		}
+		const interval = 500 * time.Millisecond
+		w := newWriterSearch(writerSearchConfig{probeTimeout: time.Second, interval: interval}, cands, 0)
+		defer w.close()
+		var starts []time.Duration
+		begin := time.Now()
+		for time.Since(begin) < 20*time.Second {
+			before := srv[0].connects.Load()
+			if _, err := w.find(t.Context()); !errors.Is(err, ErrNoWriter) {
+				t.Fatalf("find = %v, want ErrNoWriter", err)
+			}
+			if srv[0].connects.Load() != before {
+				starts = append(starts, time.Since(begin))
+			}
+			time.Sleep(10 * time.Millisecond) // a statement asks every 10 ms
+		}
+		for i := 1; i < len(starts); i++ {
+			gap := starts[i] - starts[i-1]
+			want := interval << min(i-1, searchBackoffSteps)
+			if gap < want || gap > want+want/4+20*time.Millisecond {
+				t.Fatalf("search %d started %v after the one before, want %v to %v (starts %v)", i, gap, want, want*5/4, starts)
+			}
+		}
+		probesPerSec := float64(len(starts)*len(srv)) / 20
+		if probesPerSec > 2 {
+			t.Fatalf("%.2f probes/s over 20 s of outage, want at most 2", probesPerSec)
+		}
+		// The writer is back: the next search after the back-off finds it,
+		// and the gap returns to the interval.
+		srv[1].set(func(s *discoverFakeServer) { s.down = false; s.readOnly = false })
+		time.Sleep(3 * time.Second)
+		if got, err := w.find(t.Context()); got != 1 || err != nil {
+			t.Fatalf("find after recovery = %d, %v", got, err)
+		}
+		w.mu.Lock()
+		gap := w.gap
+		w.mu.Unlock()
+		if gap != interval {
+			t.Fatalf("gap after a successful search = %v, want %v", gap, interval)
+		}
+	})
+}
