@@ -49,12 +49,12 @@ type streamKey struct {
 	uuid   [16]byte // streamUUID
 }
 
-func domainKey(d uint32) streamKey  { return streamKey{kind: streamDomain, domain: d} }
-func uuidKey(u [16]byte) streamKey  { return streamKey{kind: streamUUID, uuid: u} }
-func beatKey() streamKey            { return streamKey{kind: streamBeat} }
-func (k streamKey) isDomain() bool  { return k.kind == streamDomain }
-func (k streamKey) isUUID() bool    { return k.kind == streamUUID }
-func (k streamKey) isBeat() bool    { return k.kind == streamBeat }
+func domainKey(d uint32) streamKey { return streamKey{kind: streamDomain, domain: d} }
+func uuidKey(u [16]byte) streamKey { return streamKey{kind: streamUUID, uuid: u} }
+func beatKey() streamKey           { return streamKey{kind: streamBeat} }
+func (k streamKey) isDomain() bool { return k.kind == streamDomain }
+func (k streamKey) isUUID() bool   { return k.kind == streamUUID }
+func (k streamKey) isBeat() bool   { return k.kind == streamBeat }
 
 // compare orders keys: by kind, then domain id, then UUID bytes.
 func (k streamKey) compare(o streamKey) int {
