@@ -11,7 +11,6 @@ import (
 // every [Config.HeartbeatPeriod]. One goroutine per router that has
 // HeartbeatPeriod set.
 func (rt *Router) beat(ctx context.Context) {
-	defer rt.wg.Done()
 	table := rt.cfg.HeartbeatTable
 	if table == "" {
 		table = DefaultHeartbeatTable

@@ -52,9 +52,6 @@ type streamKey struct {
 func domainKey(d uint32) streamKey { return streamKey{kind: streamDomain, domain: d} }
 func uuidKey(u [16]byte) streamKey { return streamKey{kind: streamUUID, uuid: u} }
 func beatKey() streamKey           { return streamKey{kind: streamBeat} }
-func (k streamKey) isDomain() bool { return k.kind == streamDomain }
-func (k streamKey) isUUID() bool   { return k.kind == streamUUID }
-func (k streamKey) isBeat() bool   { return k.kind == streamBeat }
 
 // compare orders keys: by kind, then domain id, then UUID bytes.
 func (k streamKey) compare(o streamKey) int {

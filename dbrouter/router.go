@@ -174,11 +174,11 @@ func Open(cfg Config) (*Router, error) {
 	}
 	for _, r := range rt.readers {
 		rt.wg.Add(1)
-		go rt.monitor(rt.ctx, r)
+		go rt.supervise(rt.ctx, "monitor "+r.spec.Name, func(ctx context.Context) { rt.monitor(ctx, r) }, func() { rt.monitorFailed(r) })
 	}
 	if n.Dialect == DialectHeartbeat && n.HeartbeatPeriod > 0 {
 		rt.wg.Add(1)
-		go rt.beat(rt.ctx)
+		go rt.supervise(rt.ctx, "heartbeat", rt.beat, nil)
 	}
 	return rt, nil
 }

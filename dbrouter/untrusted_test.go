@@ -1,8 +1,12 @@
 package dbrouter
 
 import (
+	"context"
+	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,5 +238,77 @@ func TestInjectionPositionStack(t *testing.T) {
 	}
 	if got := rt.Stats().PositionsRejected; got != 3 {
 		t.Errorf("PositionsRejected = %d", got)
+	}
+}
+
+// panickyStore is a WatermarkStore whose Get panics a number of times (a
+// user implementation with a bug), then acts as an empty store.
+type panickyStore struct {
+	panics atomic.Int64 // panics left
+	gets   atomic.Int64
+}
+
+func (s *panickyStore) Get(context.Context, string) (string, error) {
+	s.gets.Add(1)
+	if s.panics.Add(-1) >= 0 {
+		panic("store bug")
+	}
+	return "", nil
+}
+func (s *panickyStore) Set(context.Context, string, string, time.Duration) error { return nil }
+func (s *panickyStore) Claim(context.Context, string, time.Duration) (bool, error) {
+	return true, nil
+}
+
+// syncBuffer is an io.Writer safe for concurrent use (a log sink).
+type syncBuffer struct {
+	mu sync.Mutex // protects b
+	b  strings.Builder
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+func (w *syncBuffer) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
+
+// TestMonitorRestartsAfterPanic: a monitor that panics is logged and
+// restarted with backoff; the process lives on, the reader comes back, and
+// Close stops everything (goleak in TestMain).
+func TestMonitorRestartsAfterPanic(t *testing.T) {
+	w := &fakeServer{seq: 10, writer: true, mysql: true}
+	r := &fakeServer{seq: 10, mysql: true}
+	store := &panickyStore{}
+	store.panics.Store(3)
+	var logs syncBuffer
+	rt, err := Open(Config{
+		Region: "a", Dialect: DialectMySQL,
+		Writer:     Endpoint{Name: "w", Connector: w},
+		Readers:    []Endpoint{{Name: "r", Connector: r, Region: "a"}},
+		Watermarks: store, MonitorInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	waitFor(t, 10*time.Second, "the restarted monitor to poll the reader", func() bool {
+		return store.gets.Load() > 3 && rt.Stats().MonitorQueries > 0
+	})
+	if n := strings.Count(logs.String(), "background goroutine failed; restarting"); n != 3 {
+		t.Errorf("%d restarts logged, want 3:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), `"error":"panic: store bug"`) {
+		t.Errorf("panic not logged:\n%s", logs.String())
+	}
+	waitFor(t, 10*time.Second, "the reader to serve again", func() bool {
+		if err := rt.QueryRowContext(t.Context(), "SELECT v FROM t").Scan(new(int64)); err != nil {
+			t.Fatal(err)
+		}
+		return r.served() > 0
+	})
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
