@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -53,6 +54,20 @@ type TokenKey struct {
 // String describes the key without its secret.
 func (k TokenKey) String() string {
 	return "dbrouter.TokenKey{ID:" + itoa(int(k.ID)) + ", Secret:REDACTED}"
+}
+
+// GoString is String in Go syntax, for %#v.
+func (k TokenKey) GoString() string {
+	return "dbrouter.TokenKey{ID:" + itoa(int(k.ID)) + ", Secret:REDACTED}"
+}
+
+// Format makes every fmt verb print [TokenKey.String] (%#v:
+// [TokenKey.GoString]), so that no format shows the secret.
+func (k TokenKey) Format(f fmt.State, verb rune) { formatRedacted(f, verb, k) }
+
+// MarshalJSON encodes the key with its secret as "REDACTED".
+func (k TokenKey) MarshalJSON() ([]byte, error) {
+	return []byte(`{"ID":` + itoa(int(k.ID)) + `,"Secret":"REDACTED"}`), nil
 }
 
 // LogValue hides the secret from logs.
