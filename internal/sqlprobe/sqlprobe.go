@@ -182,8 +182,11 @@ func Prepare(ctx context.Context, root *sql.DB) error {
 		"CREATE TABLE IF NOT EXISTS " + Database + ".calls (id BIGINT AUTO_INCREMENT PRIMARY KEY)",
 		"CREATE SEQUENCE IF NOT EXISTS " + Database + ".s NOCACHE",
 		"SET SESSION sql_log_bin = 0",
+		"SET @regiondb_trust = @@global.log_bin_trust_function_creators",
+		"SET GLOBAL log_bin_trust_function_creators = 1",
 		"CREATE FUNCTION IF NOT EXISTS " + Database + ".log_call() RETURNS INT NOT DETERMINISTIC MODIFIES SQL DATA " +
 			"BEGIN INSERT INTO " + Database + ".calls VALUES (NULL); RETURN 1; END",
+		"SET GLOBAL log_bin_trust_function_creators = @regiondb_trust",
 		"SET SESSION sql_log_bin = 1",
 	} {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
