@@ -69,9 +69,14 @@ type Config struct {
 	// [DefaultHeartbeatTable].
 	HeartbeatTable string
 
-	// HeartbeatPeriod, with [DialectHeartbeat], makes this router increment
-	// the heartbeat row on the writer at this period. Zero means this router
-	// does not beat (one process of the fleet, or pt-heartbeat, should).
+	// HeartbeatPeriod, with [DialectHeartbeat], makes this router compete
+	// to write the heartbeat on the writer at this period. Every router of
+	// a fleet may set it: one of those in the writer's region, elected with
+	// a named lock on the writer, beats at a time, and another takes over
+	// within a second when it stops. A read that needs a position waits
+	// about half a period plus the reader's lag; each beat is one commit on
+	// the writer, so 10–20 ms costs 50–100 small commits a second. Zero
+	// means this router does not beat (another process must).
 	HeartbeatPeriod time.Duration
 
 	// TokenKeys sign and verify read-your-writes tokens: the first signs,

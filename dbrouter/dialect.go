@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -166,21 +167,29 @@ func (mysqlDialect) waitQuery(p *position, timeout time.Duration) string {
 
 func (mysqlDialect) kind() streamKind { return streamUUID }
 
-// heartbeatDialect reads a counter row that a heartbeat writer increments on
-// the writer (UPDATE <table> SET seq = seq + 1 WHERE id = 1) every
-// heartbeat period. A write committed while the counter was n is visible on
-// a reader once the reader shows n+1 (the next beat was committed after it
-// on the same storage or binlog stream).
+// heartbeatDialect reads a counter row (id 1) that the heartbeat writer
+// increments on the writer every heartbeat period, in the same statement
+// that records the writer's @@server_id in row 2. A write committed while
+// the counter was n is visible on a reader once the reader shows n+1 from
+// the same writer (the next beat was committed after it on the same
+// storage or binlog stream). Counters of different writers are different
+// streams (see beatKey), so a failover that loses beats, or restarts the
+// counter lower, never makes a reader look further ahead than it is. A
+// table without row 2 (a beater of its own, such as pt-heartbeat) is read
+// as one stream of an unknown writer.
 type heartbeatDialect struct{ table string }
 
+// lastWriteQuery names the live writer (@@server_id) when the table records
+// writers, so a write on a just-promoted writer is never taken as covered by
+// the old writer's counter, even before its first beat.
 func (h heartbeatDialect) lastWriteQuery() string {
-	return "SELECT seq + 1 FROM " + h.table + " WHERE id = 1"
+	return "SELECT CONCAT(IF(EXISTS(SELECT 1 FROM " + h.table + " WHERE id = 2), @@server_id, 0), ':', seq + 1) FROM " +
+		h.table + " WHERE id = 1"
 }
-func (h heartbeatDialect) writerQuery() string {
-	return "SELECT seq FROM " + h.table + " WHERE id = 1"
-}
+func (h heartbeatDialect) writerQuery() string { return h.readerQuery() }
 func (h heartbeatDialect) readerQuery() string {
-	return "SELECT seq FROM " + h.table + " WHERE id = 1"
+	return "SELECT CONCAT(IFNULL((SELECT seq FROM " + h.table + " WHERE id = 2), 0), ':', seq) FROM " +
+		h.table + " WHERE id = 1"
 }
 func (heartbeatDialect) parseWriter(s string) (*position, error) { return parseHeartbeat(s) }
 func (heartbeatDialect) parseReader(s string) (*position, error) { return parseHeartbeat(s) }
@@ -190,13 +199,25 @@ func (heartbeatDialect) waitQuery(*position, time.Duration) string { return "" }
 
 func (heartbeatDialect) kind() streamKind { return streamBeat }
 
+// parseHeartbeat parses "writer:seq" (or a bare "seq", from older tables).
 func parseHeartbeat(s string) (*position, error) {
 	if s == "" {
 		return &position{}, nil
 	}
-	n, err := strconv.ParseUint(s, 10, 64)
+	w, seqText, ok := strings.Cut(s, ":")
+	if !ok {
+		w, seqText = "0", s
+	}
+	var writer uint64
+	if w != "0" {
+		var err error
+		if writer, err = parseDecimal(w, 32); err != nil {
+			return nil, err
+		}
+	}
+	n, err := strconv.ParseUint(seqText, 10, 64)
 	if err != nil {
 		return nil, errBadPosition
 	}
-	return &position{parts: []posPart{{key: beatKey(), seq: n}}}, nil
+	return &position{parts: []posPart{{key: beatKey(uint32(writer)), seq: n}}}, nil
 }

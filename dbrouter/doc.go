@@ -77,10 +77,12 @@
 // which costs one extra round trip per write and none per read) or MySQL
 // GTID sets ([DialectMySQL]); on Aurora, whose readers share storage and
 // have no binlog position, a heartbeat row ([DialectHeartbeat]): one
-// process (HeartbeatPeriod set), or pt-heartbeat, increments
-// `UPDATE regiondb_heartbeat SET seq = seq + 1 WHERE id = 1` on the writer;
-// a write is visible on a reader once it shows the next beat (the write is
-// then older than data the reader shows). A reader whose heartbeat row is
+// router of the fleet, elected among those with HeartbeatPeriod set,
+// increments a counter on the writer and records the writer's server id
+// beside it; a write is visible on a reader once it shows the next beat of
+// the same writer (the write is then older than data the reader shows).
+// Counters of different writers are never compared, so a failover that
+// loses the last beats cannot make a reader look fresher than it is. A reader whose heartbeat row is
 // missing or NULL serves no read that needs a position.
 //
 // # Tokens across requests and regions

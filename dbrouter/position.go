@@ -36,7 +36,7 @@ type streamKind uint8
 const (
 	streamDomain streamKind = iota // MariaDB GTID domain id
 	streamUUID                     // MySQL source UUID
-	streamBeat                     // the heartbeat counter
+	streamBeat                     // the heartbeat counter of one writer
 )
 
 // streamKey names a replication stream. It is typed, not text: the wait
@@ -45,20 +45,26 @@ const (
 // cannot be mistaken for another's.
 type streamKey struct {
 	kind   streamKind
-	domain uint32   // streamDomain
+	domain uint32   // streamDomain: the domain id; streamBeat: the writer's server id (0: unknown)
 	uuid   [16]byte // streamUUID
 }
 
 func domainKey(d uint32) streamKey { return streamKey{kind: streamDomain, domain: d} }
 func uuidKey(u [16]byte) streamKey { return streamKey{kind: streamUUID, uuid: u} }
-func beatKey() streamKey           { return streamKey{kind: streamBeat} }
+
+// beatKey is the heartbeat counter as written by the writer with the given
+// @@server_id (0 when the heartbeat table does not say). Counters of
+// different writers are different streams: after a failover the new
+// writer's counter, which may restart below the old one's (an unplanned
+// global failover loses the last beats), is never compared with the old.
+func beatKey(writer uint32) streamKey { return streamKey{kind: streamBeat, domain: writer} }
 
 // compare orders keys: by kind, then domain id, then UUID bytes.
 func (k streamKey) compare(o streamKey) int {
 	switch {
 	case k.kind != o.kind:
 		return cmp.Compare(k.kind, o.kind)
-	case k.kind == streamDomain:
+	case k.kind == streamDomain, k.kind == streamBeat:
 		return cmp.Compare(k.domain, o.domain)
 	case k.kind == streamUUID:
 		return bytes.Compare(k.uuid[:], o.uuid[:])
@@ -67,7 +73,7 @@ func (k streamKey) compare(o streamKey) int {
 }
 
 // appendText appends the key's text form: the domain id in decimal, the
-// UUID with dashes, or "hb".
+// UUID with dashes, or "hb" followed by the writer's server id (if known).
 func (k streamKey) appendText(b []byte) []byte {
 	switch k.kind {
 	case streamDomain:
@@ -75,7 +81,11 @@ func (k streamKey) appendText(b []byte) []byte {
 	case streamUUID:
 		return appendUUID(b, k.uuid)
 	}
-	return append(b, "hb"...)
+	b = append(b, "hb"...)
+	if k.domain != 0 {
+		b = strconv.AppendUint(b, uint64(k.domain), 10)
+	}
+	return b
 }
 
 // maxPositionParts bounds the streams of a position read from outside (a
@@ -175,7 +185,8 @@ func newPosition(parts []posPart) *position {
 }
 
 // String returns the canonical text form, "key:seq" joined by commas, where
-// key is the MariaDB domain id, the MySQL source UUID (with dashes) or "hb".
+// key is the MariaDB domain id, the MySQL source UUID (with dashes) or "hb"
+// with the heartbeat writer's server id ("hb2"; "hb" alone when unknown).
 // parsePositionText reads it back.
 func (p *position) String() string {
 	if p.empty() {
@@ -245,7 +256,13 @@ func parseDecimal(s string, bits int) (uint64, error) {
 func parseKey(k string) (streamKey, error) {
 	switch {
 	case k == "hb":
-		return beatKey(), nil
+		return beatKey(0), nil
+	case strings.HasPrefix(k, "hb"):
+		w, err := parseDecimal(k[2:], 32)
+		if err != nil || w == 0 {
+			return streamKey{}, errBadPosition
+		}
+		return beatKey(uint32(w)), nil
 	case len(k) == 36:
 		u, err := parseUUID(k)
 		if err != nil {

@@ -130,8 +130,13 @@ func (c *tokenCodec) encode(p *position, now time.Time) (string, error) {
 		case streamUUID:
 			b = append(b, 1)
 			b = append(b, pp.key.uuid[:]...)
-		default:
-			b = append(b, 2)
+		case streamBeat:
+			if pp.key.domain == 0 {
+				b = append(b, 2)
+			} else {
+				b = append(b, 3)
+				b = binary.AppendUvarint(b, uint64(pp.key.domain))
+			}
 		}
 		b = binary.AppendUvarint(b, pp.seq)
 	}
@@ -201,7 +206,14 @@ func (c *tokenCodec) decode(s string, now time.Time) (*position, error) {
 			key = uuidKey([16]byte(rest[:16]))
 			rest = rest[16:]
 		case 2:
-			key = beatKey()
+			key = beatKey(0)
+		case 3:
+			w, n := binary.Uvarint(rest)
+			if n <= 0 || w == 0 || w > 1<<32-1 {
+				return nil, errTokenCorrupt
+			}
+			rest = rest[n:]
+			key = beatKey(uint32(w))
 		default:
 			return nil, errTokenCorrupt
 		}
