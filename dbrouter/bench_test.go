@@ -78,9 +78,9 @@ func BenchmarkReadCPU(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer rt.Close()
-	rt.readers[0].wm.Store(&position{parts: []posPart{{key: "0", seq: 10}}})
+	rt.readers[0].wm.Store(&position{parts: []posPart{{key: domainKey(0), seq: 10}}})
 	scoped := NewContext(context.Background())
-	trackerFrom(scoped).advance(&position{parts: []posPart{{key: "0", seq: 5}}}, true)
+	trackerFrom(scoped).advance(&position{parts: []posPart{{key: domainKey(0), seq: 5}}}, true)
 	var v int64
 	b.Run("impl=raw", func(b *testing.B) {
 		b.ReportAllocs()

@@ -30,70 +30,122 @@ func (c *classCache) readOnly(q string) bool {
 	return ro
 }
 
-// readOnly reports whether the statement q is provably read-only, so that a
-// reader may run it. It is conservative: anything it does not fully
-// understand is a write and goes to the writer.
+// readOnly reports whether the statement q is provably read-only and
+// independent of the session that runs it, so that a reader may run it. It
+// is an allow-list lexer: anything it does not fully understand, in any
+// sql_mode, is a write and goes to the writer.
 //
-// Read-only means: after leading whitespace and comments, the statement
-// starts with SELECT, SHOW, WITH or "(" followed by SELECT, and nowhere
-// outside string literals, quoted identifiers and comments contains
-//   - locking or writing clauses: FOR (except FOR SYSTEM_TIME), LOCK (LOCK
-//     IN SHARE MODE), INTO (SELECT ... INTO var / OUTFILE / DUMPFILE),
-//     INSERT, UPDATE, DELETE, REPLACE, CALL (data-modifying CTEs);
-//   - functions whose effect or answer belongs to the writer's session or
-//     server: GET_LOCK, RELEASE_LOCK, RELEASE_ALL_LOCKS, IS_FREE_LOCK,
-//     IS_USED_LOCK, NEXTVAL, SETVAL, LASTVAL, NEXT VALUE FOR, PREVIOUS VALUE
-//     FOR, LAST_INSERT_ID, FOUND_ROWS, ROW_COUNT, MASTER_GTID_WAIT,
-//     MASTER_POS_WAIT, SOURCE_POS_WAIT, WAIT_FOR_EXECUTED_GTID_SET,
-//     WAIT_UNTIL_SQL_THREAD_AFTER_GTIDS;
-//   - a user-variable assignment (":="), a second statement (";" followed
-//     by anything but whitespace or comments), or an executable comment
-//     ("/*!" or "/*M!", whose contents the server runs).
+// Read-only means: after leading whitespace and comments, the statement is
+// SELECT, WITH, or "(" ... SELECT, or one of the SHOW forms about schema
+// objects (TABLES, COLUMNS, CREATE ..., INDEX, GLOBAL VARIABLES and a few
+// more), and every token after that is one the lexer knows:
+//   - words, except the locking, writing and session-bound ones: INTO, LOCK,
+//     FOR (other than FOR SYSTEM_TIME), INSERT, UPDATE, DELETE, REPLACE,
+//     CALL, PROCEDURE, SQL_CALC_FOUND_ROWS, NEXT/PREVIOUS VALUE FOR;
+//   - function calls (a word followed by "(") of built-in functions known
+//     to be pure ([pureFuncs]); a stored function, a qualified or quoted
+//     name, or a session or lock function (GET_LOCK, LAST_INSERT_ID,
+//     FOUND_ROWS, ROW_COUNT, ...) is not;
+//   - numeric literals that end where the server's lexer ends them (not
+//     glued to a word: "1.0LOCK", "1e0LOCK", ".5LOCK", "0x1INTO");
+//   - string literals and quoted identifiers without a backslash (whose
+//     extent would depend on NO_BACKSLASH_ESCAPES or, for "...", on
+//     ANSI_QUOTES);
+//   - system variables other than the session's own (@@identity,
+//     @@last_insert_id, @@insert_id, @@warning_count, @@error_count,
+//     @@last_gtid, ..., and any @@session. or @@local. one); no user
+//     variables (@x);
+//   - ordinary operators and punctuation, "?" placeholders, comments other
+//     than executable ones ("/*!", "/*M!"), and one final ";".
 //
-// An unterminated string, identifier or comment makes the statement a write.
 // readOnly does not allocate.
 func readOnly(q string) bool {
 	i := skipSpaceAndComments(q, 0)
-	if i < 0 {
+	parens := false
+	for i >= 0 && i < len(q) && q[i] == '(' {
+		i = skipSpaceAndComments(q, i+1)
+		parens = true
+	}
+	if i < 0 || i >= len(q) || !isWordByte(q[i]) {
 		return false
 	}
-	if i < len(q) && q[i] == '(' {
-		i = skipSpaceAndComments(q, i+1)
-		if i < 0 {
-			return false
-		}
-		w, _ := word(q, i)
-		if !keywordIs(w, "SELECT") {
-			return false
-		}
-	} else {
-		w, _ := word(q, i)
-		switch {
-		case keywordIs(w, "SELECT"), keywordIs(w, "WITH"):
-		case keywordIs(w, "SHOW"):
-			return singleStatement(q, i+len(w))
-		default:
-			return false
-		}
+	w, j := word(q, i)
+	switch {
+	case keywordIs(w, "SELECT"), keywordIs(w, "WITH"):
+		return scanReadOnly(q, j)
+	case keywordIs(w, "SHOW") && !parens:
+		j, ok := showForm(q, j)
+		return ok && scanReadOnly(q, j)
 	}
-	return scanReadOnly(q, i)
+	return false
+}
+
+// showForm checks the words after SHOW and returns the index after them.
+// Only SHOW forms about schema objects are allowed; those about the
+// session (WARNINGS, ERRORS, STATUS, VARIABLES, PROFILE), the server's
+// replication and binary log (MASTER, SLAVE, REPLICA, BINLOG, BINARY LOGS)
+// or its connections (PROCESSLIST) are not.
+func showForm(q string, i int) (int, bool) {
+	next := func() string {
+		if i = skipSpaceAndComments(q, i); i < 0 || i >= len(q) {
+			i = -1
+			return ""
+		}
+		var w string
+		w, i = word(q, i)
+		return w
+	}
+	w := next()
+	if keywordIs(w, "FULL") || keywordIs(w, "EXTENDED") {
+		w = next()
+	}
+	switch {
+	case keywordIs(w, "GLOBAL"):
+		if !keywordIs(next(), "VARIABLES") {
+			return 0, false
+		}
+	case keywordIs(w, "TABLE"), keywordIs(w, "PROCEDURE"), keywordIs(w, "FUNCTION"):
+		if !keywordIs(next(), "STATUS") {
+			return 0, false
+		}
+	case keywordIs(w, "CHARACTER"):
+		if !keywordIs(next(), "SET") {
+			return 0, false
+		}
+	case keywordIs(w, "TABLES"), keywordIs(w, "COLUMNS"), keywordIs(w, "FIELDS"),
+		keywordIs(w, "DATABASES"), keywordIs(w, "SCHEMAS"), keywordIs(w, "CREATE"),
+		keywordIs(w, "INDEX"), keywordIs(w, "INDEXES"), keywordIs(w, "KEYS"),
+		keywordIs(w, "TRIGGERS"), keywordIs(w, "CHARSET"), keywordIs(w, "COLLATION"),
+		keywordIs(w, "ENGINES"), keywordIs(w, "PLUGINS"), keywordIs(w, "GRANTS"), keywordIs(w, "PRIVILEGES"):
+	default:
+		return 0, false
+	}
+	return i, i >= 0
 }
 
 // skipSpaceAndComments returns the index of the first byte at or after i that
 // is neither whitespace nor inside a comment, or -1 if a comment is
-// unterminated or executable.
+// unterminated or executable, or "--" is followed by a control character
+// (whether that starts a comment differs between servers).
 func skipSpaceAndComments(q string, i int) int {
 	for i < len(q) {
 		c := q[i]
 		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+		case isSpace(c):
 			i++
 		case c == '#':
 			i = lineEnd(q, i)
-		case c == '-' && i+2 < len(q) && q[i+1] == '-' && isSpace(q[i+2]):
-			i = lineEnd(q, i)
-		case c == '-' && i+2 == len(q) && q[i+1] == '-':
-			return len(q)
+		case c == '-' && i+1 < len(q) && q[i+1] == '-':
+			if i+2 == len(q) {
+				return len(q)
+			}
+			if d := q[i+2]; isSpace(d) {
+				i = lineEnd(q, i)
+			} else if d < ' ' || d == 0x7f {
+				return -1
+			} else {
+				return i
+			}
 		case c == '/' && i+1 < len(q) && q[i+1] == '*':
 			if i+2 < len(q) && (q[i+2] == '!' || (q[i+2] == 'M' && i+3 < len(q) && q[i+3] == '!')) {
 				return -1
@@ -134,6 +186,8 @@ func isWordByte(c byte) bool {
 	return c == '_' || c == '$' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80
 }
 
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
 // word returns the identifier-like word starting at i and the index after it.
 func word(q string, i int) (string, int) {
 	j := i
@@ -161,153 +215,258 @@ func keywordIs(w, kw string) bool {
 	return true
 }
 
-// singleStatement reports whether q from i on holds no second statement and
-// no unterminated or executable part.
-func singleStatement(q string, i int) bool {
-	for i < len(q) {
-		var ok bool
-		if i, ok = skipToken(q, i); !ok {
-			return false
+// compareKeyword compares w, upper-cased, with the upper-case kw.
+func compareKeyword(w, kw string) int {
+	for i := 0; i < len(w) && i < len(kw); i++ {
+		c := w[i]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
 		}
-		if i < len(q) && q[i] == ';' {
-			j := skipSpaceAndComments(q, i+1)
-			return j == len(q)
-		}
-		if i < len(q) {
-			i++
+		if c != kw[i] {
+			if c < kw[i] {
+				return -1
+			}
+			return 1
 		}
 	}
-	return true
+	return len(w) - len(kw)
 }
 
-// skipToken skips comments, string literals and quoted identifiers at i
-// (any number of them) and returns the index of the next other byte; ok is
-// false if one is unterminated or an executable comment.
-func skipToken(q string, i int) (int, bool) {
-	for i < len(q) {
-		switch c := q[i]; {
-		case c == '\'' || c == '"' || c == '`':
-			j := i + 1
-			for {
-				if j >= len(q) {
-					return 0, false
-				}
-				if q[j] == '\\' && c != '`' {
-					j += 2
-					continue
-				}
-				if q[j] == c {
-					if j+1 < len(q) && q[j+1] == c { // doubled quote
-						j += 2
-						continue
-					}
-					break
-				}
+// inSorted reports whether w (any case) is in the sorted upper-case list.
+func inSorted(list []string, w string) bool {
+	lo, hi := 0, len(list)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch c := compareKeyword(w, list[m]); {
+		case c == 0:
+			return true
+		case c > 0:
+			lo = m + 1
+		default:
+			hi = m
+		}
+	}
+	return false
+}
+
+// quoted returns the index after the quoted token (string or identifier)
+// at i, or -1 if it is unterminated or contains a backslash: whether a
+// backslash escapes depends on NO_BACKSLASH_ESCAPES (and for "..." on
+// ANSI_QUOTES), so the token's extent, and with it the statement's meaning,
+// depends on the session's sql_mode. A doubled quote is an escape in every
+// mode.
+func quoted(q string, i int) int {
+	c := q[i]
+	for j := i + 1; j < len(q); j++ {
+		switch q[j] {
+		case '\\':
+			return -1
+		case c:
+			if j+1 < len(q) && q[j+1] == c {
+				j++
+				continue
+			}
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// number returns the index after the numeric literal at i (decimal with
+// optional fraction and exponent, 0x hex, 0b binary), or -1 if it is glued
+// to a word or another dot: the server's lexer ends a literal where these
+// grammars end ("1.0LOCK" is 1.0 then LOCK), so anything glued to one is a
+// word the server sees and this lexer might not.
+func number(q string, i int) int {
+	j := i
+	digits := func(ok func(byte) bool) int {
+		n := 0
+		for j < len(q) && ok(q[j]) {
+			j++
+			n++
+		}
+		return n
+	}
+	if q[j] == '0' && j+1 < len(q) && (q[j+1] == 'x' || q[j+1] == 'X' || q[j+1] == 'b' || q[j+1] == 'B') {
+		hex := q[j+1] == 'x' || q[j+1] == 'X'
+		j += 2
+		if digits(func(c byte) bool {
+			if hex {
+				return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+			}
+			return c == '0' || c == '1'
+		}) == 0 {
+			return -1
+		}
+	} else {
+		n := digits(isDigit)
+		if j < len(q) && q[j] == '.' {
+			j++
+			n += digits(isDigit)
+		}
+		if n == 0 {
+			return -1
+		}
+		if j < len(q) && (q[j] == 'e' || q[j] == 'E') {
+			j++
+			if j < len(q) && (q[j] == '+' || q[j] == '-') {
 				j++
 			}
-			i = j + 1
-		case c == '#' || c == '/' || c == '-' || isSpace(c):
-			j := skipSpaceAndComments(q, i)
-			if j < 0 {
-				return 0, false
+			if digits(isDigit) == 0 {
+				return -1
 			}
-			if j == i {
-				return i, true
-			}
-			i = j
-		default:
-			return i, true
 		}
 	}
-	return i, true
+	if j < len(q) && (isWordByte(q[j]) || q[j] == '.') {
+		return -1
+	}
+	return j
 }
 
-// scanReadOnly checks the words of a SELECT or WITH statement from i on.
+// scanReadOnly checks the tokens of a SELECT, WITH or SHOW statement from i
+// on; see readOnly.
 func scanReadOnly(q string, i int) bool {
-	afterFor := false
-	for i < len(q) {
-		var ok bool
-		if i, ok = skipToken(q, i); !ok {
+	afterFor := false // the previous word was FOR
+	afterDot := false // the previous token was "."
+	for {
+		if i = skipSpaceAndComments(q, i); i < 0 {
 			return false
 		}
 		if i >= len(q) {
-			break
+			return !afterFor
 		}
 		c := q[i]
-		switch {
-		case c == ';':
-			return skipSpaceAndComments(q, i+1) == len(q)
-		case c == ':' && i+1 < len(q) && q[i+1] == '=':
+		if afterFor && !isWordByte(c) {
 			return false
-		case c == '@' && i+1 < len(q) && q[i+1] == '@':
-			// A system variable reads the reader's own value: fine.
-			i += 2
-			_, i = word(q, i)
-			continue
+		}
+		dot := false
+		switch {
+		case c == '\'' || c == '"' || c == '`':
+			if i = quoted(q, i); i < 0 {
+				return false
+			}
+			// A quoted name followed by "(" calls a function the
+			// lexer cannot name.
+			if c != '\'' && nextIs(q, i, '(') {
+				return false
+			}
+		case isDigit(c) || (c == '.' && i+1 < len(q) && isDigit(q[i+1])):
+			if i = number(q, i); i < 0 {
+				return false
+			}
 		case isWordByte(c):
 			var w string
 			w, i = word(q, i)
-			if afterFor {
+			switch {
+			case afterFor:
 				if !keywordIs(w, "SYSTEM_TIME") {
 					return false
 				}
 				afterFor = false
-				continue
-			}
-			if keywordIs(w, "FOR") {
+			case keywordIs(w, "FOR"):
 				afterFor = true
-				continue
+			case deniedWord(w):
+				return false
+			case nextIs(q, i, '('):
+				if afterDot || !inSorted(pureFuncs[:], w) {
+					return false
+				}
 			}
-			if deniedWord(w) {
+		case c == '@':
+			if i = sysVar(q, i); i < 0 {
 				return false
 			}
-			continue
+		case c == ';':
+			return skipSpaceAndComments(q, i+1) == len(q)
+		case c == '.':
+			dot = true
+			i++
+		case c == ':' || c == '\\' || c == '{' || c == '}' || c == '[' || c == ']' || c < ' ' || c == 0x7f:
+			return false
+		default: // ( ) , + - * / % = < > ! ~ ^ & | ?
+			i++
 		}
-		afterFor = false
-		i++
+		afterDot = dot
 	}
-	return !afterFor
 }
 
-// deniedWords are the words that make a SELECT a write or session-bound.
-// See readOnly.
+// nextIs reports whether the first byte at or after i that is neither
+// whitespace nor a comment is c.
+func nextIs(q string, i int, c byte) bool {
+	i = skipSpaceAndComments(q, i)
+	return i >= 0 && i < len(q) && q[i] == c
+}
+
+// sysVar returns the index after the system variable at i ("@@name",
+// "@@global.name"), or -1 for a user variable or a variable of the session.
+func sysVar(q string, i int) int {
+	if i+2 >= len(q) || q[i+1] != '@' || !isWordByte(q[i+2]) {
+		return -1 // @x, @'x', @`x`: a user variable
+	}
+	name, j := word(q, i+2)
+	if j < len(q) && q[j] == '.' {
+		if !keywordIs(name, "GLOBAL") || j+1 >= len(q) || !isWordByte(q[j+1]) {
+			return -1 // @@session.x, @@local.x
+		}
+		name, j = word(q, j+1)
+	}
+	if inSorted(sessionVars[:], name) {
+		return -1
+	}
+	return j
+}
+
+// deniedWords make a SELECT a write, a locking read or session-bound (see
+// readOnly), sorted.
 var deniedWords = [...]string{
-	"LOCK", "INTO", "INSERT", "UPDATE", "DELETE", "REPLACE", "CALL",
-	"GET_LOCK", "RELEASE_LOCK", "RELEASE_ALL_LOCKS", "IS_FREE_LOCK", "IS_USED_LOCK",
-	"NEXTVAL", "SETVAL", "LASTVAL", "NEXT", "PREVIOUS",
-	"LAST_INSERT_ID", "FOUND_ROWS", "ROW_COUNT",
-	"MASTER_GTID_WAIT", "MASTER_POS_WAIT", "SOURCE_POS_WAIT",
-	"WAIT_FOR_EXECUTED_GTID_SET", "WAIT_UNTIL_SQL_THREAD_AFTER_GTIDS",
+	"CALL", "DELETE", "INSERT", "INTO", "LOCK", "NEXT", "PREVIOUS", "PROCEDURE", "REPLACE",
+	"SQL_CALC_FOUND_ROWS", "UPDATE",
 }
 
-const maxDeniedLen = 33
+func deniedWord(w string) bool { return len(w) >= 4 && inSorted(deniedWords[:], w) }
 
-// deniedFirst[len(w)] has bit c-'A' set when a denied word of that length
-// starts with the letter c: a one-load filter that most words of a query
-// (FROM, WHERE, column names) fail, so the full comparison rarely runs.
-var deniedFirst = func() (t [maxDeniedLen + 1]uint32) {
-	for _, w := range deniedWords {
-		t[len(w)] |= 1 << (w[0] - 'A')
-	}
-	return t
-}()
+// sessionVars are system variables whose value belongs to the session that
+// reads them (its last insert, its warnings, its last GTID) or that the
+// session sets for itself, sorted.
+var sessionVars = [...]string{
+	"ERROR_COUNT", "GTID_SEQ_NO", "IDENTITY", "INSERT_ID", "IN_TRANSACTION", "LAST_GTID",
+	"LAST_INSERT_ID", "PSEUDO_THREAD_ID", "RAND_SEED1", "RAND_SEED2", "TIMESTAMP",
+	"WARNING_COUNT",
+}
 
-// deniedWord reports whether w (any case) is one of deniedWords.
-func deniedWord(w string) bool {
-	if len(w) < 4 || len(w) > maxDeniedLen {
-		return false
-	}
-	c := w[0]
-	if c >= 'a' && c <= 'z' {
-		c -= 'a' - 'A'
-	}
-	if c < 'A' || c > 'Z' || deniedFirst[len(w)]&(1<<(c-'A')) == 0 {
-		return false
-	}
-	for _, d := range deniedWords {
-		if keywordIs(w, d) {
-			return true
-		}
-	}
-	return false
+// pureFuncs are the words a reader may see followed by "(": built-in
+// functions whose result depends only on their arguments, the data and the
+// server's clock, and keywords that precede a parenthesis (IN (...), AS
+// (...), OVER (...)), sorted. Lock, sequence, session, replication, file
+// functions are not here, nor are stored functions.
+var pureFuncs = [...]string{
+	"ABS", "ACOS", "ADDDATE", "ADDTIME", "AGAINST", "ALL", "AND", "ANY", "AS", "ASCII", "ASIN",
+	"ATAN", "ATAN2", "AVG", "BETWEEN", "BIGINT", "BIN", "BINARY", "BIT_AND", "BIT_COUNT",
+	"BIT_LENGTH", "BIT_OR", "BIT_XOR", "BY", "CASE", "CAST", "CEIL", "CEILING", "CHAR",
+	"CHARACTER_LENGTH", "CHAR_LENGTH", "COALESCE", "COLLATE", "CONCAT", "CONCAT_WS", "CONVERT",
+	"CONVERT_TZ", "COS", "COT", "COUNT", "CRC32", "CUME_DIST", "CURDATE", "CURRENT_DATE",
+	"CURRENT_TIME", "CURRENT_TIMESTAMP", "CURTIME", "DATE", "DATEDIFF", "DATETIME", "DATE_ADD",
+	"DATE_FORMAT", "DATE_SUB", "DAY", "DAYNAME", "DAYOFMONTH", "DAYOFWEEK", "DAYOFYEAR",
+	"DECIMAL", "DEGREES", "DENSE_RANK", "DISTINCT", "DIV", "DOUBLE", "ELSE", "ELT", "EXCEPT",
+	"EXISTS", "EXP", "EXTRACT", "FIELD", "FIND_IN_SET", "FIRST_VALUE", "FLOAT", "FLOOR", "FORCE",
+	"FORMAT", "FROM", "FROM_BASE64", "FROM_DAYS", "FROM_UNIXTIME", "GREATEST", "GROUP_CONCAT",
+	"HAVING", "HEX", "HOUR", "IF", "IFNULL", "IGNORE", "IN", "INDEX", "INET6_ATON", "INET6_NTOA",
+	"INET_ATON", "INET_NTOA", "INSTR", "INT", "INTEGER", "INTERSECT", "INTERVAL", "IS", "ISNULL",
+	"JOIN", "JSON_ARRAY", "JSON_ARRAYAGG", "JSON_CONTAINS", "JSON_CONTAINS_PATH", "JSON_EXTRACT",
+	"JSON_KEYS", "JSON_LENGTH", "JSON_OBJECT", "JSON_OBJECTAGG", "JSON_QUOTE", "JSON_TABLE",
+	"JSON_TYPE", "JSON_UNQUOTE", "JSON_VALID", "JSON_VALUE", "KEY", "LAG", "LAST_DAY",
+	"LAST_VALUE", "LATERAL", "LCASE", "LEAD", "LEAST", "LEFT", "LENGTH", "LIKE", "LN", "LOCATE",
+	"LOG", "LOG10", "LOG2", "LOWER", "LPAD", "LTRIM", "MAKEDATE", "MAKETIME", "MATCH", "MAX",
+	"MD5", "MICROSECOND", "MID", "MIN", "MINUTE", "MOD", "MONTH", "MONTHNAME", "NCHAR", "NOT",
+	"NOW", "NTH_VALUE", "NTILE", "NULLIF", "OCT", "ON", "OR", "ORD", "OVER", "PARTITION",
+	"PERCENT_RANK", "PI", "POSITION", "POW", "POWER", "QUARTER", "RADIANS", "RAND", "RANK",
+	"REGEXP", "REGEXP_INSTR", "REGEXP_REPLACE", "REGEXP_SUBSTR", "REPEAT", "REVERSE", "RIGHT",
+	"RLIKE", "ROUND", "ROW", "ROW_NUMBER", "RPAD", "RTRIM", "SECOND", "SEC_TO_TIME", "SELECT",
+	"SHA1", "SHA2", "SIGN", "SIGNED", "SIN", "SLEEP", "SOME", "SPACE", "SQRT", "STDDEV", "STDDEV_POP",
+	"STDDEV_SAMP", "STRCMP", "STR_TO_DATE", "SUBDATE", "SUBSTR", "SUBSTRING", "SUBSTRING_INDEX",
+	"SUBTIME", "SUM", "SYSDATE", "TAN", "THEN", "TIME", "TIMEDIFF", "TIMESTAMP", "TIMESTAMPADD",
+	"TIMESTAMPDIFF", "TIME_FORMAT", "TIME_TO_SEC", "TO_BASE64", "TO_DAYS", "TO_SECONDS", "TRIM",
+	"TRUNCATE", "UCASE", "UNHEX", "UNION", "UNIX_TIMESTAMP", "UNSIGNED", "UPPER", "USE", "USING",
+	"UTC_DATE", "UTC_TIME", "UTC_TIMESTAMP", "UUID", "VARCHAR", "VARIANCE", "VAR_POP",
+	"VAR_SAMP", "WEEK", "WEEKDAY", "WEEKOFYEAR", "WHEN", "WHERE", "XOR", "YEAR", "YEARWEEK",
 }

@@ -3,7 +3,9 @@ package dbrouter
 import (
 	"crypto/rand"
 	"database/sql/driver"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -67,9 +69,14 @@ type Config struct {
 	// [DefaultHeartbeatTable].
 	HeartbeatTable string
 
-	// HeartbeatPeriod, with [DialectHeartbeat], makes this router increment
-	// the heartbeat row on the writer at this period. Zero means this router
-	// does not beat (one process of the fleet, or pt-heartbeat, should).
+	// HeartbeatPeriod, with [DialectHeartbeat], makes this router compete
+	// to write the heartbeat on the writer at this period. Every router of
+	// a fleet may set it: one of those in the writer's region, elected with
+	// a named lock on the writer, beats at a time, and another takes over
+	// within a second when it stops. A read that needs a position waits
+	// about half a period plus the reader's lag; each beat is one commit on
+	// the writer, so 10–20 ms costs 50–100 small commits a second. Zero
+	// means this router does not beat (another process must).
 	HeartbeatPeriod time.Duration
 
 	// TokenKeys sign and verify read-your-writes tokens: the first signs,
@@ -186,6 +193,61 @@ type Endpoint struct {
 // LogValue describes the endpoint without its DSN (which holds a password).
 func (e Endpoint) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", e.Name), slog.String("region", e.Region))
+}
+
+// String describes the endpoint with the DSN's password replaced by
+// REDACTED (the whole DSN if it does not parse).
+func (e Endpoint) String() string {
+	return "{Name:" + e.Name + " DSN:" + redactDSN(e.DSN) + " Region:" + e.Region + " Connector:" + typeName(e.Connector) + "}"
+}
+
+// GoString is String in Go syntax, for %#v.
+func (e Endpoint) GoString() string {
+	return fmt.Sprintf("dbrouter.Endpoint{Name:%q, DSN:%q, Region:%q, Connector:%s}", e.Name, redactDSN(e.DSN), e.Region, typeName(e.Connector))
+}
+
+// Format makes every fmt verb print [Endpoint.String] (%#v:
+// [Endpoint.GoString]), so that no format shows the password.
+func (e Endpoint) Format(f fmt.State, verb rune) { formatRedacted(f, verb, e) }
+
+// MarshalJSON encodes the endpoint with its DSN redacted like String's.
+func (e Endpoint) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct{ Name, DSN, Region, Connector string }{e.Name, redactDSN(e.DSN), e.Region, typeName(e.Connector)})
+}
+
+// formatRedacted implements Format for the types that hold secrets.
+func formatRedacted(f fmt.State, verb rune, v interface {
+	fmt.Stringer
+	fmt.GoStringer
+}) {
+	if verb == 'v' && f.Flag('#') {
+		io.WriteString(f, v.GoString())
+		return
+	}
+	io.WriteString(f, v.String())
+}
+
+// redactDSN returns dsn with its password replaced by REDACTED, or
+// REDACTED if dsn does not parse.
+func redactDSN(dsn string) string {
+	if dsn == "" {
+		return ""
+	}
+	mc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "REDACTED"
+	}
+	if mc.Passwd != "" {
+		mc.Passwd = "REDACTED"
+	}
+	return mc.FormatDSN()
+}
+
+func typeName(v any) string {
+	if v == nil {
+		return "nil"
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // TokenCarrier keeps the read-your-writes token of a request somewhere else

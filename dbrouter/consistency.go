@@ -52,6 +52,14 @@ func (rt *Router) WithToken(ctx context.Context, token string) (context.Context,
 		rt.stats.tokensRejected.Add(1)
 		return ctx, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
+	if err := rt.checkDialect(p); err != nil {
+		// Signed with our key, but by a fleet of another dialect: what
+		// the user must see cannot be checked on a reader.
+		rt.stats.tokensRejected.Add(1)
+		rt.stats.positionsRejected.Add(1)
+		t.writerOnly.Store(true)
+		return ctx, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
 	t.mu.Lock()
 	t.restored = p
 	t.mu.Unlock()
@@ -89,11 +97,12 @@ func (rt *Router) WrittenPosition(ctx context.Context) string {
 // [Router.WrittenPosition] or [Router.MergePositions]) or later, and a
 // function that, called after those reads, reports whether every read made
 // through the returned context was served by a source that had applied pos
-// (the writer always has). An unparsable pos sends the reads to the writer.
-// An empty pos requires nothing.
+// (the writer always has). A pos that does not parse for the router's
+// dialect sends the reads to the writer and is counted in
+// [Stats.PositionsRejected]. An empty pos requires nothing.
 func (rt *Router) RequirePosition(ctx context.Context, pos string) (context.Context, func() bool) {
 	req := &requirement{}
-	if p, err := parsePositionText(pos); err == nil {
+	if p, err := rt.parsePosition(pos); err == nil {
 		req.pos = p
 	}
 	req.ok.Store(true)
@@ -101,13 +110,14 @@ func (rt *Router) RequirePosition(ctx context.Context, pos string) (context.Cont
 }
 
 // MergePositions returns the least position at or after both a and b; ""
-// counts as nothing. An unparsable argument counts as nothing too.
+// counts as nothing. An argument that does not parse for the router's
+// dialect counts as nothing too (and in [Stats.PositionsRejected]).
 func (rt *Router) MergePositions(a, b string) string {
-	pa, err := parsePositionText(a)
+	pa, err := rt.parsePosition(a)
 	if err != nil {
 		pa = nil
 	}
-	pb, err := parsePositionText(b)
+	pb, err := rt.parsePosition(b)
 	if err != nil {
 		pb = nil
 	}

@@ -18,7 +18,7 @@ type consistency interface {
 var _ consistency = (*Router)(nil)
 
 func TestMergePositions(t *testing.T) {
-	rt := &Router{}
+	rt := routerFor(t, DialectMariaDB)
 	for _, tc := range []struct{ a, b, want string }{
 		{"", "", ""},
 		{"0:5", "", "0:5"},

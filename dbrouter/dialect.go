@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -60,9 +61,13 @@ type dialect interface {
 	parseReader(s string) (*position, error)
 	// waitQuery, if not "", is a query that blocks on a reader until it
 	// has applied p or timeout passes, and returns 0 when p is applied.
-	// The position is inlined (digits, dashes, hex and commas only) so
-	// that the query needs no prepared statement.
+	// The position is inlined so that the query needs no prepared
+	// statement, but only as numbers formatted by strconv and UUIDs
+	// formatted from their 16 bytes: the query is always one fixed shape.
+	// A p with a stream of another dialect gets "" (the monitor polls).
 	waitQuery(p *position, timeout time.Duration) string
+	// kind is the one kind of stream key the dialect's positions have.
+	kind() streamKind
 }
 
 func newDialect(d Dialect, table string) (dialect, error) {
@@ -96,18 +101,29 @@ func (mariaDialect) parseReader(s string) (*position, error) { return parseMaria
 // server id (checked on MariaDB 10.11: '0-99-5' and '0-0-5' both return 0
 // on a replica at 0-1-1422), so positions without server ids work.
 func (mariaDialect) waitQuery(p *position, timeout time.Duration) string {
-	b := []byte("SELECT MASTER_GTID_WAIT('")
+	if p.empty() || !p.only(streamDomain) {
+		return ""
+	}
+	b := make([]byte, 0, 48+24*len(p.parts))
+	b = append(b, "SELECT MASTER_GTID_WAIT('"...)
 	for i, pp := range p.parts {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, pp.key...)
+		b = strconv.AppendUint(b, uint64(pp.key.domain), 10)
 		b = append(b, "-0-"...)
 		b = strconv.AppendUint(b, pp.seq, 10)
 	}
+	return string(appendTimeout(b, timeout))
+}
+
+func (mariaDialect) kind() streamKind { return streamDomain }
+
+// appendTimeout ends a wait query: "', <seconds with 3 decimals>)".
+func appendTimeout(b []byte, timeout time.Duration) []byte {
 	b = append(b, "', "...)
-	b = strconv.AppendFloat(b, timeout.Seconds(), 'f', 3, 64)
-	return string(append(b, ')'))
+	b = strconv.AppendFloat(b, max(timeout, 0).Seconds(), 'f', 3, 64)
+	return append(b, ')')
 }
 
 type mysqlDialect struct{}
@@ -124,36 +140,57 @@ func (mysqlDialect) parseReader(s string) (*position, error) {
 
 // WAIT_FOR_EXECUTED_GTID_SET returns 0 once the set is executed, 1 on
 // timeout.
+// A stream at 0 needs nothing and is left out (":1-0" is no interval).
 func (mysqlDialect) waitQuery(p *position, timeout time.Duration) string {
-	b := []byte("SELECT WAIT_FOR_EXECUTED_GTID_SET('")
-	for i, pp := range p.parts {
-		if i > 0 {
+	if p.empty() || !p.only(streamUUID) {
+		return ""
+	}
+	b := make([]byte, 0, 48+60*len(p.parts))
+	b = append(b, "SELECT WAIT_FOR_EXECUTED_GTID_SET('"...)
+	n := 0
+	for _, pp := range p.parts {
+		if pp.seq == 0 {
+			continue
+		}
+		if n > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, formatUUID(pp.key)...)
+		n++
+		b = appendUUID(b, pp.key.uuid)
 		b = append(b, ":1-"...)
 		b = strconv.AppendUint(b, pp.seq, 10)
 	}
-	b = append(b, "', "...)
-	b = strconv.AppendFloat(b, timeout.Seconds(), 'f', 3, 64)
-	return string(append(b, ')'))
+	if n == 0 {
+		return ""
+	}
+	return string(appendTimeout(b, timeout))
 }
 
-// heartbeatDialect reads a counter row that a heartbeat writer increments on
-// the writer (UPDATE <table> SET seq = seq + 1 WHERE id = 1) every
-// heartbeat period. A write committed while the counter was n is visible on
-// a reader once the reader shows n+1 (the next beat was committed after it
-// on the same storage or binlog stream).
+func (mysqlDialect) kind() streamKind { return streamUUID }
+
+// heartbeatDialect reads a counter row (id 1) that the heartbeat writer
+// increments on the writer every heartbeat period, in the same statement
+// that records the writer's @@server_id in row 2. A write committed while
+// the counter was n is visible on a reader once the reader shows n+1 from
+// the same writer (the next beat was committed after it on the same
+// storage or binlog stream). Counters of different writers are different
+// streams (see beatKey), so a failover that loses beats, or restarts the
+// counter lower, never makes a reader look further ahead than it is. A
+// table without row 2 (a beater of its own, such as pt-heartbeat) is read
+// as one stream of an unknown writer.
 type heartbeatDialect struct{ table string }
 
+// lastWriteQuery names the live writer (@@server_id) when the table records
+// writers, so a write on a just-promoted writer is never taken as covered by
+// the old writer's counter, even before its first beat.
 func (h heartbeatDialect) lastWriteQuery() string {
-	return "SELECT seq + 1 FROM " + h.table + " WHERE id = 1"
+	return "SELECT CONCAT(IF(EXISTS(SELECT 1 FROM " + h.table + " WHERE id = 2), @@server_id, 0), ':', seq + 1) FROM " +
+		h.table + " WHERE id = 1"
 }
-func (h heartbeatDialect) writerQuery() string {
-	return "SELECT seq FROM " + h.table + " WHERE id = 1"
-}
+func (h heartbeatDialect) writerQuery() string { return h.readerQuery() }
 func (h heartbeatDialect) readerQuery() string {
-	return "SELECT seq FROM " + h.table + " WHERE id = 1"
+	return "SELECT CONCAT(IFNULL((SELECT seq FROM " + h.table + " WHERE id = 2), 0), ':', seq) FROM " +
+		h.table + " WHERE id = 1"
 }
 func (heartbeatDialect) parseWriter(s string) (*position, error) { return parseHeartbeat(s) }
 func (heartbeatDialect) parseReader(s string) (*position, error) { return parseHeartbeat(s) }
@@ -161,13 +198,27 @@ func (heartbeatDialect) parseReader(s string) (*position, error) { return parseH
 // The heartbeat has no server-side wait: the monitor polls.
 func (heartbeatDialect) waitQuery(*position, time.Duration) string { return "" }
 
+func (heartbeatDialect) kind() streamKind { return streamBeat }
+
+// parseHeartbeat parses "writer:seq" (or a bare "seq", from older tables).
 func parseHeartbeat(s string) (*position, error) {
 	if s == "" {
 		return &position{}, nil
 	}
-	n, err := strconv.ParseUint(s, 10, 64)
+	w, seqText, ok := strings.Cut(s, ":")
+	if !ok {
+		w, seqText = "0", s
+	}
+	var writer uint64
+	if w != "0" {
+		var err error
+		if writer, err = parseDecimal(w, 32); err != nil {
+			return nil, err
+		}
+	}
+	n, err := strconv.ParseUint(seqText, 10, 64)
 	if err != nil {
 		return nil, errBadPosition
 	}
-	return &position{parts: []posPart{{key: "hb", seq: n}}}, nil
+	return &position{parts: []posPart{{key: beatKey(uint32(writer)), seq: n}}}, nil
 }

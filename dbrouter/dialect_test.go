@@ -56,10 +56,10 @@ func (c *fakeConn) QueryContext(_ context.Context, q string, _ []driver.NamedVal
 			return &nopRows{val: int64(0)}, nil
 		}
 		return &nopRows{val: int64(1)}, nil // timed out (at once)
-	case strings.HasPrefix(q, "SELECT seq + 1 FROM regiondb_heartbeat"):
-		return &nopRows{val: int64(s.seq + 1)}, nil
-	case strings.HasPrefix(q, "SELECT seq FROM regiondb_heartbeat"):
-		return &nopRows{val: int64(s.seq)}, nil
+	case strings.Contains(q, "seq + 1"): // the heartbeat's last-write query (writer id 7)
+		return &nopRows{val: fmt.Sprintf("7:%d", s.seq+1)}, nil
+	case strings.Contains(q, "FROM regiondb_heartbeat WHERE id = 1"): // its position query
+		return &nopRows{val: fmt.Sprintf("7:%d", s.seq)}, nil
 	}
 	s.reads++
 	return &nopRows{}, nil

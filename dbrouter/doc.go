@@ -27,17 +27,22 @@
 //
 // # Routing
 //
-// Only statements that are provably read-only go to a reader: SELECT, SHOW,
-// WITH ... SELECT, and read-only transactions (BeginTx with
-// [sql.TxOptions].ReadOnly). Everything else goes to the writer: writes,
-// SELECT ... FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE, SELECT ... INTO,
-// locking and session functions (GET_LOCK, RELEASE_LOCK, NEXTVAL,
-// LAST_INSERT_ID, ...), CALL, user-variable assignments, several
-// statements, executable comments (/*! ... */), anything unrecognised, and
-// every statement of a read-write transaction. Leading comments and
-// whitespace are skipped; keywords inside strings, quoted identifiers and
-// comments are ignored. Prepared statements ([Router.PrepareContext]) belong
-// to one pool and run on the writer.
+// Only statements that are provably read-only go to a reader: SELECT,
+// WITH ... SELECT, SHOW about schema objects (TABLES, COLUMNS, CREATE ...),
+// and read-only transactions (BeginTx with [sql.TxOptions].ReadOnly). The
+// classifier is an allow-list lexer: everything it does not fully
+// understand goes to the writer, as do writes, SELECT ... FOR UPDATE / FOR
+// SHARE / LOCK IN SHARE MODE, SELECT ... INTO, calls of functions other
+// than known pure built-ins (so GET_LOCK, NEXTVAL, LAST_INSERT_ID,
+// FOUND_ROWS, stored functions), session state (@@identity,
+// @@last_insert_id, @@warning_count, @@last_gtid, @@session.x, user
+// variables, SHOW WARNINGS / ERRORS / STATUS / VARIABLES), the binary log
+// and replication (SHOW MASTER STATUS, SHOW BINLOG EVENTS, SHOW SLAVE
+// STATUS), numbers glued to words ("1.0LOCK"), string literals whose extent
+// depends on sql_mode (a backslash in '...' or "..."), several statements,
+// executable comments (/*! ... */), and every statement of a read-write
+// transaction. Prepared statements ([Router.PrepareContext]) belong to one
+// pool and run on the writer.
 //
 // Per call, through the context: [WithWriter] sends reads to the writer;
 // [WithMaxStaleness] lets a read use any reader known to be at most that far
@@ -72,10 +77,12 @@
 // which costs one extra round trip per write and none per read) or MySQL
 // GTID sets ([DialectMySQL]); on Aurora, whose readers share storage and
 // have no binlog position, a heartbeat row ([DialectHeartbeat]): one
-// process (HeartbeatPeriod set), or pt-heartbeat, increments
-// `UPDATE regiondb_heartbeat SET seq = seq + 1 WHERE id = 1` on the writer;
-// a write is visible on a reader once it shows the next beat (the write is
-// then older than data the reader shows). A reader whose heartbeat row is
+// router of the fleet, elected among those with HeartbeatPeriod set,
+// increments a counter on the writer and records the writer's server id
+// beside it; a write is visible on a reader once it shows the next beat of
+// the same writer (the write is then older than data the reader shows).
+// Counters of different writers are never compared, so a failover that
+// loses the last beats cannot make a reader look fresher than it is. A reader whose heartbeat row is
 // missing or NULL serves no read that needs a position.
 //
 // # Tokens across requests and regions

@@ -3,8 +3,11 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +118,64 @@ func (n *notifier) broadcast() {
 	n.mu.Unlock()
 }
 
+// Restart backoff of a failed background goroutine (see supervise).
+const (
+	restartMin = 100 * time.Millisecond
+	restartMax = 10 * time.Second
+)
+
+// supervise runs fn, one of the router's background loops, until ctx is
+// done. If fn panics (a driver or a WatermarkStore may) or returns early,
+// supervise logs it through Config.Logger, calls failed, and runs fn again
+// after a backoff that doubles from restartMin to restartMax (and starts
+// over once fn has run for restartMax). It calls rt.wg.Done when it returns.
+func (rt *Router) supervise(ctx context.Context, name string, fn func(context.Context), failed func()) {
+	defer rt.wg.Done()
+	backoff := restartMin
+	for {
+		start := time.Now()
+		stack, err := runGuarded(ctx, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > restartMax {
+			backoff = restartMin
+		}
+		if failed != nil {
+			failed()
+		}
+		rt.cfg.Logger.LogAttrs(ctx, slog.LevelError, "dbrouter: background goroutine failed; restarting",
+			slog.String("goroutine", name), slog.String("error", err.Error()),
+			slog.Duration("backoff", backoff), slog.String("stack", stack))
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, restartMax)
+	}
+}
+
+// runGuarded runs fn and turns a panic into an error (with the stack).
+func runGuarded(ctx context.Context, fn func(context.Context)) (stack string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			stack, err = string(debug.Stack()), fmt.Errorf("panic: %v", v)
+		}
+	}()
+	fn(ctx)
+	return "", errors.New("returned before Close")
+}
+
+// monitorFailed is the failure hook of r's monitor: until the restarted
+// monitor polls r successfully, r takes no reads.
+func (rt *Router) monitorFailed(r *reader) {
+	r.healthy.Store(false)
+	rt.changed.broadcast()
+}
+
 // monitor runs the monitor of reader r until ctx is done. It polls r
 //   - at start and then every MonitorInterval (with ±10 % jitter), reading
 //     the writer's position first, to measure lag and health;
@@ -122,7 +183,6 @@ func (n *notifier) broadcast() {
 //     per PollInterval (reader only), and while a bounded-staleness read
 //     waits for a freshness check (writer, then reader).
 func (rt *Router) monitor(ctx context.Context, r *reader) {
-	defer rt.wg.Done()
 	cfg := &rt.cfg
 	jitter := func() time.Duration {
 		d := cfg.MonitorInterval

@@ -57,6 +57,7 @@ type counters struct {
 	readsReader, readsRemote, readsWriter, readsForced, writes atomic.Int64
 	fallbacks, waits, tokensRejected, writePosFailures         atomic.Int64
 	failovers, connsOpened                                     atomic.Int64
+	positionsRejected                                          atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -77,6 +78,10 @@ type Stats struct {
 	Waits int64
 	// TokensRejected counts corrupt, forged and expired tokens ignored.
 	TokensRejected int64
+	// PositionsRejected counts positions that did not parse for the
+	// router's dialect (from RequirePosition, MergePositions, a token or the
+	// shared WatermarkStore); reads that needed one went to the writer.
+	PositionsRejected int64
 	// WritePositionFailures counts writes whose replication position could
 	// not be read (the request's later reads then go to the writer).
 	WritePositionFailures int64
@@ -108,6 +113,7 @@ func (rt *Router) Stats() Stats {
 		ReadsLocal: c.readsReader.Load(), ReadsRemote: c.readsRemote.Load(),
 		ReadsWriter: c.readsWriter.Load(), ReadsForced: c.readsForced.Load(), Writes: c.writes.Load(),
 		Waits: c.waits.Load(), TokensRejected: c.tokensRejected.Load(),
+		PositionsRejected:     c.positionsRejected.Load(),
 		WritePositionFailures: c.writePosFailures.Load(),
 		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
@@ -178,11 +184,11 @@ func Open(cfg Config) (*Router, error) {
 	}
 	for _, r := range rt.readers {
 		rt.wg.Add(1)
-		go rt.monitor(rt.ctx, r)
+		go rt.supervise(rt.ctx, "monitor "+r.spec.Name, func(ctx context.Context) { rt.monitor(ctx, r) }, func() { rt.monitorFailed(r) })
 	}
 	if n.Dialect == DialectHeartbeat && n.HeartbeatPeriod > 0 {
 		rt.wg.Add(1)
-		go rt.beat(rt.ctx)
+		go rt.supervise(rt.ctx, "heartbeat", rt.beat, nil)
 	}
 	return rt, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -53,6 +54,20 @@ type TokenKey struct {
 // String describes the key without its secret.
 func (k TokenKey) String() string {
 	return "dbrouter.TokenKey{ID:" + itoa(int(k.ID)) + ", Secret:REDACTED}"
+}
+
+// GoString is String in Go syntax, for %#v.
+func (k TokenKey) GoString() string {
+	return "dbrouter.TokenKey{ID:" + itoa(int(k.ID)) + ", Secret:REDACTED}"
+}
+
+// Format makes every fmt verb print [TokenKey.String] (%#v:
+// [TokenKey.GoString]), so that no format shows the secret.
+func (k TokenKey) Format(f fmt.State, verb rune) { formatRedacted(f, verb, k) }
+
+// MarshalJSON encodes the key with its secret as "REDACTED".
+func (k TokenKey) MarshalJSON() ([]byte, error) {
+	return []byte(`{"ID":` + itoa(int(k.ID)) + `,"Secret":"REDACTED"}`), nil
 }
 
 // LogValue hides the secret from logs.
@@ -108,19 +123,20 @@ func (c *tokenCodec) encode(p *position, now time.Time) (string, error) {
 	b = binary.AppendUvarint(b, uint64(max(now.Unix(), 0)))
 	b = binary.AppendUvarint(b, uint64(len(p.parts)))
 	for _, pp := range p.parts {
-		switch {
-		case pp.key == "hb":
-			b = append(b, 2)
-		case len(pp.key) == 16:
-			b = append(b, 1)
-			b = append(b, pp.key...)
-		default:
-			d, err := parseDomain(pp.key)
-			if err != nil {
-				return "", err
-			}
+		switch pp.key.kind {
+		case streamDomain:
 			b = append(b, 0)
-			b = binary.AppendUvarint(b, d)
+			b = binary.AppendUvarint(b, uint64(pp.key.domain))
+		case streamUUID:
+			b = append(b, 1)
+			b = append(b, pp.key.uuid[:]...)
+		case streamBeat:
+			if pp.key.domain == 0 {
+				b = append(b, 2)
+			} else {
+				b = append(b, 3)
+				b = binary.AppendUvarint(b, uint64(pp.key.domain))
+			}
 		}
 		b = binary.AppendUvarint(b, pp.seq)
 	}
@@ -130,23 +146,6 @@ func (c *tokenCodec) encode(p *position, now time.Time) (string, error) {
 		return "", errTokenTooBig
 	}
 	return s, nil
-}
-
-func parseDomain(k string) (uint64, error) {
-	var d uint64
-	if k == "" || len(k) > 10 {
-		return 0, errBadPosition
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < '0' || k[i] > '9' {
-			return 0, errBadPosition
-		}
-		d = d*10 + uint64(k[i]-'0')
-	}
-	if d > 1<<32-1 {
-		return 0, errBadPosition
-	}
-	return d, nil
 }
 
 // decode verifies s and returns its position. The error is errTokenCorrupt,
@@ -191,7 +190,7 @@ func (c *tokenCodec) decode(s string, now time.Time) (*position, error) {
 		}
 		kind := rest[0]
 		rest = rest[1:]
-		var key string
+		var key streamKey
 		switch kind {
 		case 0:
 			d, n := binary.Uvarint(rest)
@@ -199,15 +198,22 @@ func (c *tokenCodec) decode(s string, now time.Time) (*position, error) {
 				return nil, errTokenCorrupt
 			}
 			rest = rest[n:]
-			key = itoa(int(d))
+			key = domainKey(uint32(d))
 		case 1:
 			if len(rest) < 16 {
 				return nil, errTokenCorrupt
 			}
-			key = string(rest[:16])
+			key = uuidKey([16]byte(rest[:16]))
 			rest = rest[16:]
 		case 2:
-			key = "hb"
+			key = beatKey(0)
+		case 3:
+			w, n := binary.Uvarint(rest)
+			if n <= 0 || w == 0 || w > 1<<32-1 {
+				return nil, errTokenCorrupt
+			}
+			rest = rest[n:]
+			key = beatKey(uint32(w))
 		default:
 			return nil, errTokenCorrupt
 		}

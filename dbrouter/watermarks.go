@@ -52,7 +52,9 @@ type sharedState struct {
 	at        time.Time
 }
 
-func parseShared(s string) (sharedState, bool) {
+// parseShared parses a shared value, whose position must be of kind (the
+// router's dialect): the store is as hostile as any network peer.
+func parseShared(s string, kind streamKind) (sharedState, bool) {
 	f := strings.Fields(s)
 	if len(f) != 6 || f[0] != "v1" {
 		return sharedState{}, false
@@ -60,7 +62,7 @@ func parseShared(s string) (sharedState, bool) {
 	var st sharedState
 	var err error
 	if f[1] != "-" {
-		if st.wm, err = parsePositionText(f[1]); err != nil {
+		if st.wm, err = parsePositionText(f[1]); err != nil || !st.wm.only(kind) {
 			return sharedState{}, false
 		}
 	}
@@ -75,6 +77,10 @@ func parseShared(s string) (sharedState, bool) {
 		return sharedState{}, false
 	}
 	st.healthy, st.at = f[4] == "1", time.Unix(0, at)
+	// A time in the future or a negative lag is no process's measurement.
+	if now := time.Now().Add(time.Minute).UnixNano(); st.lag < 0 || st.freshAsOf > now || at > now || (f[4] != "0" && f[4] != "1") {
+		return sharedState{}, false
+	}
 	return st, true
 }
 
@@ -87,8 +93,9 @@ func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) bool {
 	if err != nil || v == "" {
 		return false
 	}
-	st, ok := parseShared(v)
+	st, ok := parseShared(v, rt.dialect.kind())
 	if !ok {
+		rt.stats.positionsRejected.Add(1)
 		return false
 	}
 	rt.sharedLoads.Add(1)
