@@ -9,6 +9,34 @@ import (
 	"strings"
 )
 
+// CookieSecure says when the token cookie is marked Secure (see
+// [Config.TokenCookieSecure]).
+type CookieSecure int
+
+const (
+	// CookieSecureAuto marks the cookie Secure when the request came over
+	// TLS to this process (r.TLS != nil). It is the default.
+	CookieSecureAuto CookieSecure = iota
+	// CookieSecureAlways always marks the cookie Secure: use it behind a
+	// load balancer or proxy that terminates TLS. Browsers then send the
+	// cookie over HTTPS only (and to http://localhost).
+	CookieSecureAlways
+	// CookieSecureNever never marks it Secure (plain-HTTP development).
+	CookieSecureNever
+)
+
+// secureCookie reports whether the token cookie of a response to r is
+// marked Secure.
+func (rt *Router) secureCookie(r *http.Request) bool {
+	switch rt.cfg.TokenCookieSecure {
+	case CookieSecureAlways:
+		return true
+	case CookieSecureNever:
+		return false
+	}
+	return r.TLS != nil
+}
+
 // maxCarriedTokens is the most tokens one request may carry (cookies, or
 // comma-separated header values); more are ignored.
 const maxCarriedTokens = 8
@@ -133,7 +161,7 @@ func (w *tokenWriter) save() {
 		rt.cfg.TokenCarrier.SaveToken(w.ResponseWriter, w.r, out)
 		return
 	}
-	secure := w.r.TLS != nil
+	secure := rt.secureCookie(w.r)
 	// The cookie's name ends with the token's tag, so that concurrent
 	// responses set cookies of different names.
 	name := rt.cfg.TokenCookie + "." + out[len(out)-8:]

@@ -2,11 +2,14 @@ package dbrouter
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,4 +232,73 @@ func TestMiddlewareKeepsUnchangedToken(t *testing.T) {
 	if got := rec.Header().Get(rt.cfg.TokenHeader); got != old {
 		t.Fatalf("response header token = %q, want the unchanged incoming one", got)
 	}
+}
+
+// TestTokenCookieSecure checks the Secure attribute in each mode, without
+// TLS to this process (as behind a TLS-terminating load balancer) and with.
+func TestTokenCookieSecure(t *testing.T) {
+	advance := func(rt *Router) http.Handler {
+		return rt.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			trackerFrom(r.Context()).advance(newPosition([]posPart{{key: "0", seq: 42}}), true)
+		}))
+	}
+	for _, tc := range []struct {
+		name      string
+		mode      CookieSecure
+		tls, want bool
+	}{
+		{"auto without TLS", CookieSecureAuto, false, false},
+		{"auto with TLS", CookieSecureAuto, true, true},
+		{"always without TLS", CookieSecureAlways, false, true},
+		{"never with TLS", CookieSecureNever, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := openRouter(t, Config{
+				Writer:            Endpoint{Name: "w", DSN: "u:p@tcp(127.0.0.1:1)/db"},
+				TokenKeys:         []TokenKey{{ID: 1, Secret: []byte("0123456789abcdef")}},
+				TokenCookieSecure: tc.mode,
+			})
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			if tc.tls {
+				req = httptest.NewRequest(http.MethodGet, "https://example.com/", nil)
+			}
+			rec := httptest.NewRecorder()
+			advance(rt).ServeHTTP(rec, req)
+			cs := rec.Result().Cookies()
+			if len(cs) != 1 || cs[0].Secure != tc.want {
+				t.Fatalf("cookies %v, want one with Secure=%v", cs, tc.want)
+			}
+		})
+	}
+}
+
+// TestNoTokenKeysWarns: a per-process random key makes every other process
+// reject the tokens, so Open says so through the logger.
+func TestNoTokenKeysWarns(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
+	openRouter(t, Config{Writer: Endpoint{Name: "w", DSN: "u:p@tcp(127.0.0.1:1)/db"}, Logger: log})
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), "no TokenKeys") {
+		t.Errorf("log %q has no warning about the missing TokenKeys", buf.String())
+	}
+	buf.Reset()
+	openRouter(t, Config{Writer: Endpoint{Name: "w", DSN: "u:p@tcp(127.0.0.1:1)/db"}, Logger: log,
+		TokenKeys: []TokenKey{{ID: 1, Secret: []byte("0123456789abcdef")}}})
+	if strings.Contains(buf.String(), "TokenKeys") {
+		t.Errorf("warning with keys configured: %q", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

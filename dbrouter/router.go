@@ -81,7 +81,8 @@ type Stats struct {
 	// WritePositionFailures counts writes whose replication position could
 	// not be read (the request's later reads then go to the writer).
 	WritePositionFailures int64
-	// MonitorQueries counts position queries the monitors sent to readers.
+	// MonitorQueries counts position queries sent to readers: by the
+	// monitors, and to bound what reads showed (monotonic reads).
 	MonitorQueries int64
 	// LocalReaders is the number of configured readers in the local region.
 	LocalReaders int
@@ -166,6 +167,10 @@ func Open(cfg Config) (*Router, error) {
 	})
 	for _, w := range n.warnings {
 		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: "+w)
+	}
+	if len(cfg.TokenKeys) == 0 {
+		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: no TokenKeys: read-your-writes tokens are signed "+
+			"with a random key of this process, and every other process and region rejects them")
 	}
 	for _, r := range rt.readers {
 		rt.wg.Add(1)
