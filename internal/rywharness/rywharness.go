@@ -76,6 +76,9 @@ type Config struct {
 	// Sequences is the number of times each deterministic failing sequence
 	// runs, through dbrouter and through its control (default 3).
 	Sequences int
+	// RoundTripDuration is how long the round-trip phase counts, after a
+	// warm-up of 2 s (default a third of Duration, at least 5 s).
+	RoundTripDuration time.Duration
 	// Seed seeds the workload and the faults (default 1).
 	Seed uint64
 	// Logf, if not nil, receives progress lines.
@@ -147,6 +150,13 @@ type Report struct {
 	TabsControl      Control          `json:"tabs_control"`
 	LocalOnly        Section          `json:"local_only"`
 	LocalOnlyControl Control          `json:"local_only_control"`
+	// ExtraRoundTripsPerRead and ExtraRoundTripsPerWrite are the
+	// statements the readers (writer) received beyond the workload's, per
+	// read (write), in the steady state of the workload's mix; RoundTrips
+	// has the counts.
+	ExtraRoundTripsPerRead  float64    `json:"extra_round_trips_per_read"`
+	ExtraRoundTripsPerWrite float64    `json:"extra_round_trips_per_write"`
+	RoundTrips              RoundTrips `json:"round_trips"`
 	// Faults counts the lag episodes the run injected.
 	Faults int `json:"-"`
 	// RouterStats are the two routers' counters added up.
@@ -181,6 +191,9 @@ func (r Report) Check() error {
 	}
 	if r.Monotonic.Reads < r.minReads {
 		errs = append(errs, fmt.Errorf("monotonic: %d reads, fewer than %d", r.Monotonic.Reads, r.minReads))
+	}
+	if r.RoundTrips.Reads < r.minReads {
+		errs = append(errs, fmt.Errorf("round trips: %d reads, fewer than %d", r.RoundTrips.Reads, r.minReads))
 	}
 	if r.MonotonicControl.Regressions == 0 {
 		errs = append(errs, errors.New("monotonic_control: no regression; the harness cannot see one"))
@@ -224,6 +237,9 @@ func (c *Config) defaults() {
 	}
 	if c.Sequences <= 0 {
 		c.Sequences = 3
+	}
+	if c.RoundTripDuration <= 0 {
+		c.RoundTripDuration = max(c.Duration/3, 5*time.Second)
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
@@ -296,7 +312,8 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 	cfg.defaults()
 	const nStrategies = 5
 	seqBase := nStrategies*cfg.Users + 1
-	if err := setup(ctx, s, seqBase+4*cfg.Sequences); err != nil {
+	rtBase := seqBase + 4*cfg.Sequences
+	if err := setup(ctx, s, rtBase+cfg.Users); err != nil {
 		return Report{}, err
 	}
 
@@ -383,6 +400,24 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 	if ctx.Err() != nil {
 		return Report{}, ctx.Err()
 	}
+	// The round-trip phase counts statements on the servers: nothing
+	// else may use them.
+	for _, rt := range slices.Concat(routers[:], others[:], locals[:]) {
+		rt.Close()
+	}
+	rtrips, err := measureRoundTrips(ctx, cfg, func(region string) (*dbrouter.Router, error) { return open(region, false) },
+		pools, cfg.Users, rtBase, 2*time.Second, cfg.RoundTripDuration)
+	if err != nil {
+		return Report{}, fmt.Errorf("rywharness: round trips: %w", err)
+	}
+	rep.RoundTrips = rtrips
+	if rtrips.Reads > 0 {
+		rep.ExtraRoundTripsPerRead = float64(rtrips.ReaderExtra) / float64(rtrips.Reads)
+	}
+	if rtrips.Writes > 0 {
+		rep.ExtraRoundTripsPerWrite = float64(rtrips.WriterExtra) / float64(rtrips.Writes)
+	}
+	cfg.Logf("round trips: %+v", rtrips)
 
 	rep.Faults = faults
 	for _, rt := range routers {
