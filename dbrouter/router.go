@@ -499,7 +499,10 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 			return readerTarget(r, telReasonStaleness), r
 		}
 	} else if t == nil || !t.writerOnly.Load() {
-		if r := t.sticky(rt); r != nil && r.usable(rt.cfg.MaxLag) && r.wm.Load().covers(need) {
+		// The reader of the scope's previous read needs no bound of what
+		// it served; a remote one is kept only while no local one
+		// qualifies.
+		if r := t.sticky(rt); r != nil && r.local && r.usable(rt.cfg.MaxLag) && r.wm.Load().covers(need) {
 			return readerTarget(r, telReasonFreshReader), r
 		}
 		if r := rt.pick(need, need.empty() && !rt.cfg.PreferWriter); r != nil {

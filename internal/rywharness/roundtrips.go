@@ -18,6 +18,11 @@ type RoundTrips struct {
 	Writes      int64 `json:"writes"`
 	ReaderExtra int64 `json:"reader_extra"`
 	WriterExtra int64 `json:"writer_extra"`
+	// MonitorQueries are the routers' own count of position queries to
+	// readers (monitor polls and waits, bounds of monotonic reads); Waits
+	// the reads that waited for a reader.
+	MonitorQueries int64 `json:"monitor_queries"`
+	Waits          int64 `json:"waits"`
 }
 
 // questions returns the server's Questions counter (statements received
@@ -85,6 +90,8 @@ func measureRoundTrips(ctx context.Context, cfg Config, open func(region string)
 		rt.Reads += s1[i].ReadsLocal + s1[i].ReadsRemote - s0[i].ReadsLocal - s0[i].ReadsRemote
 		writerReads += s1[i].ReadsWriter + s1[i].ReadsForced - s0[i].ReadsWriter - s0[i].ReadsForced
 		rt.Writes += s1[i].Writes - s0[i].Writes
+		rt.MonitorQueries += s1[i].MonitorQueries - s0[i].MonitorQueries
+		rt.Waits += s1[i].Waits - s0[i].Waits
 	}
 	// Each reader's and the writer's delta includes one SHOW STATUS of
 	// the second snapshot.
