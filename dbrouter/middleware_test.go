@@ -302,3 +302,90 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+// TestMiddlewareCarriedTokens: a request may carry several tokens (cookies
+// of concurrent responses, or comma-separated header values); valid ones
+// are merged, hostile ones ignored and counted, at most 8 looked at; a
+// request that advanced nothing sets and deletes nothing, one that advanced
+// sets one cookie and deletes exactly the token cookies it carried.
+func TestMiddlewareCarriedTokens(t *testing.T) {
+	rt := openRouter(t, Config{
+		Writer:    Endpoint{Name: "w", DSN: "u:p@tcp(127.0.0.1:1)/db"},
+		TokenKeys: []TokenKey{{ID: 1, Secret: []byte("0123456789abcdef")}},
+	})
+	tok := func(seq uint64) string {
+		s, err := rt.tokens.encode(newPosition([]posPart{{key: "0", seq: seq}}), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var need *position
+	var advance uint64
+	h := rt.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tr := trackerFrom(r.Context())
+		if advance > 0 {
+			tr.advance(newPosition([]posPart{{key: "0", seq: advance}}), true)
+		}
+		need = tr.need.Load()
+	}))
+	t5, t9 := tok(5), tok(9)
+	for _, tc := range []struct {
+		name     string
+		cookies  []*http.Cookie
+		header   string
+		advance  uint64
+		want     string // the scope's position
+		rejected int64
+		set      int // cookies set
+		deleted  []string
+	}{
+		{"two tab cookies merge", []*http.Cookie{{Name: "regiondb_ryw.a", Value: t5}, {Name: "regiondb_ryw.b", Value: t9}}, "", 0, "0:9", 0, 0, nil},
+		{"legacy name read", []*http.Cookie{{Name: "regiondb_ryw", Value: t9}}, "", 0, "0:9", 0, 0, nil},
+		{"other cookies ignored", []*http.Cookie{{Name: "regiondb_rywx", Value: t9}, {Name: "session", Value: t5}}, "", 0, "", 0, 0, nil},
+		{"garbage counted", []*http.Cookie{{Name: "regiondb_ryw.x", Value: "%%%"}, {Name: "regiondb_ryw.y", Value: t5}}, "", 0, "0:5", 1, 0, nil},
+		{"header list", nil, t5 + ", " + t9 + ",,garbage", 0, "0:9", 1, 0, nil},
+		{"advanced: one set, carried deleted", []*http.Cookie{{Name: "regiondb_ryw.a", Value: t5}, {Name: "regiondb_ryw.b", Value: "bad"}}, "", 7, "0:7", 1, 1, []string{"regiondb_ryw.a", "regiondb_ryw.b"}},
+		{"not beyond carried: nothing set", []*http.Cookie{{Name: "regiondb_ryw.b", Value: t9}}, "", 7, "0:9", 0, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var many []*http.Cookie
+			if tc.name == "garbage counted" {
+				for i := range 20 {
+					many = append(many, &http.Cookie{Name: "regiondb_ryw.g" + strconv.Itoa(i), Value: "AAAA"})
+				}
+			}
+			advance = tc.advance
+			before := rt.Stats().TokensRejected
+			rec := do(h, "/", append(slices.Clone(tc.cookies), many...), tc.header)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d", rec.Code)
+			}
+			rejected := rt.Stats().TokensRejected - before
+			if many != nil {
+				// At most 8 tokens are looked at.
+				if rejected > 8 {
+					t.Errorf("%d tokens rejected, at most 8 looked at", rejected)
+				}
+			} else if rejected != tc.rejected {
+				t.Errorf("%d tokens rejected, want %d", rejected, tc.rejected)
+			}
+			if many == nil && need.String() != tc.want {
+				t.Errorf("scope at %q, want %q", need.String(), tc.want)
+			}
+			var set int
+			var deleted []string
+			for _, c := range rec.Result().Cookies() {
+				if c.MaxAge < 0 {
+					deleted = append(deleted, c.Name)
+				} else {
+					set++
+				}
+			}
+			slices.Sort(deleted)
+			if set != tc.set || !slices.Equal(deleted, tc.deleted) {
+				t.Errorf("set %d cookies, deleted %v; want %d, %v", set, deleted, tc.set, tc.deleted)
+			}
+		})
+	}
+}
