@@ -82,7 +82,7 @@ type Config struct {
 	// TokenKeys sign and verify read-your-writes tokens: the first signs,
 	// all verify (rotation). Every process and region of a service must
 	// share them. Empty means a random key made by Open, so tokens are only
-	// valid inside this process.
+	// valid inside this process; Open then logs a warning.
 	TokenKeys []TokenKey
 
 	// TokenMaxAge is how long a token is honoured. If zero,
@@ -92,6 +92,13 @@ type Config struct {
 	// TokenCookie is the cookie name used by [Router.Middleware]. If empty,
 	// [DefaultTokenCookie] is used.
 	TokenCookie string
+
+	// TokenCookieSecure says when [Router.Middleware] marks the token
+	// cookie Secure. Zero ([CookieSecureAuto]) marks it Secure only when
+	// the request reached this process over TLS (r.TLS != nil), which is
+	// never the case behind a load balancer that terminates TLS: set
+	// [CookieSecureAlways] there.
+	TokenCookieSecure CookieSecure
 
 	// TokenHeader is the header name used by [Router.Middleware]. If
 	// empty, [DefaultTokenHeader] is used.

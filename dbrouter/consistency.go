@@ -8,17 +8,30 @@ import (
 )
 
 // Token returns the signed read-your-writes token of ctx's scope: what a
-// later request of the same user (in any region) must observe. It returns ""
-// when ctx has no scope, when the scope needs nothing, or when every reader
-// has already applied what it needs (so the token need not travel any more).
-// Tokens are under 100 bytes, URL- and cookie-safe.
+// later request of the same user (in any region) must observe: the scope's
+// writes, the token(s) it started from, and everything its reads showed. It
+// returns "" when ctx has no scope or the scope requires nothing. Tokens are
+// under 100 bytes, URL- and cookie-safe.
+//
+// The token is returned as long as the scope requires anything, even when
+// every reader this router monitors has applied it: readers this router does
+// not monitor (another region's, when each region's router knows only its
+// own) may not have. It ends with [Config.TokenMaxAge].
+//
+// Before encoding, Token bounds what the scope's reads were served at (a
+// reader may have been ahead of the position its monitor last saw): for
+// each source that served reads of the scope since the last bound, it takes
+// a position of that source read after Token was called, one local query
+// shared by the concurrent requests that need one (see [Router.settle]).
+// Reads still running when Token is called are not covered.
 func (rt *Router) Token(ctx context.Context) string {
 	t := trackerFrom(ctx)
 	if t == nil {
 		return ""
 	}
+	rt.settle(ctx, t)
 	need := t.need.Load()
-	if need.empty() || rt.passedByAll(need) {
+	if need.empty() {
 		return ""
 	}
 	s, err := rt.tokens.encode(need, time.Now())
@@ -31,6 +44,73 @@ func (rt *Router) Token(ctx context.Context) string {
 		return ""
 	}
 	return s
+}
+
+// settle makes what the scope's reads were served at a requirement of the
+// scope (monotonic reads). A reader's watermark is only a lower bound of
+// what it served, so for each source that served reads of t since the last
+// settle, settle reads a position of that source taken after settle
+// started: positions only grow, so that source had then applied at least
+// what it served. A position read by the monitor, or for another request,
+// after that time is used instead of a new query. A reader that does not
+// answer is bounded by the writer's position; when neither answers, the
+// scope's later reads go to the writer.
+func (rt *Router) settle(ctx context.Context, t *tracker) {
+	t.mu.Lock()
+	list := t.touched
+	t.touched = nil
+	t.mu.Unlock()
+	if len(list) == 0 {
+		return
+	}
+	after := time.Now()
+	for _, s := range list {
+		p, err := s.rt.upperBound(ctx, s.r, after)
+		if err != nil && s.r != nil {
+			p, err = s.rt.upperBound(ctx, nil, after)
+		}
+		if err != nil {
+			t.writerOnly.Store(true)
+			continue
+		}
+		t.advance(p, false)
+	}
+}
+
+// upperBound returns a position of r (the writer when r is nil) read by a
+// query that started at or after after. With the heartbeat dialect the
+// source may show writes made after the beat it shows, so the bound is the
+// next beat.
+func (rt *Router) upperBound(ctx context.Context, r *reader, after time.Time) (*position, error) {
+	var p *position
+	var err error
+	if r == nil {
+		p, err = rt.wsample.after(ctx, after, func(ctx context.Context) (*position, error) {
+			p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
+			if err == nil {
+				rt.observeWriter(p)
+			}
+			return p, err
+		})
+	} else {
+		p, err = r.sample.after(ctx, after, func(ctx context.Context) (*position, error) {
+			r.polls.Add(1)
+			rt.monitorQueries.Add(1)
+			p, err := rt.queryPosition(ctx, r.db, rt.dialect.readerQuery(), rt.dialect.parseReader)
+			if err == nil && !p.empty() {
+				r.raise(p)
+				rt.changed.broadcast()
+			}
+			return p, err
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := rt.dialect.(heartbeatDialect); ok && !p.empty() {
+		p = newPosition([]posPart{{key: "hb", seq: p.parts[0].seq + 1}})
+	}
+	return p, nil
 }
 
 // WithToken returns a context whose read-your-writes scope starts from token
@@ -61,22 +141,11 @@ func (rt *Router) WithToken(ctx context.Context, token string) (context.Context,
 		return ctx, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	t.mu.Lock()
-	t.restored = p
+	t.restored = merge(t.restored, p)
 	t.mu.Unlock()
 	t.advance(p, false)
 	rt.observeWriter(p)
 	return ctx, nil
-}
-
-// passedByAll reports whether every configured reader is known to have
-// applied p.
-func (rt *Router) passedByAll(p *position) bool {
-	for _, r := range rt.readers {
-		if !r.wm.Load().covers(p) {
-			return false
-		}
-	}
-	return true
 }
 
 // WrittenPosition returns the writer position of the writes made through

@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 	"time"
 
@@ -132,4 +133,110 @@ func TestPerReaderAndMonotonicStack(t *testing.T) {
 			t.Errorf("Virginia read went back in time: %v", err)
 		}
 	})
+}
+
+// waitApplied waits until replica has applied everything m1 has now.
+func waitApplied(t *testing.T, s *testserver.Stack, replica string) {
+	t.Helper()
+	m, err := sql.Open("mysql", s.DSN("m1", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var pos string
+	if err := m.QueryRow("SELECT @@global.gtid_binlog_pos").Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("mysql", s.DSN(replica, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var res sql.NullInt64
+	if err := db.QueryRow("SELECT MASTER_GTID_WAIT(?, 10)", pos).Scan(&res); err != nil || res.Int64 != 0 {
+		t.Fatalf("%s did not catch up with %s: %v %v", replica, pos, res, err)
+	}
+}
+
+// TestMonotonicServedStack is issue 11's first sequence: v=1 is on both
+// readers and both routers know it; r2 stalls; v=2 is written and r1
+// applies it, which the Tokyo router does not know yet. A Tokyo read shows
+// v=2, so the user's token must make a Virginia read show v=2 too, not v=1
+// from r2. Recording the reader's known position instead of what it served
+// fails this test.
+func TestMonotonicServedStack(t *testing.T) {
+	s := testserver.Require(t)
+	k := key(t)
+	cfg := stackConfig(t, s, testserver.PrimaryRegion)
+	m, err := sql.Open("mysql", s.DSN("m1", testDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Exec("REPLACE INTO kv (k, v) VALUES (?, 1)", k); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicated(t, s)
+	tokyo := openRouter(t, cfg)
+	vcfg := stackConfig(t, s, testserver.SecondaryRegion)
+	virginia := openRouter(t, vcfg)
+	waitFor(t, 5*time.Second, "the monitors' first polls", func() bool {
+		return tokyo.Stats().MonitorQueries >= 2 && virginia.Stats().MonitorQueries >= 2
+	})
+	if err := s.Stall(t.Context(), "r2"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Resume(context.Background(), "r2") })
+	if _, err := m.Exec("UPDATE kv SET v = 2 WHERE k = ?", k); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, s, "r1")
+
+	uctx := NewContext(t.Context())
+	var v int
+	if err := tokyo.QueryRowContext(uctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 2 {
+		t.Fatalf("Tokyo read: %d %v", v, err)
+	}
+	tok := tokyo.Token(uctx)
+	if tok == "" {
+		t.Fatal("no token after a read that showed v=2")
+	}
+	vctx, _ := virginia.WithToken(t.Context(), tok)
+	if err := virginia.QueryRowContext(vctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 2 {
+		t.Errorf("Virginia read after the Tokyo read of v=2: %d %v", v, err)
+	}
+}
+
+// TestLocalOnlyStack is issue 11's third sequence: each router knows only
+// its own region's reader. A write in Tokyo that r1 has applied must still
+// travel in the token, since the Tokyo router cannot know that r2 has it.
+func TestLocalOnlyStack(t *testing.T) {
+	s := testserver.Require(t)
+	k := key(t)
+	tcfg := stackConfig(t, s, testserver.PrimaryRegion)
+	tcfg.Readers = tcfg.Readers[:1]
+	vcfg := stackConfig(t, s, testserver.SecondaryRegion)
+	vcfg.Readers = vcfg.Readers[1:]
+	tokyo, virginia := openRouter(t, tcfg), openRouter(t, vcfg)
+	if err := s.Stall(t.Context(), "r2"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Resume(context.Background(), "r2") })
+	wctx := NewContext(t.Context())
+	if _, err := tokyo.ExecContext(wctx, "REPLACE INTO kv (k, v) VALUES (?, 3)", k); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, s, "r1")
+	var v int
+	if err := tokyo.QueryRowContext(wctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 3 {
+		t.Fatalf("Tokyo read: %d %v", v, err)
+	}
+	tok := tokyo.Token(wctx)
+	if tok == "" {
+		t.Fatal("no token although a reader this router does not know may lack the write")
+	}
+	vctx, _ := virginia.WithToken(t.Context(), tok)
+	if err := virginia.QueryRowContext(vctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 3 {
+		t.Errorf("Virginia read: %d %v, want 3", v, err)
+	}
 }

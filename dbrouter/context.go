@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,19 @@ type tracker struct {
 
 	mu       sync.Mutex // protects the fields below and updates of need
 	written  *position  // writes made through this scope
-	restored *position  // position of the token the scope started with
+	restored *position  // position of the token(s) the scope started with
+	// touched are the sources that served reads of this scope whose
+	// served position is not yet in need (see [Router.settle]); last is
+	// the reader of the scope's latest read, which its next read prefers.
+	touched []servedBy
+	last    servedBy
+}
+
+// servedBy is a source that served a read of a scope: a reader of rt, or
+// rt's writer when r is nil.
+type servedBy struct {
+	rt *Router
+	r  *reader
 }
 
 type trackerKey struct{}
@@ -55,22 +68,44 @@ func (t *tracker) advance(p *position, written bool) {
 	t.mu.Unlock()
 }
 
-// served records that a read was served by a reader at p: later reads must
-// not go back before p. p covers need (the reader was chosen for that), so
-// this does not allocate.
-func (t *tracker) served(p *position) {
-	if p.empty() {
-		return
+// served records that a read of the scope was served by s. What s served
+// is not known yet (a reader may be ahead of the position its monitor last
+// saw); [Router.settle] bounds it from above before the scope's position
+// leaves the scope or its next read goes to another source.
+func (t *tracker) served(s servedBy) {
+	t.mu.Lock()
+	if !slices.Contains(t.touched, s) {
+		t.touched = append(t.touched, s)
 	}
-	for {
-		cur := t.need.Load()
-		if cur.covers(p) || !p.covers(cur) {
-			return
-		}
-		if t.need.CompareAndSwap(cur, p) {
-			return
+	t.last = s
+	t.mu.Unlock()
+}
+
+// sticky returns the reader of the scope's latest read if its later reads
+// may stay on it without settling (rt's reader, still touched).
+func (t *tracker) sticky(rt *Router) *reader {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.last.rt != rt || t.last.r == nil || !slices.Contains(t.touched, t.last) {
+		return nil
+	}
+	return t.last.r
+}
+
+// touchedOther reports whether reads of the scope were served by another
+// source than rt's reader r, whose served position is not in need yet.
+func (t *tracker) touchedOther(rt *Router, r *reader) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.touched {
+		if s.rt != rt || s.r != r {
+			return true
 		}
 	}
+	return false
 }
 
 // routeOpts are per-call routing overrides.

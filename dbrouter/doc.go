@@ -61,20 +61,48 @@
 //	bounded staleness   WithMaxStaleness(ctx, d)       data at most d old (as last checked)      a freshness check when the last is older than d
 //	read-your-writes    a scope (Middleware,           every write of the scope and of the       a wait (bounded) while the local reader
 //	                    NewContext, WithToken)         user's earlier requests, any region       catches up; then another region's reader or the writer
-//	monotonic reads     a scope (same)                 never older data than a read of the       as above; the token travels while some reader
-//	                                                   user showed before                        is behind what the user saw
+//	monotonic reads     a scope (same)                 never older data than a read of the       as above, and one local position query per
+//	                                                   user showed before, any region            response whose request read (shared)
 //	strong              WithWriter(ctx)                every committed write                     writer load
 //
 // "Known to have applied" is checked per reader against the monitor's record
 // of that reader's position: one reader catching up never releases the
-// others. Monotonic reads are exact with respect to the positions the
-// monitors know (a read served by a reader at known position P makes P a
-// requirement of the scope's later reads); the reader may have been a little
-// further than known when it served.
+// others.
+//
+// Monotonic reads are exact with respect to what was served. A reader may be
+// ahead of the position its monitor last saw, so the position it is known to
+// have is only a lower bound of the data it showed. The scope therefore
+// records which reader (or the writer) served each read, and before its
+// position leaves the scope ([Router.Token], the middleware) or its next
+// read goes to another source, it requires a position of that source read
+// after the read: positions only grow, so that source had then applied at
+// least what it showed. That position comes from a monitor poll taken since,
+// or from one query ("SELECT @@global.gtid_current_pos") shared by the
+// concurrent requests that need one; a scope's reads stay on the reader of
+// its previous read while that reader qualifies, so reads inside a request
+// need none. Reads still running when the token is taken are not covered,
+// and neither are bounded-staleness reads.
+//
+// Which configurations give what (each process routes with its own Config):
+//
+//	readers a router knows                 read-your-writes, monotonic reads         when the local reader lags
+//	its region's and the other regions'    hold, in every region                     wait (bounded), then another region's reader
+//	                                                                                 known to have the position, then the writer
+//	only its own region's                  hold, in every region                     wait (bounded), then the writer
+//	none in its region (others or none)    hold                                      other regions' readers, or the writer
+//	any, without a scope in ctx            none: eventual reads (MaxLag)             -
+//	any, WithMaxStaleness(ctx, d)          none: data at most d old                  a freshness check
+//
+// The guarantee never depends on readers of other regions being
+// configured: a token is kept while its scope requires anything, because no
+// router can know that readers it does not monitor have applied it. Other
+// regions' readers only add a place to read from while the local one lags.
+// Every router of the service must share [Config.TokenKeys].
 //
 // Positions are exact replication positions: MariaDB GTIDs
 // ([DialectMariaDB], read with @@last_gtid on the session that wrote,
-// which costs one extra round trip per write and none per read) or MySQL
+// which costs one extra round trip per write; reads need none, but bounding
+// what a request's reads showed costs one shared query, see above) or MySQL
 // GTID sets ([DialectMySQL]); on Aurora, whose readers share storage and
 // have no binlog position, a heartbeat row ([DialectHeartbeat]): one
 // router of the fleet, elected among those with HeartbeatPeriod set,
@@ -96,9 +124,19 @@
 // the key that made it, base64url: about 36 characters for one MariaDB
 // domain, always under 100. Keys rotate through [Config.TokenKeys]. A
 // corrupt, forged or expired ([Config.TokenMaxAge]) token is ignored and
-// counted ([Stats].TokensRejected), never an error page. Once every reader
-// has applied a token's position, the token is no longer sent and the
-// cookie is deleted.
+// counted ([Stats].TokensRejected), never an error page. A token is sent
+// until it expires: no router knows every reader that may serve the user's
+// next request.
+//
+// Tokens only move forward on the client. A response sets a token only if
+// its request advanced its scope beyond every token it carried, and the
+// token it sets is the maximum of those and of what the request did; it
+// deletes only the token cookies that request carried. Each token cookie is
+// named after its token (regiondb_ryw.<tag>), so that concurrent requests of
+// one user (a second tab, a prefetch, a retry) set cookies of different
+// names, the browser keeps them all, and its next request carries them all
+// to be merged. API clients that send concurrent requests keep a set of
+// tokens the same way (see [Router.Middleware]).
 //
 // [Router.WrittenPosition], [Router.RequirePosition] and
 // [Router.MergePositions] implement the cache package's Consistency

@@ -34,6 +34,7 @@ type reader struct {
 	recentLag atomic.Int64             // smoothed lag, for wait bounds
 	freshAsOf atomic.Int64             // UnixNano: the reader had all the writer had then
 	polls     atomic.Int64             // monitor queries sent to this reader
+	sample    sampler                  // position reads, for bounding what the reader served
 
 	kick chan struct{} // wakes the monitor; capacity 1
 
@@ -310,7 +311,97 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 		rt.changed.broadcast()
 		return
 	}
+	// A position read is also an upper bound of what r served before it
+	// started (see [Router.settle]).
+	r.sample.record(p, start)
+	if wpos != nil {
+		rt.wsample.record(wpos, wAt)
+	}
 	rt.update(ctx, r, p, wpos, wAt, start)
+}
+
+// raise records that r has applied p and returns r's new watermark. Safe
+// for concurrent use (the monitor and settling reads both raise).
+func (r *reader) raise(p *position) *position {
+	for {
+		old := r.wm.Load()
+		n := merge(old, p)
+		if n == old || r.wm.CompareAndSwap(old, n) {
+			return n
+		}
+	}
+}
+
+// sampler shares position reads of one source among the reads that need
+// one taken after a given time: a read started after that time serves
+// them all, whoever started it. Safe for concurrent use.
+type sampler struct {
+	mu   sync.Mutex  // protects last and cur
+	last *sample     // the newest completed read
+	cur  *sampleCall // the newest read in flight, or nil
+}
+
+// sample is a position read that started at at.
+type sample struct {
+	pos *position
+	at  time.Time
+}
+
+type sampleCall struct {
+	at   time.Time
+	done chan struct{} // closed when pos and err are set
+	pos  *position
+	err  error
+}
+
+// record keeps p, read by a query that started at at, if it is the newest.
+func (s *sampler) record(p *position, at time.Time) {
+	s.mu.Lock()
+	if s.last == nil || s.last.at.Before(at) {
+		s.last = &sample{pos: p, at: at}
+	}
+	s.mu.Unlock()
+}
+
+// after returns a position of the source read by a query that started at
+// or after t: a recorded one, one in flight, or one read now with q (in
+// the caller's goroutine).
+func (s *sampler) after(ctx context.Context, t time.Time, q func(context.Context) (*position, error)) (*position, error) {
+	s.mu.Lock()
+	if s.last != nil && !s.last.at.Before(t) {
+		p := s.last.pos
+		s.mu.Unlock()
+		return p, nil
+	}
+	if c := s.cur; c != nil && !c.at.Before(t) {
+		s.mu.Unlock()
+		select {
+		case <-c.done:
+			if c.err == nil {
+				return c.pos, nil
+			}
+			// The query of another read failed (perhaps its context):
+			// try once more with ours.
+			return s.after(ctx, time.Now(), q)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	c := &sampleCall{at: time.Now(), done: make(chan struct{})}
+	s.cur = c
+	s.mu.Unlock()
+	c.pos, c.err = q(ctx)
+	s.mu.Lock()
+	if s.cur == c {
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	close(c.done)
+	if c.err != nil {
+		return nil, c.err
+	}
+	s.record(c.pos, c.at)
+	return c.pos, nil
 }
 
 // waitApplied runs the dialect's server-side wait for r's pending position.
@@ -346,13 +437,7 @@ func (rt *Router) waitApplied(ctx context.Context, r *reader) bool {
 func (rt *Router) update(ctx context.Context, r *reader, p, wpos *position, wAt, start time.Time) {
 	cfg := &rt.cfg
 	now := time.Now()
-	old := r.wm.Load()
-	if old.empty() || p.covers(old) {
-		r.wm.Store(p)
-	} else if !old.covers(p) {
-		r.wm.Store(merge(old, p))
-	}
-	wm := r.wm.Load()
+	wm := r.raise(p)
 
 	// Lag: the time the reader took (or is taking) to apply a position
 	// the writer was seen at: a fresh writer position it already has

@@ -36,6 +36,7 @@ type Router struct {
 	rr      atomic.Uint32
 
 	writerPos atomic.Pointer[position] // highest writer position seen
+	wsample   sampler                  // writer position reads, for bounding what the writer served
 	changed   notifier                 // monitor state changes
 	opened    time.Time
 
@@ -85,7 +86,8 @@ type Stats struct {
 	// WritePositionFailures counts writes whose replication position could
 	// not be read (the request's later reads then go to the writer).
 	WritePositionFailures int64
-	// MonitorQueries counts position queries the monitors sent to readers.
+	// MonitorQueries counts position queries sent to readers: by the
+	// monitors, and to bound what reads showed (monotonic reads).
 	MonitorQueries int64
 	// LocalReaders is the number of configured readers in the local region.
 	LocalReaders int
@@ -181,6 +183,10 @@ func Open(cfg Config) (*Router, error) {
 	})
 	for _, w := range n.warnings {
 		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: "+w)
+	}
+	if len(cfg.TokenKeys) == 0 {
+		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: no TokenKeys: read-your-writes tokens are signed "+
+			"with a random key of this process, and every other process and region rejects them")
 	}
 	for _, r := range rt.readers {
 		rt.wg.Add(1)
@@ -439,25 +445,65 @@ func (rt *Router) readerFailed(ctx context.Context, db *sql.DB, err error) bool 
 // route returns where query (or, with readOnlyTx, a read-only transaction)
 // runs. It never fails: when it cannot wait any longer it returns the
 // writer, and the pool reports ctx's error.
+//
+// A read of a read-your-writes scope is recorded in the scope (see
+// [tracker.served]). When it goes to another source than the scope's
+// earlier reads, what those served is first bounded and required
+// ([Router.settle]), so that this read cannot show older data.
 func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) target {
 	if !readOnlyTx && !rt.classes.readOnly(query) {
 		rt.stats.writes.Add(1)
 		return rt.toWriter(telReasonWrite)
 	}
 	o, _ := ctx.Value(routeKey{}).(routeOpts)
+	t := trackerFrom(ctx)
 	if o.writer || len(rt.readers) == 0 {
 		rt.stats.readsForced.Add(1)
+		if t != nil {
+			t.served(servedBy{rt: rt})
+		}
 		return rt.toWriter(telReasonForced)
 	}
-	t := trackerFrom(ctx)
+	req, _ := ctx.Value(requireKey{}).(*requirement)
+	tg, r := rt.routeRead(ctx, o, t, req)
+	if o.maxStaleness > 0 || t == nil {
+		// Bounded-staleness reads opt out of the scope's guarantees.
+		rt.countRead(r)
+		return tg
+	}
+	if r != nil && t.touchedOther(rt, r) {
+		rt.settle(ctx, t)
+		if !r.wm.Load().covers(t.need.Load()) {
+			tg, r = rt.routeRead(ctx, o, t, req)
+		}
+	}
+	rt.countRead(r)
+	t.served(servedBy{rt: rt, r: r})
+	return tg
+}
+
+// countRead counts a read served by r (nil: the writer, counted by
+// [Router.fallback]).
+func (rt *Router) countRead(r *reader) {
+	switch {
+	case r == nil:
+	case r.local:
+		rt.stats.readsReader.Add(1)
+	default:
+		rt.stats.readsRemote.Add(1)
+	}
+}
+
+// routeRead chooses the source of a read: a reader (returned too), or the
+// writer (nil reader).
+func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *requirement) (target, *reader) {
 	var need *position
 	if t != nil {
 		need = t.need.Load()
 	}
-	req, _ := ctx.Value(requireKey{}).(*requirement)
 	if req != nil {
 		if req.pos == nil {
-			return rt.fallback(ctx, telFallbackNoReader)
+			return rt.fallback(ctx, telFallbackNoReader), nil
 		}
 		need = merge(need, req.pos)
 	}
@@ -466,33 +512,26 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 			if req != nil && !r.wm.Load().covers(req.pos) {
 				req.ok.Store(false)
 			}
-			return rt.served(r, nil, telReasonStaleness)
+			return readerTarget(r, telReasonStaleness), r
 		}
 	} else if t == nil || !t.writerOnly.Load() {
+		// The reader of the scope's previous read needs no bound of what
+		// it served; a remote one is kept only while no local one
+		// qualifies.
+		if r := t.sticky(rt); r != nil && r.local && r.usable(rt.cfg.MaxLag) && r.wm.Load().covers(need) {
+			return readerTarget(r, telReasonFreshReader), r
+		}
 		if r := rt.pick(need, need.empty() && !rt.cfg.PreferWriter); r != nil {
-			return rt.served(r, t, telReasonFreshReader)
+			return readerTarget(r, telReasonFreshReader), r
 		}
 		if need.empty() {
 			// Eventual read and no usable reader: nothing to wait for.
-			return rt.fallback(ctx, telFallbackNoReader)
+			return rt.fallback(ctx, telFallbackNoReader), nil
 		}
 	} else {
-		return rt.fallback(ctx, telFallbackNoReader)
+		return rt.fallback(ctx, telFallbackNoReader), nil
 	}
-	return rt.waitAndPick(ctx, need, t, req, o.maxStaleness)
-}
-
-// served counts a read served by r and records r's position in t.
-func (rt *Router) served(r *reader, t *tracker, reason telReason) target {
-	if r.local {
-		rt.stats.readsReader.Add(1)
-	} else {
-		rt.stats.readsRemote.Add(1)
-	}
-	if t != nil {
-		t.served(r.wm.Load())
-	}
-	return readerTarget(r, reason)
+	return rt.waitAndPick(ctx, need, req, o.maxStaleness)
 }
 
 // pick returns a usable reader that has applied need (which may be empty):
@@ -531,7 +570,7 @@ func (rt *Router) pickStale(d time.Duration) *reader {
 // waitAndPick is the slow path: no reader qualifies now. It registers the
 // demand with the monitors, waits a bounded time for one to qualify, then
 // falls back (another region's reader, then the writer).
-func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, req *requirement, stale time.Duration) target {
+func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirement, stale time.Duration) (target, *reader) {
 	var cands []*reader
 	var bound time.Duration
 	for _, r := range rt.readers {
@@ -549,9 +588,9 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, r
 	}
 	if len(cands) == 0 || bound <= 0 {
 		if r := pickNow(true); r != nil {
-			return rt.served(r, t, telReasonFreshReader)
+			return readerTarget(r, telReasonFreshReader), r
 		}
-		return rt.fallback(ctx, telFallbackNoReader)
+		return rt.fallback(ctx, telFallbackNoReader), nil
 	}
 	rt.stats.waits.Add(1)
 	now := time.Now()
@@ -578,18 +617,18 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, t *tracker, r
 		ch := rt.changed.wait()
 		if r := pickNow(!time.Now().Before(localDeadline)); r != nil {
 			rt.tel.recordTokenWait(ctx, time.Since(now))
-			return rt.served(r, t, telReasonTokenWait)
+			return readerTarget(r, telReasonTokenWait), r
 		}
 		select {
 		case <-ch:
 		case <-timer.C:
 			rt.tel.recordTokenWait(ctx, time.Since(now))
 			if r := pickNow(true); r != nil {
-				return rt.served(r, t, telReasonTokenWait)
+				return readerTarget(r, telReasonTokenWait), r
 			}
-			return rt.fallback(ctx, telFallbackTokenTimeout)
+			return rt.fallback(ctx, telFallbackTokenTimeout), nil
 		case <-ctx.Done():
-			return rt.fallback(ctx, telFallbackTokenTimeout)
+			return rt.fallback(ctx, telFallbackTokenTimeout), nil
 		}
 	}
 }

@@ -317,6 +317,27 @@ func (d *driver) verifyFamily(ctx context.Context, p *person, region string) {
 	d.chk.check("family record", p, r, ok, fmt.Sprintf("family %d lists the user as %q", f.ID, name))
 }
 
+// secondTab: p adds photos in region while a second tab of the same
+// browser (same cookie jar) reads the album in the other region; the second
+// tab's response may land after the write's. The next read, in the other
+// region, must show the photos: a response of a request that did not
+// supersede the write's token must not have taken it away.
+func (d *driver) secondTab(ctx context.Context, p *person, region string, others []*person) {
+	var wg sync.WaitGroup
+	var ok bool
+	wg.Go(func() { _, ok = d.addPhotos(ctx, p, region, 1, others) })
+	wg.Go(func() {
+		// Concurrent with the write: it may or may not show the photo.
+		if r := p.c.do(ctx, d.other(region), http.MethodGet, albumPath(p.albumID), "GET /albums/{id}", nil); !r.ok() {
+			d.chk.failed("second tab", p, r)
+		}
+	})
+	wg.Wait()
+	if ok {
+		d.verifyAlbum(ctx, "second tab", p, d.other(region), albumPath(p.albumID), nil)
+	}
+}
+
 // browse is a background person's loop until ctx ends: mostly in their
 // home region, sometimes in the other (travel, or geo-DNS failover).
 func (d *driver) browse(ctx context.Context, p *person, family []*person, seed uint64) {
@@ -361,6 +382,8 @@ func (d *driver) browse(ctx context.Context, p *person, family []*person, seed u
 			d.rename(ctx, p, region())
 		case n < 90:
 			d.verifyFamily(ctx, p, region())
+		case n < 95:
+			d.secondTab(ctx, p, region(), others)
 		default:
 			r := p.c.do(ctx, region(), http.MethodGet, "/notifications", "GET /notifications", nil)
 			if !r.ok() {

@@ -9,10 +9,13 @@ import (
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 
-// TestHarness runs the harness briefly and asserts issue 3's bars: the
-// router misses no own write, the naive splitter does (so the harness can
-// see a failure), and the router sends at most a tenth as many reads to the
-// writer as the 2-second window.
+// TestHarness runs the harness briefly and asserts issue 3's and issue 11's
+// bars: the router misses no own write, shows no older data than before
+// (monotonic reads), and keeps both through concurrent tabs and with
+// local-only routers, while the naive splitter and each control fail (so the
+// harness can see each failure); the router sends at most a tenth as many
+// reads to the writer as the 2-second window; no strategy fails more than
+// 1 % of its requests.
 func TestHarness(t *testing.T) {
 	s := testserver.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -22,8 +25,20 @@ func TestHarness(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log(rep.JSON())
-	if rep.Router.Reads < 500 {
+	if err := rep.Check(); err != nil {
+		t.Error(err)
+	}
+	if rep.Router.Reads < 300 {
 		t.Errorf("router served only %d reads", rep.Router.Reads)
+	}
+	if rep.Monotonic.Regressions != 0 {
+		t.Errorf("router: %d monotonic-read regressions in %d reads, want 0", rep.Monotonic.Regressions, rep.Monotonic.Reads)
+	}
+	if rep.Tabs.Violations != 0 {
+		t.Errorf("tabs: %d violations in %d reads, want 0", rep.Tabs.Violations, rep.Tabs.Reads)
+	}
+	if rep.LocalOnly.Violations != 0 {
+		t.Errorf("local_only: %d violations in %d reads, want 0", rep.LocalOnly.Violations, rep.LocalOnly.Reads)
 	}
 	if rep.Router.Violations != 0 {
 		t.Errorf("router: %d read-your-writes violations, want 0", rep.Router.Violations)

@@ -1,7 +1,12 @@
 // Command bench-ryw runs the read-your-writes harness (package
 // internal/rywharness) against the local stack and prints, as its last
-// line, {"router":{...},"naive":{...},"window2s":{...}} with violations,
-// writer_share, p50_ms and p99_ms per strategy. Run it with `make bench-ryw`.
+// line, {"router":{...},"naive":{...},"window2s":{...},"monotonic":{...},
+// "monotonic_control":{...},"tabs":{...},"tabs_control":{...},
+// "local_only":{...},"local_only_control":{...}}: violations, writer_share,
+// p50_ms, p99_ms, reads and errors per strategy, and reads, regressions or
+// violations of each guarantee and its control. It exits with status 1 when
+// the run means nothing (more than 1 % of a strategy's requests failed, too
+// few reads, or a control that saw no failure). Run it with `make bench-ryw`.
 package main
 
 import (
@@ -33,5 +38,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	bad := rep.Check()
+	if bad != nil {
+		fmt.Fprintln(os.Stderr, "bench-ryw: the run does not count:", bad)
+	}
 	fmt.Println(rep.JSON())
+	if bad != nil {
+		os.Exit(1)
+	}
 }
