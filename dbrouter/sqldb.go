@@ -64,6 +64,12 @@ func (rt *Router) GetDBConn() (*sql.DB, error) {
 	return rt.sqldb, nil
 }
 
+// Connector returns a [driver.Connector] of the router's logical
+// connections, for wrappers that take one (otelsql.OpenDB): every
+// [sql.OpenDB] of it is a routing pool like [Router.DB], sharing the
+// router's endpoint pools. Closing such a pool closes the router.
+func (rt *Router) Connector() driver.Connector { return routingConnector{rt} }
+
 // routingIdleConns is the routing pool's default idle limit: an idle
 // logical connection holds no physical one and costs a small struct, and
 // keeping them saves database/sql's churn of opening and closing them under
