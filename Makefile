@@ -20,12 +20,13 @@ demo: deps
 
 ## test: gofmt, vet, and the whole suite with the race detector against the real stack
 test: deps check
-	$(STACK) run -- $(GO) test -race -count=1 -p 1 -timeout 25m ./...
+	$(STACK) run -- sh -c '$(GO) test -race -count=1 -p 1 -timeout 25m ./... && cd compat && $(GO) test -race -count=1 -p 1 -timeout 10m ./...'
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd compat && $(GO) vet ./...
 
 ## stack: run the stack in the foreground until interrupted (for development)
 stack: deps

@@ -162,9 +162,11 @@ type Config struct {
 	// instance that still reports itself writable during a failover.
 	Aurora bool
 
-	// RecordQueryText records each statement's text (never its arguments)
-	// in its span as db.query.text. Off by default: statements may embed
-	// literal values.
+	// RecordQueryText is ignored: every span records the statement's text
+	// as db.query.text with its literals replaced by "?" (never its
+	// arguments), as the database conventions recommend by default.
+	//
+	// Deprecated: the text is recorded without literals whatever its value.
 	RecordQueryText bool
 
 	// WriterPool and ReaderPool limit the connection pools (one per

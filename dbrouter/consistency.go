@@ -108,7 +108,7 @@ func (rt *Router) upperBound(ctx context.Context, r *reader, after time.Time) (*
 		return nil, err
 	}
 	if _, ok := rt.dialect.(heartbeatDialect); ok && !p.empty() {
-		p = newPosition([]posPart{{key: "hb", seq: p.parts[0].seq + 1}})
+		p = newPosition([]posPart{{key: p.parts[0].key, seq: p.parts[0].seq + 1}})
 	}
 	return p, nil
 }

@@ -25,6 +25,19 @@
 // *sql.DB at a call site by changing its type. Like [sql.Open], [Open] only
 // validates its arguments and starts the monitors; it does not connect.
 //
+// # A *sql.DB that routes
+//
+// [Router.DB] returns a [*sql.DB] whose every statement follows the same
+// rules (its connection model is in its documentation). Data layers take it
+// in one line; pass each request's context so that its scope applies:
+//
+//	GORM:    gorm.Open(mysql.New(mysql.Config{Conn: rt.DB()}), &gorm.Config{}) // or Conn: rt (GetDBConn)
+//	sqlx:    sqlx.NewDb(rt.DB(), "mysql")
+//	ent:     ent.NewClient(ent.Driver(entsql.OpenDB(dialect.MySQL, rt.DB())))
+//	bun:     bun.NewDB(rt.DB(), mysqldialect.New())
+//	sqlc:    db.New(rt) // or db.New(rt.DB()); WithTx takes the *sql.Tx of rt.BeginTx
+//	otelsql: otelsql.OpenDB(rt.Connector()) // a routing pool wrapped by otelsql
+//
 // # Routing
 //
 // Only statements that are provably read-only go to a reader: SELECT,
@@ -41,8 +54,8 @@
 // STATUS), numbers glued to words ("1.0LOCK"), string literals whose extent
 // depends on sql_mode (a backslash in '...' or "..."), several statements,
 // executable comments (/*! ... */), and every statement of a read-write
-// transaction. Prepared statements ([Router.PrepareContext]) belong to one
-// pool and run on the writer.
+// transaction. Prepared statements ([Router.PrepareContext]) are routed like
+// the same statement at each execution.
 //
 // Per call, through the context: [WithWriter] sends reads to the writer;
 // [WithMaxStaleness] lets a read use any reader known to be at most that far
@@ -262,9 +275,14 @@
 // regiondb.route (writer or reader), regiondb.region and regiondb.endpoint of
 // the endpoint that served it, and regiondb.reason (write, fresh_reader,
 // token_wait, staleness_budget, writer_fallback, forced_writer, retry).
-// db.query.text is recorded only with [Config].RecordQueryText; arguments,
-// passwords and DSNs never are, and a failed span's status holds the error
-// number, not the server's message (which may quote values).
+// Statements of transactions and prepared statements get spans too, and so
+// do BEGIN, COMMIT and ROLLBACK. db.query.text holds the statement's text
+// with its literals replaced by "?" and its comments dropped (a statement
+// written with placeholders appears as written); arguments, literals,
+// passwords and DSNs never appear, and a failed span's status holds the
+// error number, not the server's message (which may quote values).
+// db.client.operation.duration (seconds) carries db.operation.name, and on
+// failure error.type and db.response.status_code.
 //
 // Metrics (meter and tracer named [ScopeName]): db.client.operation.duration,
 // db.client.connection.count and db.client.connection.max per pool,

@@ -239,7 +239,7 @@ func TestMiddlewareKeepsUnchangedToken(t *testing.T) {
 func TestTokenCookieSecure(t *testing.T) {
 	advance := func(rt *Router) http.Handler {
 		return rt.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			trackerFrom(r.Context()).advance(newPosition([]posPart{{key: "0", seq: 42}}), true)
+			trackerFrom(r.Context()).advance(newPosition([]posPart{{key: domainKey(0), seq: 42}}), true)
 		}))
 	}
 	for _, tc := range []struct {
@@ -314,7 +314,7 @@ func TestMiddlewareCarriedTokens(t *testing.T) {
 		TokenKeys: []TokenKey{{ID: 1, Secret: []byte("0123456789abcdef")}},
 	})
 	tok := func(seq uint64) string {
-		s, err := rt.tokens.encode(newPosition([]posPart{{key: "0", seq: seq}}), time.Now())
+		s, err := rt.tokens.encode(newPosition([]posPart{{key: domainKey(0), seq: seq}}), time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +325,7 @@ func TestMiddlewareCarriedTokens(t *testing.T) {
 	h := rt.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tr := trackerFrom(r.Context())
 		if advance > 0 {
-			tr.advance(newPosition([]posPart{{key: "0", seq: advance}}), true)
+			tr.advance(newPosition([]posPart{{key: domainKey(0), seq: advance}}), true)
 		}
 		need = tr.need.Load()
 	}))

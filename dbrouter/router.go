@@ -31,6 +31,8 @@ type Router struct {
 	search  *writerSearch
 	tel     *telemetry // nil: uninstrumented (only the overhead benchmark does that)
 
+	sqldb *sql.DB // the routing pool (see DB)
+
 	readers []*reader // local region first, then the others, in Config order
 	nLocal  int       // readers[:nLocal] are local
 	rr      atomic.Uint32
@@ -181,6 +183,7 @@ func Open(cfg Config) (*Router, error) {
 		queryText: n.RecordQueryText, dbSystem: dbSystem,
 		readers: rt.telReaders, pools: rt.telPools,
 	})
+	rt.sqldb = newRoutingDB(rt)
 	for _, w := range n.warnings {
 		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: "+w)
 	}
@@ -209,7 +212,7 @@ func (rt *Router) Close() error {
 		rt.search.close()
 		rt.wg.Wait()
 		rt.tel.close()
-		var errs []error
+		errs := []error{rt.sqldb.Close()}
 		rt.wmu.Lock()
 		for _, w := range rt.wpools {
 			if w != nil {
@@ -234,23 +237,11 @@ func (rt *Router) Close() error {
 // sent, the error matches [ErrOutcomeUnknown] and nothing is retried. When
 // no writer is found the error matches [ErrNoWriter].
 func (rt *Router) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if rt.closed.Load() {
-		return nil, ErrClosed
-	}
-	rt.stats.writes.Add(1)
-	t := rt.toWriter(telReasonWrite)
-	sctx, o := rt.tel.startStatement(ctx, query, t.ep, t.route, t.reason)
-	res, err := t.db.ExecContext(sctx, query, args...)
-	if err != nil {
-		var retry bool
-		if t, retry, err = rt.writeFailed(ctx, t, true, err); retry {
-			res, err = t.db.ExecContext(sctx, query, args...)
-			if err != nil {
-				t, _, err = rt.writeFailedFinal(ctx, t, true, err)
-			}
-		}
-	}
-	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
+	var res sql.Result
+	err := rt.execute(ctx, stmtCall{op: opExec, query: query}, nil, func(ctx context.Context, t target) (err error) {
+		res, err = t.db.ExecContext(ctx, query, args...)
+		return err
+	})
 	return res, err
 }
 
@@ -260,20 +251,11 @@ func (rt *Router) ExecContext(ctx context.Context, query string, args ...any) (s
 // reader, or the writer); a statement on the writer is handled like
 // [Router.ExecContext]'s.
 func (rt *Router) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if rt.closed.Load() {
-		return nil, ErrClosed
-	}
-	t := rt.route(ctx, query, false)
-	sctx, o := rt.tel.startStatement(ctx, query, t.ep, t.route, t.reason)
-	rows, err := t.db.QueryContext(sctx, query, args...)
-	for a := rt.attempts(); err != nil; {
-		var retry bool
-		if t, retry, err = rt.failed(ctx, t, query, false, err, &a); !retry {
-			break
-		}
-		rows, err = t.db.QueryContext(sctx, query, args...)
-	}
-	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
+	var rows *sql.Rows
+	err := rt.execute(ctx, stmtCall{op: opQuery, query: query}, nil, func(ctx context.Context, t target) (err error) {
+		rows, err = t.db.QueryContext(ctx, query, args...)
+		return err
+	})
 	return rows, err
 }
 
@@ -281,108 +263,45 @@ func (rt *Router) QueryContext(ctx context.Context, query string, args ...any) (
 // chosen by the routing rules, retried once like [Router.QueryContext]'s when
 // it failed before returning a row. Errors are deferred until [sql.Row.Scan].
 func (rt *Router) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	t := rt.route(ctx, query, false)
-	sctx, o := rt.tel.startStatement(ctx, query, t.ep, t.route, t.reason)
-	row := t.db.QueryRowContext(sctx, query, args...)
-	err := row.Err()
-	for a := rt.attempts(); err != nil && err != sql.ErrNoRows; {
-		var retry bool
-		if t, retry, err = rt.failed(ctx, t, query, false, err, &a); !retry {
-			break
+	var row *sql.Row
+	err := rt.execute(ctx, stmtCall{op: opQuery, query: query}, nil, func(ctx context.Context, t target) error {
+		row = t.db.QueryRowContext(ctx, query, args...)
+		if err := row.Err(); err != sql.ErrNoRows {
+			return err
 		}
-		row = t.db.QueryRowContext(sctx, query, args...)
-		err = row.Err()
+		return nil
+	})
+	if row == nil && err != nil {
+		// Closed: a Row can only carry an error through a pool, and the
+		// closed pools report it.
+		row = rt.wdb().QueryRowContext(ctx, query, args...)
 	}
-	if err == sql.ErrNoRows {
-		err = nil
-	}
-	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
 	return row
 }
 
-// retryBudget bounds the retries of one statement: each failing reader is
-// excluded before its read is re-routed (so at most one retry per reader),
-// and the writer is retried once.
-type retryBudget struct {
-	readers int
-	writer  bool
-}
-
-func (rt *Router) attempts() retryBudget { return retryBudget{readers: len(rt.readers), writer: true} }
-
-// failed handles err of a statement on t: a reader's failure excludes the
-// reader and re-routes the read (to another fresh reader, or the writer); the
-// writer's goes to writeFailed. It reports whether to run the statement
-// again on the returned target.
-func (rt *Router) failed(ctx context.Context, t target, query string, readOnlyTx bool, err error, b *retryBudget) (target, bool, error) {
-	if t.route == telRouteWriter {
-		write := !readOnlyTx && !rt.classes.readOnly(query)
-		if !b.writer {
-			t, _, err = rt.writeFailedFinal(ctx, t, write, err)
-			return t, false, err
-		}
-		b.writer = false
-		return rt.writeFailed(ctx, t, write, err)
-	}
-	if b.readers > 0 && rt.readerFailed(ctx, t.db, err) {
-		b.readers--
-		n := rt.route(ctx, query, readOnlyTx)
-		if n.route == telRouteReader {
-			n.reason = telReasonRetry
-		}
-		return n, true, nil
-	}
-	return t, false, unwrapConnectError(err)
-}
-
-// PrepareContext prepares a statement on the writer. A [*sql.Stmt] belongs
-// to one pool, so prepared statements are not routed: they read and write
-// with the writer's strong consistency, on the writer of the moment they are
-// prepared.
+// PrepareContext prepares a statement of the routing pool ([Router.DB]):
+// each execution is routed like the same statement run directly (a read to
+// a reader, anything else to the writer) and prepared on the endpoint that
+// runs it when it first needs to be. Preparing sends nothing to a server.
 func (rt *Router) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
 	if rt.closed.Load() {
 		return nil, ErrClosed
 	}
-	t := rt.toWriter(telReasonWrite)
-	st, err := t.db.PrepareContext(ctx, query)
-	if err != nil {
-		var retry bool
-		if t, retry, err = rt.writeFailed(ctx, t, false, err); retry {
-			st, err = t.db.PrepareContext(ctx, query)
-			if err != nil {
-				_, _, err = rt.writeFailedFinal(ctx, t, false, err)
-			}
-		}
-	}
-	return st, err
+	return rt.sqldb.PrepareContext(ctx, query)
 }
 
-// BeginTx starts a transaction: on a reader chosen like a read when opts
-// asks for a read-only transaction, on the writer otherwise. Every
-// statement of a read-write transaction runs on the writer; its commit
-// advances the context's read-your-writes position. A BEGIN that failed
-// before reaching a server is retried once (after a writer search for the
-// writer). When the connection of a read-write transaction breaks, its
-// statements' and its commit's errors match [ErrOutcomeUnknown].
+// BeginTx starts a transaction of the routing pool ([Router.DB]): on a
+// reader chosen like a read when opts asks for a read-only transaction, on
+// the writer otherwise. Every statement of a read-write transaction runs on
+// the writer; its commit advances the context's read-your-writes position.
+// A BEGIN that failed before reaching a server is retried once (after a
+// writer search for the writer). When the connection of a read-write
+// transaction breaks, its statements' and its commit's errors match
+// [ErrOutcomeUnknown].
 func (rt *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
-	if rt.closed.Load() {
+	tx, err := rt.sqldb.BeginTx(ctx, opts)
+	if err != nil && rt.closed.Load() {
 		return nil, ErrClosed
-	}
-	ro := opts != nil && opts.ReadOnly
-	var t target
-	if ro {
-		t = rt.route(ctx, "", true)
-	} else {
-		rt.stats.writes.Add(1)
-		t = rt.toWriter(telReasonWrite)
-	}
-	tx, err := t.db.BeginTx(ctx, opts)
-	for a := rt.attempts(); err != nil; {
-		var retry bool
-		if t, retry, err = rt.failed(ctx, t, "", ro, err, &a); !retry {
-			break
-		}
-		tx, err = t.db.BeginTx(ctx, opts)
 	}
 	return tx, err
 }

@@ -21,10 +21,10 @@ func TestSamplerAfter(t *testing.T) {
 		q := func(context.Context) (*position, error) {
 			n := queries.Add(1)
 			<-release
-			return newPosition([]posPart{{key: "0", seq: 100 + n}}), nil
+			return newPosition([]posPart{{key: domainKey(0), seq: 100 + n}}), nil
 		}
 		ctx := context.Background()
-		s.record(newPosition([]posPart{{key: "0", seq: 1}}), time.Now().Add(-time.Millisecond))
+		s.record(newPosition([]posPart{{key: domainKey(0), seq: 1}}), time.Now().Add(-time.Millisecond))
 		after := time.Now()
 
 		var wg sync.WaitGroup

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -169,8 +170,9 @@ type telEndpoint struct {
 	name, region string
 	// spanAttrs are set on the spans of statements it serves.
 	spanAttrs []attribute.KeyValue
-	// opSet[route] identifies it in db.client.operation.duration.
-	opOpts [telRouteCount][]metric.RecordOption
+	// opOpts[route][op] identify it in db.client.operation.duration, with
+	// the operation name (op indexes sqlKeywords plus one; 0: none).
+	opOpts [telRouteCount][len(sqlKeywords) + 1][]metric.RecordOption
 	// stmtOpts[route][reason] identify its statements in the statements
 	// counter, with its region: local and other-region reads stay apart.
 	stmtOpts [telRouteCount][telReasonCount][]metric.AddOption
@@ -200,7 +202,11 @@ func newTelEndpoint(dbSystem, name, region, addr, database string) *telEndpoint 
 	for r := range telRouteCount {
 		route := telRoute(r)
 		opAttrs := append(append([]attribute.KeyValue(nil), base...), attrRoute.String(route.String()), attrRegion.String(region))
-		ep.opOpts[r] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(opAttrs...))}
+		ep.opOpts[r][0] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(opAttrs...))}
+		for i, k := range sqlKeywords {
+			withOp := append(append([]attribute.KeyValue(nil), opAttrs...), semconv.DBOperationName(k))
+			ep.opOpts[r][i+1] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(withOp...))}
+		}
 		for why := range telReasonCount {
 			ep.stmtOpts[r][why] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
 				attrRoute.String(route.String()), attrReason.String(telReason(why).String()), attrRegion.String(region)))}
@@ -410,18 +416,27 @@ func (t *telemetry) tracing() bool {
 type stmtObs struct {
 	span  trace.Span // nil when not traced
 	start time.Time  // zero when the duration is not recorded
+	op    uint8      // operation: index in sqlKeywords plus one; 0: none
 }
 
 // startStatement starts the span of a statement that ep serves as route for
 // reason. It returns the context to run the statement with (carrying the
 // span, if any). Attributes are built only if the span is recording.
 func (t *telemetry) startStatement(ctx context.Context, query string, ep *telEndpoint, route telRoute, reason telReason) (context.Context, stmtObs) {
+	return t.startCall(ctx, query, true, ep, route, reason)
+}
+
+// startCall is startStatement for a call whose text is the statement's own
+// (isQuery: recorded as db.query.text, without its literals) or only names
+// the operation (BEGIN, COMMIT, ROLLBACK).
+func (t *telemetry) startCall(ctx context.Context, query string, isQuery bool, ep *telEndpoint, route telRoute, reason telReason) (context.Context, stmtObs) {
 	if t == nil {
 		return ctx, stmtObs{}
 	}
 	var o stmtObs
 	if t.opDuration != nil && t.opDuration.Enabled(ctx) {
 		o.start = time.Now()
+		o.op = uint8(sqlOperationIndex(query))
 	}
 	if !t.tracing() {
 		return ctx, o
@@ -440,8 +455,8 @@ func (t *telemetry) startStatement(ctx context.Context, query string, ep *telEnd
 		if op != "" {
 			attrs = append(attrs, semconv.DBOperationName(op))
 		}
-		if t.queryText {
-			attrs = append(attrs, semconv.DBQueryText(query))
+		if isQuery {
+			attrs = append(attrs, semconv.DBQueryText(sanitizeQuery(query)))
 		}
 		span.SetAttributes(attrs...)
 	}
@@ -470,10 +485,13 @@ func (t *telemetry) endStatement(ctx context.Context, o stmtObs, ep *telEndpoint
 	}
 	if !o.start.IsZero() {
 		d := time.Since(o.start).Seconds()
+		opts := ep.opOpts[route][o.op]
 		if errType == "" {
-			t.opDuration.Record(ctx, d, ep.opOpts[route]...)
+			t.opDuration.Record(ctx, d, opts...)
+		} else if n := mysqlErrorNumber(err); n != "" {
+			t.opDuration.Record(ctx, d, opts[0], metric.WithAttributes(semconv.ErrorTypeKey.String(errType), semconv.DBResponseStatusCode(n)))
 		} else {
-			t.opDuration.Record(ctx, d, ep.opOpts[route][0], metric.WithAttributes(semconv.ErrorTypeKey.String(errType)))
+			t.opDuration.Record(ctx, d, opts[0], metric.WithAttributes(semconv.ErrorTypeKey.String(errType)))
 		}
 	}
 	if o.span == nil {
@@ -538,6 +556,15 @@ func (t *telemetry) recordFailover(ctx context.Context, ep *telEndpoint) {
 // whitespace and comments, or "" when it is not a known keyword. It returns
 // constants and does not allocate.
 func sqlOperationName(query string) string {
+	if i := sqlOperationIndex(query); i > 0 {
+		return sqlKeywords[i-1]
+	}
+	return ""
+}
+
+// sqlOperationIndex returns the index in sqlKeywords plus one of the
+// statement's first keyword, or 0 when it is not a known keyword.
+func sqlOperationIndex(query string) int {
 	i := 0
 	for i < len(query) {
 		c := query[i]
@@ -562,7 +589,7 @@ func sqlOperationName(query string) string {
 			return sqlKeyword(query[i:j])
 		}
 	}
-	return ""
+	return 0
 }
 
 var sqlKeywords = [...]string{
@@ -571,16 +598,104 @@ var sqlKeywords = [...]string{
 	"LOCK", "UNLOCK", "DO", "LOAD", "GRANT", "REVOKE", "USE", "ANALYZE", "OPTIMIZE", "VALUES", "TABLE",
 }
 
-func sqlKeyword(w string) string {
+func sqlKeyword(w string) int {
 	if len(w) < 2 || len(w) > 8 {
-		return ""
+		return 0
 	}
-	for _, k := range sqlKeywords {
+	for i, k := range sqlKeywords {
 		if len(k) == len(w) && asciiEqualFold(k, w) {
-			return k
+			return i + 1
 		}
 	}
-	return ""
+	return 0
+}
+
+// sanitizeQuery returns query without its literals, for db.query.text:
+// string and numeric literals (and hexadecimal and bit ones) become "?",
+// comments are dropped (they may hold values too); identifiers, quoted ones
+// included, and placeholders stay. A statement written with placeholders
+// comes back unchanged, without allocating.
+func sanitizeQuery(q string) string {
+	var b []byte // nil until something changes
+	last := 0    // q[last:i] is not yet copied into b
+	flush := func(i int, repl string) {
+		if b == nil {
+			b = make([]byte, 0, len(q))
+		}
+		b = append(b, q[last:i]...)
+		b = append(b, repl...)
+	}
+	prevWord := false
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := i + 1
+			for j < len(q) {
+				if q[j] == '\\' {
+					j += 2
+					continue
+				}
+				if q[j] == c {
+					if j+1 < len(q) && q[j+1] == c {
+						j += 2
+						continue
+					}
+					break
+				}
+				j++
+			}
+			j = min(j+1, len(q))
+			start := i
+			if prevWord && i > 0 && (q[i-1]|0x20 == 'x' || q[i-1]|0x20 == 'b') && (i < 2 || !isWordByte(q[i-2])) {
+				start = i - 1 // X'..' and B'..' literals
+			}
+			flush(start, "?")
+			i, last, prevWord = j, j, false
+		case c == '`':
+			j := i + 1
+			for j < len(q) && q[j] != '`' {
+				j++
+			}
+			i, prevWord = min(j+1, len(q)), false
+		case c == '#' || (c == '-' && i+1 < len(q) && q[i+1] == '-') || (c == '/' && i+1 < len(q) && q[i+1] == '*'):
+			j := i + 2
+			if c == '/' {
+				for j+1 < len(q) && !(q[j] == '*' && q[j+1] == '/') {
+					j++
+				}
+				j = min(j+2, len(q))
+			} else {
+				for j < len(q) && q[j] != '\n' {
+					j++
+				}
+			}
+			flush(i, " ")
+			i, last, prevWord = j, j, false
+		case c >= '0' && c <= '9' && !prevWord:
+			j := i + 1
+			for j < len(q) && (isWordByte(q[j]) || q[j] == '.' ||
+				((q[j] == '+' || q[j] == '-') && (q[j-1]|0x20 == 'e'))) {
+				j++
+			}
+			flush(i, "?")
+			i, last = j, j
+		case c == '.' && i+1 < len(q) && q[i+1] >= '0' && q[i+1] <= '9' && !prevWord:
+			j := i + 1
+			for j < len(q) && isWordByte(q[j]) {
+				j++
+			}
+			flush(i, "?")
+			i, last = j, j
+		default:
+			prevWord = isWordByte(c)
+			i++
+		}
+	}
+	if b == nil {
+		return q
+	}
+	return strings.TrimSpace(string(append(b, q[last:]...)))
 }
 
 func asciiEqualFold(upper, s string) bool {

@@ -22,8 +22,9 @@ import (
 //
 // That costs one extra round trip per write made in a read-your-writes
 // scope (0.2 ms on loopback), none per read and none per write outside a
-// scope, whose position nothing can need. The wrappers forward every optional driver interface the wrapped
-// connection has, so database/sql behaves as with the bare driver.
+// scope, whose position nothing can need. The wrappers forward every
+// optional driver interface the wrapped connection has, so database/sql
+// behaves as with the bare driver.
 type writeConnector struct {
 	inner driver.Connector
 	rt    *Router
@@ -82,15 +83,11 @@ func (c *writeConn) capture(ctx context.Context, t *tracker, global bool) {
 	p, err := c.lastWrite(ctx, q)
 	if err != nil {
 		c.rt.stats.writePosFailures.Add(1)
-		if t != nil {
-			t.writerOnly.Store(true)
-		}
+		t.writerOnly.Store(true)
 		return
 	}
 	c.rt.observeWriter(p)
-	if t != nil {
-		t.advance(p, true)
-	}
+	t.advance(p, true)
 }
 
 func (c *writeConn) lastWrite(ctx context.Context, query string) (*position, error) {

@@ -150,14 +150,16 @@ func Require(tb testing.TB) *Stack {
 }
 
 // ModuleRoot returns the directory holding regiondb's go.mod, searched
-// upwards from the working directory.
+// upwards from the working directory (past the go.mod of a nested module
+// such as compat/).
 func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			bytes.HasPrefix(bytes.TrimSpace(b), []byte("module github.com/regiondb/regiondb\n")) {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
