@@ -56,7 +56,7 @@ type Config struct {
 	Dir string
 	// PortBase is the first port; the stack uses PortBase+1 to PortBase+40.
 	PortBase int
-	// Dynalite is the path of dynalite's cli.js.
+	// Dynalite is the folder of the dynalite npm package (holding index.js).
 	Dynalite string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
@@ -85,6 +85,10 @@ type Stack struct {
 
 	repl *replicator
 	ctl  *http.Server
+	// deaths are the server exits no control operation asked for.
+	deaths []testserver.Death
+	// closed is set by Down: exits after it are no deaths.
+	closed bool
 }
 
 func (c *Config) port(offset int) int { return c.PortBase + offset }
@@ -190,8 +194,8 @@ func (s *Stack) checkPrograms() error {
 			return fmt.Errorf("stack: %w", err)
 		}
 	}
-	if _, err := os.Stat(s.cfg.Dynalite); err != nil {
-		return fmt.Errorf("stack: dynalite not found at %s: run `make deps` (npm package dynalite, installed into .tools)", s.cfg.Dynalite)
+	if _, err := os.Stat(filepath.Join(s.cfg.Dynalite, "index.js")); err != nil {
+		return fmt.Errorf("stack: dynalite not found in %s: run `make deps` (npm package dynalite, installed into .tools)", s.cfg.Dynalite)
 	}
 	return nil
 }
@@ -245,6 +249,7 @@ func (s *Stack) checkPorts() error {
 func (s *Stack) Down() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	if s.ctl != nil {
 		s.ctl.Close()
 		s.ctl = nil
@@ -290,11 +295,15 @@ func (s *Stack) recordChildren() {
 
 // State returns the published state.
 func (s *Stack) State() testserver.State {
-	st := testserver.State{Dir: s.cfg.Dir, ControlURL: "http://127.0.0.1:" + strconv.Itoa(s.cfg.port(40)), AppUser: appUser, AppPassword: appPassword}
+	st := testserver.State{Dir: s.cfg.Dir, ControlURL: "http://127.0.0.1:" + strconv.Itoa(s.cfg.port(40)), AppUser: appUser, AppPassword: appPassword,
+		UnexpectedDeaths: append([]testserver.Death{}, s.deaths...)}
 	for _, n := range s.order {
 		sv := s.servers[n]
 		out := sv.Server
 		out.Running = sv.proc != nil && sv.proc.alive()
+		if out.Running {
+			out.PID = sv.proc.cmd.Process.Pid
+		}
 		st.Servers = append(st.Servers, out)
 	}
 	return st
@@ -326,8 +335,17 @@ func (s *Stack) DynamoDBEndpoint(region string) string {
 	return ""
 }
 
-// startAux starts the memcacheds and dynalites.
+// startAux starts the memcacheds and dynalites, the dynalites with empty data.
 func (s *Stack) startAux() error {
+	for _, n := range []string{"ddb1", "ddb2"} {
+		d := s.dynaliteData(s.servers[n])
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("stack: empty %s: %w", d, err)
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("stack: %w", err)
+		}
+	}
 	for _, n := range []string{"mc1", "mc2", "ddb1", "ddb2"} {
 		if err := s.startProcess(s.servers[n]); err != nil {
 			return err
@@ -351,12 +369,16 @@ func (s *Stack) startProcess(sv *server) error {
 		args = []string{"-u", "root", "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "64", "-c", "1024", "-t", "2"}
 	case testserver.KindDynamoDB:
 		prog, _ = lookPath("node", "")
-		args = []string{s.cfg.Dynalite, "--host", "127.0.0.1", "--port", port, "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"}
+		script, err := s.dynaliteScript()
+		if err != nil {
+			return fmt.Errorf("stack: start %s: %w", sv.Name, err)
+		}
+		args = []string{script, s.cfg.Dynalite, "127.0.0.1", port, s.dynaliteData(sv)}
 	case testserver.KindMariaDB:
 		prog, _ = lookPath("mariadbd", "")
 		args = s.mariadbArgs(sv)
 	}
-	p, err := s.sp.run(filepath.Join(s.cfg.Dir, sv.Name+".log"), prog, args...)
+	p, err := s.sp.run(filepath.Join(s.cfg.Dir, sv.Name+".log"), func(p *proc) { s.exited(sv, p) }, prog, args...)
 	if err != nil {
 		return fmt.Errorf("stack: start %s: %w", sv.Name, err)
 	}
