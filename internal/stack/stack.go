@@ -67,6 +67,10 @@ type server struct {
 	proc    *proc
 	prog    string
 	dataDir string // MariaDB: instance folder
+	// source is the primary a MariaDB replica was last pointed at ("" for
+	// the primary itself): a replica restarted after a promotion follows
+	// the new primary.
+	source string
 }
 
 // Stack is a running stack.
@@ -519,4 +523,3 @@ func lastOf(out string) string {
 	return lines[len(lines)-1]
 }
 
-func statFile(path string) (os.FileInfo, error) { return os.Stat(path) }

@@ -321,9 +321,21 @@ func (s *Stack) SetLinkDelay(ctx context.Context, replica string, d time.Duratio
 
 // Promote makes the replica the primary (read_only off, replication reset) and
 // re-points every other running replica at it with GTID. Kill the old primary
-// first, as a failover would.
+// first, as a failover would. The replica may be in the other region (r2,
+// after KillRegion of the writer's region): then links get the delays of the
+// new geometry (150 ms to ap-northeast-1's servers), and only servers in the
+// new primary's region acknowledge semi-sync commits. Servers stopped at the
+// time rejoin as replicas of the new primary when started; a server that had
+// transactions the new primary lacks drops them from its GTID state.
 func (s *Stack) Promote(ctx context.Context, replica string) error {
 	return s.op(ctx, "promote", replica, 0)
+}
+
+// KillRegion kills every MariaDB server of the region at once (SIGKILL), as a
+// regional outage would: KillRegion(ctx, PrimaryRegion) takes m1 and r1
+// down; Promote(ctx, "r2") then makes us-east-1 the writer's region.
+func (s *Stack) KillRegion(ctx context.Context, region string) error {
+	return s.op(ctx, "killregion", region, 0)
 }
 
 // Reset puts the MariaDB servers back to a fresh topology (m1 primary, r1 and

@@ -229,3 +229,87 @@ func TestReplicateTable(t *testing.T) {
 		t.Fatalf("replicated after %s, want >= 300 ms", d)
 	}
 }
+
+// TestRegionLossAndCrossRegionPromotion loses Tokyo's databases (m1 and r1
+// killed at once), promotes r2 in us-east-1, and brings Tokyo's servers back
+// as replicas of r2 across the delayed link.
+func TestRegionLossAndCrossRegionPromotion(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if err := s.Reset(context.Background()); err != nil {
+			t.Errorf("reset: %v", err)
+		}
+	})
+	if err := s.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := open(t, s.DSN("m1", "regiondb"))
+	r2 := open(t, s.DSN("r2", "regiondb"))
+	if _, err := w.Exec("CREATE TABLE t (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Exec("INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, wantCount(r2, 1))
+
+	if err := s.KillRegion(ctx, testserver.PrimaryRegion); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"m1", "r1"} {
+		if s.Server(n).Running {
+			t.Fatalf("%s still running after KillRegion", n)
+		}
+	}
+	if !s.Server("r2").Running {
+		t.Fatal("KillRegion of ap-northeast-1 stopped r2")
+	}
+	if _, err := r2.Exec("INSERT INTO t VALUES (2)"); err == nil {
+		t.Fatal("r2 accepts writes before its promotion")
+	}
+	if err := s.Promote(ctx, "r2"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.Primary(ctx); err != nil || p != "r2" {
+		t.Fatalf("primary = %q (%v), want r2", p, err)
+	}
+	if _, err := r2.Exec("INSERT INTO t VALUES (2)"); err != nil {
+		t.Fatalf("write on promoted r2: %v", err)
+	}
+
+	// Tokyo's servers come back as read-only replicas of r2, across the
+	// 150 ms link, and no longer acknowledge semi-sync commits.
+	for _, n := range []string{"r1", "m1"} {
+		if err := s.Start(ctx, n); err != nil {
+			t.Fatalf("start %s: %v", n, err)
+		}
+	}
+	r1 := open(t, s.DSN("r1", "regiondb"))
+	m1 := open(t, s.DSN("m1", "regiondb"))
+	eventually(t, 5*time.Second, wantCount(r1, 2))
+	eventually(t, 5*time.Second, wantCount(m1, 2))
+	for n, db := range map[string]*sql.DB{"r1": r1, "m1": m1} {
+		_, err := db.Exec("INSERT INTO t VALUES (3)")
+		var me *mysql.MySQLError
+		if !errors.As(err, &me) || me.Number != 1290 {
+			t.Fatalf("write on %s after it rejoined: %v, want MySQL error 1290", n, err)
+		}
+		var semi int
+		if err := open(t, s.AdminDSN(n)).QueryRow("SELECT @@rpl_semi_sync_slave_enabled").Scan(&semi); err != nil || semi != 0 {
+			t.Fatalf("%s: rpl_semi_sync_slave_enabled = %d (%v), want 0 across regions", n, semi, err)
+		}
+	}
+	start := time.Now()
+	if _, err := r2.Exec("INSERT INTO t VALUES (3)"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, wantCount(r1, 3))
+	if lag := time.Since(start); lag < 100*time.Millisecond {
+		t.Fatalf("r1 saw r2's write after %s; want >= the 150 ms cross-region link delay", lag)
+	}
+	deaths, err := s.UnexpectedDeaths(ctx)
+	if err != nil || len(deaths) != 0 {
+		t.Fatalf("deaths recorded for fault-control kills: %v (%v)", deaths, err)
+	}
+}
