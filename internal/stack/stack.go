@@ -522,4 +522,3 @@ func lastOf(out string) string {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	return lines[len(lines)-1]
 }
-
