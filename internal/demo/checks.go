@@ -1,0 +1,102 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The bars the demo holds the service to: a run that misses one fails.
+const (
+	// maxUnavailableShare is the most of a region's requests that may fail
+	// (5xx or no answer).
+	maxUnavailableShare = 0.03
+	// maxWriteRecovery is the longest a region may go without an
+	// acknowledged write after the writer's loss.
+	maxWriteRecovery = 10 * time.Second
+)
+
+// verdict checks the bars and names, for each miss, the backends that
+// failed (the instances' /healthz during the run) and the servers that died
+// without the scenario killing them (the stack's state file).
+func (d *driver) verdict(r *Report) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	deaths, err := d.s.UnexpectedDeaths(ctx)
+	if err != nil {
+		r.Failures = append(r.Failures, fmt.Sprintf("cannot read the stack's server deaths: %v", err))
+	} else if len(deaths) > d.deathsBefore {
+		r.Deaths = deaths[d.deathsBefore:]
+	}
+	r.UnexpectedServerDeaths = len(r.Deaths)
+	r.Outages = d.health.list("")
+
+	for _, death := range r.Deaths {
+		r.Failures = append(r.Failures, "a server died that the scenario did not kill: "+death.String())
+	}
+	for _, region := range []string{tokyo, virginia} {
+		n, bad := r.Requests[region], r.Unavailable[region]
+		if n == 0 {
+			r.Failures = append(r.Failures, fmt.Sprintf("%s sent no request", regionLabel(region)))
+			continue
+		}
+		if share := float64(bad) / float64(n); share > maxUnavailableShare {
+			r.Failures = append(r.Failures, fmt.Sprintf("%s: %.1f %% of its %d requests unavailable (limit %.0f %%); %s",
+				regionLabel(region), 100*share, n, 100*maxUnavailableShare, d.causes(r, region)))
+		}
+	}
+	for what, rec := range map[string]map[string]float64{"the writer's loss": r.FailoverRecoveryMS, "the loss of Tokyo's databases": r.RegionLossRecoveryMS} {
+		for _, region := range slices.Sorted(maps.Keys(rec)) {
+			ms := rec[region]
+			switch {
+			case ms < 0:
+				r.Failures = append(r.Failures, fmt.Sprintf("%s did not write again within 60 s of %s; %s", regionLabel(region), what, d.causes(r, region)))
+			case ms > float64(maxWriteRecovery.Milliseconds()):
+				r.Failures = append(r.Failures, fmt.Sprintf("%s wrote again %.0f ms after %s (limit %d ms); %s",
+					regionLabel(region), ms, what, maxWriteRecovery.Milliseconds(), d.causes(r, region)))
+			}
+		}
+	}
+	for _, o := range r.Outages {
+		r.Notes = append(r.Notes, fmt.Sprintf("%s's instance saw %s", regionLabel(o.Region), o))
+	}
+}
+
+// causes names what failed for a region: the backends its instance saw down,
+// and the servers that died unexpectedly.
+func (d *driver) causes(r *Report, region string) string {
+	var parts []string
+	for _, o := range d.health.list(region) {
+		parts = append(parts, o.String())
+	}
+	var died []string
+	for _, death := range r.Deaths {
+		died = append(died, fmt.Sprintf("%s (%s, %s) at %s", death.Server, death.Kind, death.Region, death.At.Format("15:04:05.000")))
+	}
+	if len(parts)+len(died) == 0 {
+		return "its instance reported every backend up and no server died: see photoalbum-" + region + ".log"
+	}
+	out := ""
+	if len(parts) > 0 {
+		out = "backends its instance saw down: " + strings.Join(parts, "; ")
+	}
+	if len(died) > 0 {
+		if out != "" {
+			out += "; "
+		}
+		out += "servers that died unexpectedly: " + strings.Join(died, ", ")
+	}
+	return out
+}
+
+// Err returns an error listing the bars the run missed, or nil.
+func (r *Report) Err() error {
+	if len(r.Failures) == 0 {
+		return nil
+	}
+	return errors.New("demo: " + strings.Join(r.Failures, "\n  "))
+}
