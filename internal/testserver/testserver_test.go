@@ -313,3 +313,75 @@ func TestRegionLossAndCrossRegionPromotion(t *testing.T) {
 		t.Fatalf("deaths recorded for fault-control kills: %v (%v)", deaths, err)
 	}
 }
+
+// TestPromotedPrimaryIgnoresMasterGTIDWait records a MariaDB fact dbrouter
+// depends on: after a promotion, MASTER_GTID_WAIT on the new primary times
+// out (-1) for its own writes, because it waits on gtid_slave_pos, which a
+// primary's own commits never enter; gtid_current_pos has them. A wait
+// guarded by read_only answers at once on the primary and still waits on a
+// replica (the control: r2 returns 0 for the same GTID).
+func TestPromotedPrimaryIgnoresMasterGTIDWait(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if err := s.Reset(context.Background()); err != nil {
+			t.Errorf("reset: %v", err)
+		}
+	})
+	if err := s.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := open(t, s.DSN("m1", "regiondb"))
+	if _, err := w.Exec("CREATE TABLE t (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	var before string
+	if err := w.QueryRow("SELECT @@gtid_binlog_pos").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Kill(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	r1 := open(t, s.DSN("r1", "regiondb"))
+	conn, err := r1.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	var own, current string
+	if err := conn.QueryRowContext(ctx, "SELECT @@last_gtid, @@global.gtid_current_pos").Scan(&own, &current); err != nil {
+		t.Fatal(err)
+	}
+	if current != own {
+		t.Fatalf("r1's gtid_current_pos %q lacks its own write %q", current, own)
+	}
+	wait := func(db *sql.DB, q, gtid string) sql.NullInt64 {
+		t.Helper()
+		var v sql.NullInt64
+		if err := db.QueryRow(q, gtid).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	const plain = "SELECT MASTER_GTID_WAIT(?, 0.3)"
+	if v := wait(r1, plain, before); v.Int64 != 0 {
+		t.Fatalf("MASTER_GTID_WAIT on promoted r1 for a position from before the promotion = %v, want 0", v)
+	}
+	if v := wait(r1, plain, own); v.Int64 != -1 {
+		t.Fatalf("MASTER_GTID_WAIT on promoted r1 for its own write = %v, want -1 (timeout)", v)
+	}
+	const guarded = "SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT(?, 0.3))"
+	if v := wait(r1, guarded, own); v.Valid {
+		t.Fatalf("guarded wait on the primary = %v, want NULL (no wait)", v)
+	}
+	r2 := open(t, s.DSN("r2", "regiondb"))
+	if v := wait(r2, "SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT(?, 5))", own); !v.Valid || v.Int64 != 0 {
+		t.Fatalf("guarded wait on replica r2 for r1's write = %v, want 0", v)
+	}
+}
