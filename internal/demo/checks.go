@@ -46,7 +46,7 @@ func (d *driver) verdict(r *Report) {
 		}
 		if share := float64(bad) / float64(n); share > maxUnavailableShare {
 			r.Failures = append(r.Failures, fmt.Sprintf("%s: %.1f %% of its %d requests unavailable (limit %.0f %%); %s",
-				regionLabel(region), 100*share, n, 100*maxUnavailableShare, d.causes(r, region)))
+				regionLabel(region), 100*share, n, 100*maxUnavailableShare, d.failuresDuring(r, region)))
 		}
 	}
 	for what, rec := range map[string]map[string]float64{"the writer's loss": r.FailoverRecoveryMS, "the loss of Tokyo's databases": r.RegionLossRecoveryMS} {
@@ -73,22 +73,62 @@ func (d *driver) causes(r *Report, region string) string {
 	for _, o := range d.health.list(region) {
 		parts = append(parts, o.String())
 	}
+	if len(parts) == 0 && len(r.Deaths) == 0 {
+		return "its instance reported every backend up and no server died: see photoalbum-" + region + ".log"
+	}
+	var out []string
+	if len(parts) > 0 {
+		out = append(out, "backends its instance saw down: "+strings.Join(parts, "; "))
+	}
+	if len(r.Deaths) > 0 {
+		out = append(out, deathsText(r))
+	}
+	return strings.Join(out, "; ")
+}
+
+// deathsText names the servers that died unexpectedly.
+func deathsText(r *Report) string {
 	var died []string
 	for _, death := range r.Deaths {
 		died = append(died, fmt.Sprintf("%s (%s, %s) at %s", death.Server, death.Kind, death.Region, death.At.Format("15:04:05.000")))
 	}
-	if len(parts)+len(died) == 0 {
-		return "its instance reported every backend up and no server died: see photoalbum-" + region + ".log"
-	}
-	out := ""
-	if len(parts) > 0 {
-		out = "backends its instance saw down: " + strings.Join(parts, "; ")
-	}
-	if len(died) > 0 {
-		if out != "" {
-			out += "; "
+	return "servers that died unexpectedly: " + strings.Join(died, ", ")
+}
+
+// failuresDuring attributes a region's unavailable requests to the backend
+// outages its instance reported: how many failed while each was down (from
+// one health poll before it was first seen), and how many while none was.
+func (d *driver) failuresDuring(r *Report, region string) string {
+	outages := d.health.list(region)
+	counts := make([]int, len(outages))
+	var none int
+	for _, sm := range r.samples {
+		if sm.Region != region || (sm.Status != 0 && sm.Status < 500) {
+			continue
 		}
-		out += "servers that died unexpectedly: " + strings.Join(died, ", ")
+		hit := false
+		for i, o := range outages {
+			if sm.At >= o.From-healthEvery && (o.To < 0 || sm.At <= o.To) {
+				counts[i]++
+				hit = true
+			}
+		}
+		if !hit {
+			none++
+		}
+	}
+	var parts []string
+	for i, o := range outages {
+		if counts[i] > 0 {
+			parts = append(parts, fmt.Sprintf("%d while %s", counts[i], o))
+		}
+	}
+	if none > 0 {
+		parts = append(parts, fmt.Sprintf("%d while its instance reported every backend up (see photoalbum-%s.log)", none, region))
+	}
+	out := "failed requests: " + strings.Join(parts, "; ")
+	if len(r.Deaths) > 0 {
+		out += "; " + deathsText(r)
 	}
 	return out
 }

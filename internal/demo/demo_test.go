@@ -168,6 +168,14 @@ func TestVerdictNamesTheFailedBackend(t *testing.T) {
 	d.health.seen(virginia, 12*time.Second, map[string]backendHealth{"dynamodb us-east-1": {State: "ok"}}, nil)
 	bad := &Report{Requests: map[string]int{tokyo: 1000, virginia: 1000}, Unavailable: map[string]int{tokyo: 0, virginia: 31},
 		FailoverRecoveryMS: map[string]float64{tokyo: 10001, virginia: -1}}
+	for i := range 31 {
+		// 30 failures while DynamoDB was down, one at 20 s.
+		at := 3*time.Second + time.Duration(i)*100*time.Millisecond
+		if i == 30 {
+			at = 20 * time.Second
+		}
+		bad.samples = append(bad.samples, sample{At: at, Region: virginia, Status: 503})
+	}
 	d.verdict(bad)
 	if len(bad.Failures) != 3 {
 		t.Fatalf("want 3 failures (unavailable share, late and missing recovery), got %d: %v", len(bad.Failures), bad.Failures)
@@ -175,6 +183,9 @@ func TestVerdictNamesTheFailedBackend(t *testing.T) {
 	for _, f := range bad.Failures {
 		if strings.Contains(f, regionLabel(virginia)) && !strings.Contains(f, "dynamodb us-east-1 down from 2.00 s to 12.00 s (connection refused)") {
 			t.Errorf("failure does not name the backend that was down: %s", f)
+		}
+		if strings.Contains(f, "unavailable") && (!strings.Contains(f, "30 while dynamodb us-east-1 down") || !strings.Contains(f, "1 while its instance reported every backend up")) {
+			t.Errorf("failure does not attribute the failed requests to the outage: %s", f)
 		}
 	}
 	if bad.Err() == nil {
