@@ -133,6 +133,54 @@ func (d *driver) failuresDuring(r *Report, region string) string {
 	return out
 }
 
+// postFailoverReads returns, per region, the p90 of reads (2xx GETs) from 2
+// to 10 s after the region's first acknowledged write after the failover,
+// over their p90 in the calm 2.5 s (at Scale 1) before the scenario's first
+// fault (the lagging readers that come later slow reads too). A region
+// without reads in either window is left out.
+func (d *driver) postFailoverReads(samples []sample) map[string]float64 {
+	if d.recovery == nil {
+		return nil
+	}
+	d.mu.Lock()
+	calm := d.failoverAt
+	for _, e := range d.events {
+		if e.Fault {
+			calm = min(calm, e.At*time.Millisecond)
+		}
+	}
+	d.mu.Unlock()
+	out := map[string]float64{}
+	for region, ms := range d.recovery {
+		if ms < 0 {
+			continue
+		}
+		back := d.failoverAt + time.Duration(ms*float64(time.Millisecond))
+		var before, after []float64
+		for _, s := range samples {
+			if s.Region != region || !strings.HasPrefix(s.Endpoint, "GET ") || s.Status < 200 || s.Status > 299 {
+				continue
+			}
+			v := float64(s.Dur.Microseconds()) / 1000
+			switch {
+			case s.At >= calm-d.at(2.5) && s.At < calm:
+				before = append(before, v)
+			case s.At >= back+2*time.Second && s.At < back+10*time.Second:
+				after = append(after, v)
+			}
+		}
+		if len(before) == 0 || len(after) == 0 {
+			continue
+		}
+		slices.Sort(before)
+		slices.Sort(after)
+		if p90 := quantile(before, 0.9); p90 > 0 {
+			out[region] = round2(quantile(after, 0.9) / p90)
+		}
+	}
+	return out
+}
+
 // Err returns an error listing the bars the run missed, or nil.
 func (r *Report) Err() error {
 	if len(r.Failures) == 0 {

@@ -103,6 +103,8 @@ type driver struct {
 	// promoteCallMS how long the stack's promote call took (it also
 	// re-points r2 and waits for it).
 	promotedMS, promoteCallMS float64
+	// failoverAt is when the failover killed the writer.
+	failoverAt time.Duration
 	// regionLossRecovery is recovery for the loss of Tokyo's databases
 	// (RegionalOutages).
 	regionLossRecovery map[string]float64

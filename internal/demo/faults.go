@@ -17,6 +17,7 @@ func faultError(what string, err error) error {
 // region the time from the kill to the first acknowledged write.
 func (d *driver) failover(ctx context.Context, c *cast) error {
 	d.faulted = true
+	d.failoverAt = time.Since(d.rec.start)
 	rec, promoted, call, err := d.writerLoss(ctx, c, "writer m1 killed (kill -9)",
 		func(ctx context.Context) error { return d.s.Kill(ctx, "m1") }, "r1")
 	d.recovery, d.promotedMS, d.promoteCallMS = rec, promoted, call
