@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"syscall"
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 
 // child kills ddb2, behind the stack's back ("behind": kill -9 of its pid)
 // or through the fault control ("control"), and succeeds once the stack has
-// seen the exit.
+// seen the exit (and, behind its back, restarted ddb2).
 func child(mode string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -51,8 +52,16 @@ func child(mode string) error {
 			if err != nil {
 				return err
 			}
+			// The stack records the death and restarts the server.
 			if slices.ContainsFunc(deaths, func(d testserver.Death) bool { return d.Server == "ddb2" }) {
-				return nil
+				if sv := s.Server("ddb2"); sv.Running && sv.PID != pid {
+					resp, err := http.Get(s.DynamoDBEndpoint(testserver.SecondaryRegion) + "/")
+					if err != nil {
+						return fmt.Errorf("restarted ddb2 does not serve: %w", err)
+					}
+					resp.Body.Close()
+					return nil
+				}
 			}
 			if ctx.Err() != nil {
 				return fmt.Errorf("the stack did not record ddb2's death")

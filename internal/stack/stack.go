@@ -10,6 +10,13 @@
 // that finds the recorded children of a crashed earlier run kills them first
 // (only if their command lines still match). It deletes nothing outside its
 // own folder.
+//
+// The stack supervises its servers: an exit that no control operation asked
+// for is a death, logged on one line with the server's last log lines,
+// recorded in the state file (testserver.State.UnexpectedDeaths) and followed
+// by a restart. dynalite runs from the stack's own entry script
+// (dynalite-server.js), which keeps a client's aborted request from ending
+// it and its data on disk.
 package stack
 
 import (
@@ -93,6 +100,8 @@ type Stack struct {
 	deaths []testserver.Death
 	// closed is set by Down: exits after it are no deaths.
 	closed bool
+	// restarts counts, per server, its restarts after unexpected deaths.
+	restarts map[string]int
 }
 
 func (c *Config) port(offset int) int { return c.PortBase + offset }
@@ -109,7 +118,7 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := claimDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg, sp: newSpawner(), servers: map[string]*server{}, proxies: map[string]*delayProxy{}, lagTimers: map[string]*time.Timer{}}
+	s := &Stack{cfg: cfg, sp: newSpawner(), servers: map[string]*server{}, proxies: map[string]*delayProxy{}, lagTimers: map[string]*time.Timer{}, restarts: map[string]int{}}
 	defer func() {
 		if err != nil {
 			s.Down()

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,10 @@ import (
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 
+// maxRestarts is how often the stack restarts one server after unexpected
+// deaths.
+const maxRestarts = 3
+
 // lastLogLines is how many of a dead server's last log lines its death
 // report quotes.
 const lastLogLines = 3
@@ -16,7 +21,8 @@ const lastLogLines = 3
 // exited runs when one of the stack's servers has exited. An exit the stack
 // asked for (a fault control, a reset, Down) is no event; any other is a
 // death: logged on one line naming the server and its last log lines, and
-// recorded in the state file, where `stack run` and the demo find it.
+// recorded in the state file, where `stack run` and the demo find it. The
+// server is then restarted (at most maxRestarts times).
 func (s *Stack) exited(sv *server, p *proc) {
 	if p.expected.Load() {
 		return
@@ -41,6 +47,23 @@ func (s *Stack) exited(sv *server, p *proc) {
 	s.cfg.Logf("%s", d)
 	if err := s.writeState(); err != nil {
 		s.cfg.Logf("write state after %s's death: %v", sv.Name, err)
+	}
+	// Bring the server back, so that what runs next finds the stack
+	// whole; the death stays recorded and still fails the run.
+	if s.restarts[sv.Name] >= maxRestarts {
+		s.cfg.Logf("%s not restarted: it died %d times", sv.Name, s.restarts[sv.Name]+1)
+		return
+	}
+	s.restarts[sv.Name]++
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.start(ctx, sv.Name, 0); err != nil {
+		s.cfg.Logf("restart %s: %v", sv.Name, err)
+	} else {
+		s.cfg.Logf("%s restarted (restart %d of at most %d)", sv.Name, s.restarts[sv.Name], maxRestarts)
+	}
+	if err := s.writeState(); err != nil {
+		s.cfg.Logf("write state after restarting %s: %v", sv.Name, err)
 	}
 }
 

@@ -13,7 +13,8 @@
 //
 // The stack supervises its servers: an exit that no fault control asked for
 // (a crash, a kill behind its back) is logged on one line naming the server
-// and its last log lines, and recorded in the state file.
+// and its last log lines, recorded in the state file, and the server is
+// restarted (at most 3 times); the death still fails the run.
 package main
 
 import (
