@@ -177,7 +177,7 @@ func (a *app) handler() http.Handler {
 	handle("POST /albums/{id}/photos", a.addPhotos, true)
 	handle("GET /notifications", a.notifications, true)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "region": a.cfg.region, "backends": a.b.describe})
+		a.b.health.serve(w, r, a.cfg.region, a.b.describe)
 	})
 	if a.cfg.debug {
 		mux.HandleFunc("GET /debug/metrics", a.tel.serveMetrics)

@@ -69,4 +69,6 @@ type backends struct {
 	close func() error
 	// describe says, per package, what runs behind each interface (GET /healthz).
 	describe map[string]string
+	// health checks each backend's state (GET /healthz).
+	health healthChecks
 }

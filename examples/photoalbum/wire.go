@@ -54,12 +54,14 @@ func openBackends(ctx context.Context, cfg config, tel *telemetry, logger *slog.
 		return nil, err
 	}
 	clients[cfg.region] = local
+	ddbClients := map[string]*dynamodb.Client{cfg.region: local} // for /healthz
 	for _, rv := range cfg.remoteDynamoDB {
 		c, err := dynamoClient(ctx, rv.region, rv.value, cfg.dynamoLocal)
 		if err != nil {
 			return nil, err
 		}
 		clients[rv.region] = c
+		ddbClients[rv.region] = c
 	}
 	sm, err := session.New(session.Config{
 		Table:          cfg.sessionTable,
@@ -116,6 +118,7 @@ func openBackends(ctx context.Context, cfg config, tel *telemetry, logger *slog.
 	mc.Timeout = 100 * time.Millisecond
 	mc.MaxIdleConns = 64 // gomemcache keeps 2 by default: under concurrency it would redial all the time
 	closers = append(closers, mc.Close)
+	mcClients := map[string]*memcache.Client{cfg.region: mc} // for /healthz
 	ccfg := cache.Config{
 		Client:         mc,
 		Region:         cfg.region,
@@ -130,6 +133,7 @@ func openBackends(ctx context.Context, cfg config, tel *telemetry, logger *slog.
 		rc.Timeout = 250 * time.Millisecond
 		rc.MaxIdleConns = 16
 		closers = append(closers, rc.Close)
+		mcClients[rv.region] = rc
 		ccfg.Remotes = append(ccfg.Remotes, cache.Region{Name: rv.region, Client: rc})
 	}
 	c, err := cache.New(ccfg)
@@ -145,6 +149,7 @@ func openBackends(ctx context.Context, cfg config, tel *telemetry, logger *slog.
 		cache:       c,
 		consistency: router.Middleware,
 		close:       closeAll,
+		health:      newHealthChecks(router, ddbClients, cfg.sessionTable, mcClients),
 		describe: map[string]string{
 			"dbrouter": "dbrouter.Router (writer + readers of every region; token in " + tokenWhere + ")",
 			"session":  "session.Manager on DynamoDB (table " + cfg.sessionTable + ")",

@@ -56,10 +56,15 @@ type Config struct {
 	Progress io.Writer
 	// Control plays the naive control: the instances get different token
 	// keys (a misconfiguration: each region rejects the other's tokens, so
-	// reads in the other region no longer wait for the writes), and the
-	// faults are skipped. Its report must show violations: that proves the
-	// driver's checks can fail.
+	// reads in the other region no longer wait for the writes); the
+	// scenario, faults included, is the same. Its report must show
+	// violations: that proves the driver's checks can fail.
 	Control bool
+	// RegionalOutages adds, after the failover, "us-east-1's DynamoDB down
+	// for 10 s" and "Tokyo's databases down, then r2 promoted". Off by
+	// default until the session fallback and dbrouter's region-loss
+	// behaviour pass them.
+	RegionalOutages bool
 	// TokenInSession runs the instances with -token-in-session: the
 	// read-your-writes token in the session instead of its own cookie.
 	TokenInSession bool
@@ -98,6 +103,16 @@ type driver struct {
 	// promoteCallMS how long the stack's promote call took (it also
 	// re-points r2 and waits for it).
 	promotedMS, promoteCallMS float64
+	// failoverAt is when the failover killed the writer.
+	failoverAt time.Duration
+	// regionLossRecovery is recovery for the loss of Tokyo's databases
+	// (RegionalOutages).
+	regionLossRecovery map[string]float64
+	// health is what the instances' /healthz said during the run.
+	health *healthLog
+	// deathsBefore is how many unexpected server deaths the stack had
+	// recorded before the run.
+	deathsBefore int
 }
 
 func (d *driver) logf(format string, args ...any) {
@@ -184,7 +199,13 @@ func runWith(ctx context.Context, cfg Config, probe *runProbe) (*Report, error) 
 		probe: probe,
 	}
 	d.chk = newChecker(d.rec)
+	d.health = &healthLog{open: map[string]*outage{}}
 	defer d.hc.CloseIdleConnections()
+	deaths, err := d.s.UnexpectedDeaths(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.deathsBefore = len(deaths)
 	bin := cfg.Binary
 	if bin == "" {
 		tmp, err := os.MkdirTemp("", "regiondb-demo-")

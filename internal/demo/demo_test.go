@@ -102,8 +102,16 @@ func TestDemo(t *testing.T) {
 	if err := json.Unmarshal([]byte(rep.Figures()), &fig); err != nil {
 		t.Fatalf("figures are not one JSON object: %v", err)
 	}
-	if _, ok := fig["ryw_violations"]; !ok {
-		t.Error(`figures lack "ryw_violations"`)
+	for _, key := range []string{"ryw_violations", "unavailable", "failover_recovery_ms", "unexpected_server_deaths"} {
+		if _, ok := fig[key]; !ok {
+			t.Errorf("figures lack %q", key)
+		}
+	}
+	if err := rep.Err(); err != nil {
+		t.Errorf("the run missed a bar: %v", err)
+	}
+	if rep.UnexpectedServerDeaths != 0 {
+		t.Errorf("unexpected server deaths: %d", rep.UnexpectedServerDeaths)
 	}
 	if len(d.insts) != 2 {
 		t.Fatalf("%d instances started, want 2", len(d.insts))
@@ -134,4 +142,53 @@ func TestDemoControl(t *testing.T) {
 		t.Fatalf("the control found no violations in %d checks: the driver cannot see them\n%s", rep.RYWChecks, text.String())
 	}
 	t.Logf("control: %d violations in %d checks (expected > 0)", rep.RYWViolations, rep.RYWChecks)
+}
+
+// TestVerdictNamesTheFailedBackend feeds the verdict a region over the
+// unavailability bar, a late and a missing recovery, and an outage its
+// instance reported: each failure names that backend, and a clean report
+// passes.
+func TestVerdictNamesTheFailedBackend(t *testing.T) {
+	s := testserver.Require(t)
+	d := &driver{s: s, health: &healthLog{open: map[string]*outage{}}, rec: &recorder{start: time.Now()}}
+	deaths, err := s.UnexpectedDeaths(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.deathsBefore = len(deaths)
+
+	clean := &Report{Requests: map[string]int{tokyo: 1000, virginia: 1000}, Unavailable: map[string]int{tokyo: 30, virginia: 0},
+		FailoverRecoveryMS: map[string]float64{tokyo: 1500, virginia: 9000}}
+	d.verdict(clean)
+	if err := clean.Err(); err != nil {
+		t.Fatalf("a report within every bar failed: %v", err)
+	}
+
+	d.health.seen(virginia, 2*time.Second, map[string]backendHealth{"dynamodb us-east-1": {State: "down", Error: "connection refused"}, "database": {State: "ok"}}, nil)
+	d.health.seen(virginia, 12*time.Second, map[string]backendHealth{"dynamodb us-east-1": {State: "ok"}}, nil)
+	bad := &Report{Requests: map[string]int{tokyo: 1000, virginia: 1000}, Unavailable: map[string]int{tokyo: 0, virginia: 31},
+		FailoverRecoveryMS: map[string]float64{tokyo: 10001, virginia: -1}}
+	for i := range 31 {
+		// 30 failures while DynamoDB was down, one at 20 s.
+		at := 3*time.Second + time.Duration(i)*100*time.Millisecond
+		if i == 30 {
+			at = 20 * time.Second
+		}
+		bad.samples = append(bad.samples, sample{At: at, Region: virginia, Status: 503})
+	}
+	d.verdict(bad)
+	if len(bad.Failures) != 3 {
+		t.Fatalf("want 3 failures (unavailable share, late and missing recovery), got %d: %v", len(bad.Failures), bad.Failures)
+	}
+	for _, f := range bad.Failures {
+		if strings.Contains(f, regionLabel(virginia)) && !strings.Contains(f, "dynamodb us-east-1 down from 2.00 s to 12.00 s (connection refused)") {
+			t.Errorf("failure does not name the backend that was down: %s", f)
+		}
+		if strings.Contains(f, "unavailable") && (!strings.Contains(f, "30 while dynamodb us-east-1 down") || !strings.Contains(f, "1 while its instance reported every backend up")) {
+			t.Errorf("failure does not attribute the failed requests to the outage: %s", f)
+		}
+	}
+	if bad.Err() == nil {
+		t.Fatal("Err is nil for a failed run")
+	}
 }

@@ -193,63 +193,10 @@ func (d *driver) hotFamily(ctx context.Context, c *cast, window time.Duration) {
 	d.hot = h
 }
 
-// failover kills the writer, promotes r1 after a second, and measures per
-// region the time from the kill to the first acknowledged write.
-func (d *driver) failover(ctx context.Context, c *cast) {
-	recovered := map[string]time.Duration{}
-	var mu sync.Mutex
-	d.faulted = true
-	killAt := time.Now()
-	d.mark("writer m1 killed (kill -9)", true)
-	if err := d.s.Kill(ctx, "m1"); err != nil {
-		d.note("kill m1: %v", err)
-		return
-	}
-	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	for region, p := range c.probes {
-		wg.Go(func() {
-			for pctx.Err() == nil {
-				if _, ok := d.addPhotos(pctx, p, region, 1, nil); ok {
-					mu.Lock()
-					recovered[region] = time.Since(killAt)
-					mu.Unlock()
-					d.logf("%s (%s) writes again, %.0f ms after the kill", region, regionNames[region], time.Since(killAt).Seconds()*1000)
-					return
-				}
-				select {
-				case <-pctx.Done():
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-		})
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(time.Second):
-	}
-	d.mark("replica r1 promoted to writer", true)
-	d.promotedMS = float64(time.Since(killAt).Microseconds()) / 1000
-	if err := d.s.Promote(ctx, "r1"); err != nil {
-		d.note("promote r1: %v", err)
-	}
-	d.promoteCallMS = float64(time.Since(killAt).Microseconds())/1000 - d.promotedMS
-	wg.Wait()
-	d.recovery = map[string]float64{}
-	for region := range c.probes {
-		if t, ok := recovered[region]; ok {
-			d.recovery[region] = float64(t.Microseconds()) / 1000
-		} else {
-			d.recovery[region] = -1
-			d.note("%s did not write again within 60 s of the kill", region)
-		}
-	}
-}
-
 // play runs the timeline. Offsets are in seconds at Scale 1.
 func (d *driver) play(ctx context.Context) (*Report, error) {
 	d.rec.start = time.Now()
+	defer d.watchHealth(ctx)()
 	c, err := d.setup(ctx)
 	if err != nil {
 		return nil, err
@@ -288,15 +235,12 @@ func (d *driver) play(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	d.story(ctx, c, "photos again (caches warm)")
-	if d.cfg.Control {
-		return d.finish(ctx, c, stopBackground, &bg, start)
-	}
 	if err := step(15); err != nil {
 		return nil, err
 	}
 	d.mark(fmt.Sprintf("N. Virginia reader r2 falls %.0fs behind", lag(3).Seconds()), true)
 	if err := d.s.Lag(ctx, "r2", lag(3)); err != nil {
-		d.note("lag r2: %v", err)
+		return nil, faultError("lag r2", err)
 	}
 	if err := step(16); err != nil {
 		return nil, err
@@ -307,7 +251,7 @@ func (d *driver) play(ctx context.Context) (*Report, error) {
 	}
 	d.mark(fmt.Sprintf("Tokyo reader r1 falls %.0fs behind", lag(2).Seconds()), true)
 	if err := d.s.Lag(ctx, "r1", lag(2)); err != nil {
-		d.note("lag r1: %v", err)
+		return nil, faultError("lag r1", err)
 	}
 	if err := step(20.5); err != nil {
 		return nil, err
@@ -316,10 +260,17 @@ func (d *driver) play(ctx context.Context) (*Report, error) {
 	if err := step(25); err != nil {
 		return nil, err
 	}
-	d.failover(ctx, c)
+	if err := d.failover(ctx, c); err != nil {
+		return nil, err
+	}
 	d.story(ctx, c, "photos after the failover")
 	if err := step(38); err != nil {
 		return nil, err
+	}
+	if d.cfg.RegionalOutages {
+		if err := d.regionalOutages(ctx, c, step); err != nil {
+			return nil, err
+		}
 	}
 	return d.finish(ctx, c, stopBackground, &bg, start)
 }

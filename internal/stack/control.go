@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,8 +30,10 @@ func (s *Stack) serveControl() error {
 		"lag":       func(ctx context.Context, n string, d time.Duration) error { return s.sqlThread(ctx, n, false, d) },
 		"linkdelay": s.linkDelay,
 		"promote":   func(ctx context.Context, n string, _ time.Duration) error { return s.promote(ctx, n) },
-		"reset":     func(ctx context.Context, _ string, _ time.Duration) error { return s.reset(ctx) },
-		"state":     func(context.Context, string, time.Duration) error { return nil },
+		// killregion takes a region name in its server parameter.
+		"killregion": func(_ context.Context, region string, _ time.Duration) error { return s.killRegion(region) },
+		"reset":      func(ctx context.Context, _ string, _ time.Duration) error { return s.reset(ctx) },
+		"state":      func(context.Context, string, time.Duration) error { return nil },
 	}
 	for name, op := range ops {
 		mux.HandleFunc("/v1/"+name, func(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +80,8 @@ func (s *Stack) signal(name string, sig syscall.Signal) error {
 	return nil
 }
 
-// start brings a server back; a restarted former primary rejoins as a replica.
+// start brings a server back; a MariaDB server that last followed (or was)
+// another primary than the current one rejoins as its replica.
 func (s *Stack) start(ctx context.Context, name string, _ time.Duration) error {
 	sv, err := s.server(name)
 	if err != nil {
@@ -86,24 +90,39 @@ func (s *Stack) start(ctx context.Context, name string, _ time.Duration) error {
 	if sv.proc != nil && sv.proc.alive() {
 		return nil
 	}
-	formerPrimary := sv.Kind == testserver.KindMariaDB && name != s.primary && sv.Role == "replica" && s.promotedAt != "" && !s.hasReplicaConfig(sv)
+	follow := sv.Kind == testserver.KindMariaDB && name != s.primary && sv.source != s.primary
 	if err := s.startProcess(sv); err != nil {
 		return err
 	}
 	if err := s.waitReady(sv); err != nil {
 		return err
 	}
-	if formerPrimary {
+	if follow {
 		return s.rejoin(ctx, name)
 	}
 	return nil
 }
 
-// hasReplicaConfig reports whether the server has replicated before (a
-// master.info file), as opposed to a former primary.
-func (s *Stack) hasReplicaConfig(sv *server) bool {
-	_, err := statFile(sv.dataDir + "/data/master.info")
-	return err == nil
+// killRegion kills every MariaDB server of the region at once, as a
+// regional outage would.
+func (s *Stack) killRegion(region string) error {
+	var names []string
+	for _, n := range mariadbServers {
+		if s.servers[n].Region == region {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("stack: no MariaDB server in region %q (%s or %s)", region, testserver.PrimaryRegion, testserver.SecondaryRegion)
+	}
+	var wg sync.WaitGroup
+	for _, n := range names {
+		if p := s.servers[n].proc; p != nil {
+			wg.Go(func() { p.signal(syscall.SIGKILL, 15*time.Second) })
+		}
+	}
+	wg.Wait()
+	return nil
 }
 
 func (s *Stack) replica(name string) (*server, error) {

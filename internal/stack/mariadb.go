@@ -40,7 +40,7 @@ func (s *Stack) template(ctx context.Context) error {
 func (s *Stack) mariadbArgs(sv *server) []string {
 	d := sv.dataDir
 	semiSyncReplica := "0"
-	if sv.Region == testserver.PrimaryRegion {
+	if s.inPrimaryRegion(sv.Name) {
 		semiSyncReplica = "1"
 	}
 	id := strconv.Itoa(int(sv.Name[1]-'0') + map[byte]int{'m': 0, 'r': 1}[sv.Name[0]])
@@ -84,9 +84,9 @@ func (s *Stack) freshMariaDB(ctx context.Context) error {
 	s.primary = "m1"
 	for _, n := range mariadbServers {
 		sv := s.servers[n]
-		sv.Role = "replica"
+		sv.Role, sv.source = "replica", "m1"
 		if n == "m1" {
-			sv.Role = "primary"
+			sv.Role, sv.source = "primary", ""
 		}
 		sv.dataDir = filepath.Join(s.cfg.Dir, n)
 		if err := os.RemoveAll(sv.dataDir); err != nil {
@@ -119,11 +119,7 @@ func (s *Stack) freshMariaDB(ctx context.Context) error {
 		return err
 	}
 	for _, n := range []string{"r1", "r2"} {
-		delay := time.Duration(0)
-		if s.servers[n].Region != testserver.PrimaryRegion {
-			delay = DefaultRemoteLinkDelay
-		}
-		if err := s.linkProxy(n, delay); err != nil {
+		if err := s.linkProxy(n, s.defaultLinkDelay(n)); err != nil {
 			return err
 		}
 		if err := s.exec(ctx, n, "SET GLOBAL gtid_slave_pos=''", s.changeMaster(n, "slave_pos"), "START SLAVE"); err != nil {
@@ -184,8 +180,38 @@ func (s *Stack) startMariaDB(ctx context.Context) error {
 	return s.freshMariaDB(ctx)
 }
 
+// inPrimaryRegion reports whether the MariaDB server is in the current
+// primary's region.
+func (s *Stack) inPrimaryRegion(name string) bool {
+	return s.servers[name].Region == s.servers[s.primary].Region
+}
+
+// defaultLinkDelay is the delay of a replica's link to the current primary:
+// none in the primary's region, DefaultRemoteLinkDelay across regions.
+func (s *Stack) defaultLinkDelay(name string) time.Duration {
+	if s.inPrimaryRegion(name) {
+		return 0
+	}
+	return DefaultRemoteLinkDelay
+}
+
+// semiSync is the statement that makes a replica acknowledge semi-sync
+// commits only if it is in the primary's region (it takes effect when its
+// IO thread starts).
+func (s *Stack) semiSync(name string) string {
+	on := "0"
+	if s.inPrimaryRegion(name) {
+		on = "1"
+	}
+	return "SET GLOBAL rpl_semi_sync_slave_enabled=" + on
+}
+
 // promote makes the replica the primary and re-points the other running
-// MariaDB servers at it.
+// MariaDB servers at it. The replica may be in another region than the old
+// primary (after the whole writer region is lost): links then get the
+// delays of the new geometry, and only the new primary's region acknowledges
+// semi-sync commits. A running server that had applied more than the
+// promoted replica rejoins like a restarted former primary.
 func (s *Stack) promote(ctx context.Context, name string) error {
 	sv, err := s.server(name)
 	if err != nil {
@@ -210,19 +236,34 @@ func (s *Stack) promote(ctx context.Context, name string) error {
 	if s.promotedAt, err = s.queryString(ctx, name, "SELECT @@gtid_slave_pos"); err != nil {
 		return err
 	}
-	if err := s.exec(ctx, name, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0"); err != nil {
+	if err := s.exec(ctx, name, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL rpl_semi_sync_slave_enabled=0", "SET GLOBAL read_only=0"); err != nil {
 		return err
 	}
 	old := s.primary
+	crossRegion := s.servers[old].Region != sv.Region
 	s.servers[old].Role = "replica"
-	sv.Role = "primary"
+	sv.Role, sv.source = "primary", ""
 	s.primary = name
 	for _, n := range mariadbServers {
 		o := s.servers[n]
 		if n == name || o.proc == nil || !o.proc.alive() {
 			continue
 		}
-		if err := s.repoint(ctx, n); err != nil {
+		if crossRegion {
+			if p, ok := s.proxies[n]; ok {
+				p.SetDelay(s.defaultLinkDelay(n))
+			}
+		}
+		own, err := s.queryString(ctx, n, "SELECT @@gtid_binlog_pos")
+		if err != nil {
+			return err
+		}
+		if lowerGTID(own, s.promotedAt) != own {
+			err = s.rejoin(ctx, n)
+		} else {
+			err = s.repoint(ctx, n)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -283,33 +324,45 @@ func (s *Stack) slaveStatus(ctx context.Context, name string) (map[string]string
 // current primary through its proxy.
 func (s *Stack) repoint(ctx context.Context, name string) error {
 	sv := s.servers[name]
-	delay := time.Duration(0)
+	delay := s.defaultLinkDelay(name)
 	if p, ok := s.proxies[name]; ok {
 		delay = time.Duration(p.delay.Load())
-	} else if sv.Region != testserver.PrimaryRegion {
-		delay = DefaultRemoteLinkDelay
 	}
 	if err := s.linkProxy(name, delay); err != nil {
 		return err
 	}
-	return s.exec(ctx, name, "STOP SLAVE", s.changeMaster(name, "slave_pos"), "START SLAVE")
+	if err := s.exec(ctx, name, "STOP SLAVE", s.semiSync(name), s.changeMaster(name, "slave_pos"), "START SLAVE"); err != nil {
+		return err
+	}
+	sv.source = s.primary
+	return nil
 }
 
-// rejoin turns a restarted former primary into a replica of the current
-// primary. Its own binlog may end with transactions the new primary never got
-// (unacknowledged ones); it drops them, as a rebuilt Aurora reader would, and
-// replicates from the last transaction both have.
+// rejoin turns a MariaDB server that followed (or was) an earlier primary
+// into a replica of the current one. Its own binlog may end with
+// transactions the new primary never got (unacknowledged ones on a former
+// primary, or ones the promoted replica had not received yet); it drops them
+// from its GTID state, as a rebuilt Aurora reader would, and replicates from
+// the last transaction both have. (Their rows stay: the stack logs it.)
 func (s *Stack) rejoin(ctx context.Context, name string) error {
 	own, err := s.queryString(ctx, name, "SELECT @@gtid_binlog_pos")
 	if err != nil {
 		return err
 	}
 	start := lowerGTID(own, s.promotedAt)
-	if err := s.linkProxy(name, 0); err != nil {
+	if start != own {
+		s.cfg.Logf("%s rejoins %s at %s: it had transactions up to %s that %s never got", name, s.primary, start, own, s.primary)
+	}
+	if err := s.linkProxy(name, s.defaultLinkDelay(name)); err != nil {
 		return err
 	}
-	return s.exec(ctx, name, "SET GLOBAL read_only=1", "STOP SLAVE", "RESET MASTER",
-		"SET GLOBAL gtid_slave_pos='"+start+"'", s.changeMaster(name, "slave_pos"), "START SLAVE")
+	err = s.exec(ctx, name, "SET GLOBAL read_only=1", "STOP SLAVE", "RESET MASTER",
+		"SET GLOBAL gtid_slave_pos='"+start+"'", s.semiSync(name), s.changeMaster(name, "slave_pos"), "START SLAVE")
+	if err != nil {
+		return err
+	}
+	s.servers[name].source = s.primary
+	return nil
 }
 
 // lowerGTID returns whichever of two single-domain MariaDB GTID positions

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,9 +48,14 @@ func (s *spawner) start(cmd *exec.Cmd) error {
 type proc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
+	// expected is set before the stack itself signals the process (a fault
+	// control, a reset, Down): its exit is then no failure.
+	expected atomic.Bool
 }
 
-func (s *spawner) run(logPath string, name string, args ...string) (*proc, error) {
+// run starts a server with its output appended to logPath. onExit, if not
+// nil, runs in its own goroutine once the process has exited and been reaped.
+func (s *spawner) run(logPath string, onExit func(*proc), name string, args ...string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -66,6 +72,9 @@ func (s *spawner) run(logPath string, name string, args ...string) (*proc, error
 		cmd.Wait()
 		logf.Close()
 		close(p.exited)
+		if onExit != nil {
+			go onExit(p)
+		}
 	}()
 	return p, nil
 }
@@ -79,12 +88,13 @@ func (p *proc) alive() bool {
 	}
 }
 
-// signal sends sig and waits up to timeout for the process to exit, then
+// signal marks the exit as expected, sends sig and waits up to timeout for the process to exit, then
 // kills it.
 func (p *proc) signal(sig syscall.Signal, timeout time.Duration) {
 	if !p.alive() {
 		return
 	}
+	p.expected.Store(true)
 	p.cmd.Process.Signal(sig)
 	select {
 	case <-p.exited:

@@ -10,6 +10,13 @@
 // that finds the recorded children of a crashed earlier run kills them first
 // (only if their command lines still match). It deletes nothing outside its
 // own folder.
+//
+// The stack supervises its servers: an exit that no control operation asked
+// for is a death, logged on one line with the server's last log lines,
+// recorded in the state file (testserver.State.UnexpectedDeaths) and followed
+// by a restart. dynalite runs from the stack's own entry script
+// (dynalite-server.js), which keeps a client's aborted request from ending
+// it and its data on disk.
 package stack
 
 import (
@@ -56,7 +63,7 @@ type Config struct {
 	Dir string
 	// PortBase is the first port; the stack uses PortBase+1 to PortBase+40.
 	PortBase int
-	// Dynalite is the path of dynalite's cli.js.
+	// Dynalite is the folder of the dynalite npm package (holding index.js).
 	Dynalite string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
@@ -67,6 +74,10 @@ type server struct {
 	proc    *proc
 	prog    string
 	dataDir string // MariaDB: instance folder
+	// source is the primary a MariaDB replica was last pointed at ("" for
+	// the primary itself): a replica restarted after a promotion follows
+	// the new primary.
+	source string
 }
 
 // Stack is a running stack.
@@ -85,6 +96,12 @@ type Stack struct {
 
 	repl *replicator
 	ctl  *http.Server
+	// deaths are the server exits no control operation asked for.
+	deaths []testserver.Death
+	// closed is set by Down: exits after it are no deaths.
+	closed bool
+	// restarts counts, per server, its restarts after unexpected deaths.
+	restarts map[string]int
 }
 
 func (c *Config) port(offset int) int { return c.PortBase + offset }
@@ -101,7 +118,7 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := claimDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg, sp: newSpawner(), servers: map[string]*server{}, proxies: map[string]*delayProxy{}, lagTimers: map[string]*time.Timer{}}
+	s := &Stack{cfg: cfg, sp: newSpawner(), servers: map[string]*server{}, proxies: map[string]*delayProxy{}, lagTimers: map[string]*time.Timer{}, restarts: map[string]int{}}
 	defer func() {
 		if err != nil {
 			s.Down()
@@ -190,8 +207,8 @@ func (s *Stack) checkPrograms() error {
 			return fmt.Errorf("stack: %w", err)
 		}
 	}
-	if _, err := os.Stat(s.cfg.Dynalite); err != nil {
-		return fmt.Errorf("stack: dynalite not found at %s: run `make deps` (npm package dynalite, installed into .tools)", s.cfg.Dynalite)
+	if _, err := os.Stat(filepath.Join(s.cfg.Dynalite, "index.js")); err != nil {
+		return fmt.Errorf("stack: dynalite not found in %s: run `make deps` (npm package dynalite, installed into .tools)", s.cfg.Dynalite)
 	}
 	return nil
 }
@@ -245,6 +262,7 @@ func (s *Stack) checkPorts() error {
 func (s *Stack) Down() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	if s.ctl != nil {
 		s.ctl.Close()
 		s.ctl = nil
@@ -290,11 +308,15 @@ func (s *Stack) recordChildren() {
 
 // State returns the published state.
 func (s *Stack) State() testserver.State {
-	st := testserver.State{Dir: s.cfg.Dir, ControlURL: "http://127.0.0.1:" + strconv.Itoa(s.cfg.port(40)), AppUser: appUser, AppPassword: appPassword}
+	st := testserver.State{Dir: s.cfg.Dir, ControlURL: "http://127.0.0.1:" + strconv.Itoa(s.cfg.port(40)), AppUser: appUser, AppPassword: appPassword,
+		UnexpectedDeaths: append([]testserver.Death{}, s.deaths...)}
 	for _, n := range s.order {
 		sv := s.servers[n]
 		out := sv.Server
 		out.Running = sv.proc != nil && sv.proc.alive()
+		if out.Running {
+			out.PID = sv.proc.cmd.Process.Pid
+		}
 		st.Servers = append(st.Servers, out)
 	}
 	return st
@@ -326,8 +348,17 @@ func (s *Stack) DynamoDBEndpoint(region string) string {
 	return ""
 }
 
-// startAux starts the memcacheds and dynalites.
+// startAux starts the memcacheds and dynalites, the dynalites with empty data.
 func (s *Stack) startAux() error {
+	for _, n := range []string{"ddb1", "ddb2"} {
+		d := s.dynaliteData(s.servers[n])
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("stack: empty %s: %w", d, err)
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("stack: %w", err)
+		}
+	}
 	for _, n := range []string{"mc1", "mc2", "ddb1", "ddb2"} {
 		if err := s.startProcess(s.servers[n]); err != nil {
 			return err
@@ -351,12 +382,16 @@ func (s *Stack) startProcess(sv *server) error {
 		args = []string{"-u", "root", "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "64", "-c", "1024", "-t", "2"}
 	case testserver.KindDynamoDB:
 		prog, _ = lookPath("node", "")
-		args = []string{s.cfg.Dynalite, "--host", "127.0.0.1", "--port", port, "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"}
+		script, err := s.dynaliteScript()
+		if err != nil {
+			return fmt.Errorf("stack: start %s: %w", sv.Name, err)
+		}
+		args = []string{script, s.cfg.Dynalite, "127.0.0.1", port, s.dynaliteData(sv)}
 	case testserver.KindMariaDB:
 		prog, _ = lookPath("mariadbd", "")
 		args = s.mariadbArgs(sv)
 	}
-	p, err := s.sp.run(filepath.Join(s.cfg.Dir, sv.Name+".log"), prog, args...)
+	p, err := s.sp.run(filepath.Join(s.cfg.Dir, sv.Name+".log"), func(p *proc) { s.exited(sv, p) }, prog, args...)
 	if err != nil {
 		return fmt.Errorf("stack: start %s: %w", sv.Name, err)
 	}
@@ -496,5 +531,3 @@ func lastOf(out string) string {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	return lines[len(lines)-1]
 }
-
-func statFile(path string) (os.FileInfo, error) { return os.Stat(path) }

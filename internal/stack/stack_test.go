@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -165,4 +166,54 @@ func waitGone(t *testing.T, pid int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("server pid %d still running after its stack ended", pid)
+}
+
+// TestUnexpectedDeathFailsTheRun kills a server behind the stack's back
+// (kill -9 of its pid) while a command that succeeds runs under `stack run`:
+// the run fails, with one line naming the server and its last log lines. The
+// control kills the same server through the fault control: the run succeeds.
+func TestUnexpectedDeathFailsTheRun(t *testing.T) {
+	tools := requirePrograms(t)
+	bin := stackBinary(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(mode string) (string, error) {
+		cmd := command(bin, t.TempDir(), tools, "run", "--", self)
+		cmd.Env = append(cmd.Env, childEnv+"="+mode)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	out, err := run("behind")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("stack run after a server died behind its back: %v, want exit status 1\n%s", err, out)
+	}
+	if strings.Contains(out, "child:") {
+		t.Fatalf("the command under the stack failed:\n%s", out)
+	}
+	var deathLines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "died unexpectedly") {
+			deathLines = append(deathLines, l)
+		}
+	}
+	if len(deathLines) != 1 {
+		t.Fatalf("want one line reporting the death, got %d:\n%s", len(deathLines), out)
+	}
+	t.Log(deathLines[0])
+	for _, want := range []string{"server ddb2", "signal: killed", "last log lines:", "dynalite-server: listening"} {
+		if !strings.Contains(deathLines[0], want) {
+			t.Fatalf("death line lacks %q: %s", want, deathLines[0])
+		}
+	}
+
+	t.Run("control: a fault-control kill is no failure", func(t *testing.T) {
+		out, err := run("control")
+		if err != nil || strings.Contains(out, "died unexpectedly") {
+			t.Fatalf("stack run after a fault-control kill: %v, want success\n%s", err, out)
+		}
+	})
 }

@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -67,6 +68,8 @@ type Server struct {
 	Host    string `json:"host"`
 	Port    int    `json:"port"`
 	Running bool   `json:"running"`
+	// PID is the process id of a running server.
+	PID int `json:"pid,omitempty"`
 	// Role is "primary" or "replica" for MariaDB servers.
 	Role string `json:"role,omitempty"`
 }
@@ -82,6 +85,28 @@ type State struct {
 	// AppUser and AppPassword are the application's database credentials.
 	AppUser     string `json:"app_user"`
 	AppPassword string `json:"app_password"`
+	// UnexpectedDeaths are the server exits no fault control asked for (a
+	// crash, a kill behind the stack's back), oldest first. The stack fails
+	// the command it runs when there is any.
+	UnexpectedDeaths []Death `json:"unexpected_deaths"`
+}
+
+// Death is one server exit that no fault control asked for.
+type Death struct {
+	Server string    `json:"server"`
+	Kind   string    `json:"kind"`
+	Region string    `json:"region"`
+	PID    int       `json:"pid"`
+	Exit   string    `json:"exit"` // as os.ProcessState says: "signal: killed", "exit status 1"
+	At     time.Time `json:"at"`
+	// LastLog are the last lines the server wrote to its log.
+	LastLog []string `json:"last_log"`
+}
+
+// String is the death on one line, with the server's last log lines.
+func (d Death) String() string {
+	return fmt.Sprintf("server %s (%s, %s, pid %d) died unexpectedly (%s); last log lines: %s",
+		d.Server, d.Kind, d.Region, d.PID, d.Exit, strings.Join(d.LastLog, " | "))
 }
 
 // Stack is a handle on a running stack. It is safe for concurrent use.
@@ -253,6 +278,16 @@ func (s *Stack) Primary(ctx context.Context) (string, error) {
 	return "", errors.New("testserver: no primary")
 }
 
+// UnexpectedDeaths returns the server exits no fault control asked for since
+// the stack started (none: an empty slice).
+func (s *Stack) UnexpectedDeaths(ctx context.Context) ([]Death, error) {
+	st, err := s.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.UnexpectedDeaths, nil
+}
+
 // Kill sends SIGKILL to the named server and waits for it to exit.
 func (s *Stack) Kill(ctx context.Context, name string) error { return s.op(ctx, "kill", name, 0) }
 
@@ -288,9 +323,21 @@ func (s *Stack) SetLinkDelay(ctx context.Context, replica string, d time.Duratio
 
 // Promote makes the replica the primary (read_only off, replication reset) and
 // re-points every other running replica at it with GTID. Kill the old primary
-// first, as a failover would.
+// first, as a failover would. The replica may be in the other region (r2,
+// after KillRegion of the writer's region): then links get the delays of the
+// new geometry (150 ms to ap-northeast-1's servers), and only servers in the
+// new primary's region acknowledge semi-sync commits. Servers stopped at the
+// time rejoin as replicas of the new primary when started; a server that had
+// transactions the new primary lacks drops them from its GTID state.
 func (s *Stack) Promote(ctx context.Context, replica string) error {
 	return s.op(ctx, "promote", replica, 0)
+}
+
+// KillRegion kills every MariaDB server of the region at once (SIGKILL), as a
+// regional outage would: KillRegion(ctx, PrimaryRegion) takes m1 and r1
+// down; Promote(ctx, "r2") then makes us-east-1 the writer's region.
+func (s *Stack) KillRegion(ctx context.Context, region string) error {
+	return s.op(ctx, "killregion", region, 0)
 }
 
 // Reset puts the MariaDB servers back to a fresh topology (m1 primary, r1 and

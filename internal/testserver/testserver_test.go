@@ -229,3 +229,159 @@ func TestReplicateTable(t *testing.T) {
 		t.Fatalf("replicated after %s, want >= 300 ms", d)
 	}
 }
+
+// TestRegionLossAndCrossRegionPromotion loses Tokyo's databases (m1 and r1
+// killed at once), promotes r2 in us-east-1, and brings Tokyo's servers back
+// as replicas of r2 across the delayed link.
+func TestRegionLossAndCrossRegionPromotion(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if err := s.Reset(context.Background()); err != nil {
+			t.Errorf("reset: %v", err)
+		}
+	})
+	if err := s.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := open(t, s.DSN("m1", "regiondb"))
+	r2 := open(t, s.DSN("r2", "regiondb"))
+	if _, err := w.Exec("CREATE TABLE t (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Exec("INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, wantCount(r2, 1))
+
+	if err := s.KillRegion(ctx, testserver.PrimaryRegion); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"m1", "r1"} {
+		if s.Server(n).Running {
+			t.Fatalf("%s still running after KillRegion", n)
+		}
+	}
+	if !s.Server("r2").Running {
+		t.Fatal("KillRegion of ap-northeast-1 stopped r2")
+	}
+	if _, err := r2.Exec("INSERT INTO t VALUES (2)"); err == nil {
+		t.Fatal("r2 accepts writes before its promotion")
+	}
+	if err := s.Promote(ctx, "r2"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.Primary(ctx); err != nil || p != "r2" {
+		t.Fatalf("primary = %q (%v), want r2", p, err)
+	}
+	if _, err := r2.Exec("INSERT INTO t VALUES (2)"); err != nil {
+		t.Fatalf("write on promoted r2: %v", err)
+	}
+
+	// Tokyo's servers come back as read-only replicas of r2, across the
+	// 150 ms link, and no longer acknowledge semi-sync commits.
+	for _, n := range []string{"r1", "m1"} {
+		if err := s.Start(ctx, n); err != nil {
+			t.Fatalf("start %s: %v", n, err)
+		}
+	}
+	r1 := open(t, s.DSN("r1", "regiondb"))
+	m1 := open(t, s.DSN("m1", "regiondb"))
+	eventually(t, 5*time.Second, wantCount(r1, 2))
+	eventually(t, 5*time.Second, wantCount(m1, 2))
+	for n, db := range map[string]*sql.DB{"r1": r1, "m1": m1} {
+		_, err := db.Exec("INSERT INTO t VALUES (3)")
+		var me *mysql.MySQLError
+		if !errors.As(err, &me) || me.Number != 1290 {
+			t.Fatalf("write on %s after it rejoined: %v, want MySQL error 1290", n, err)
+		}
+		var semi int
+		if err := open(t, s.AdminDSN(n)).QueryRow("SELECT @@rpl_semi_sync_slave_enabled").Scan(&semi); err != nil || semi != 0 {
+			t.Fatalf("%s: rpl_semi_sync_slave_enabled = %d (%v), want 0 across regions", n, semi, err)
+		}
+	}
+	start := time.Now()
+	if _, err := r2.Exec("INSERT INTO t VALUES (3)"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, wantCount(r1, 3))
+	if lag := time.Since(start); lag < 100*time.Millisecond {
+		t.Fatalf("r1 saw r2's write after %s; want >= the 150 ms cross-region link delay", lag)
+	}
+	deaths, err := s.UnexpectedDeaths(ctx)
+	if err != nil || len(deaths) != 0 {
+		t.Fatalf("deaths recorded for fault-control kills: %v (%v)", deaths, err)
+	}
+}
+
+// TestPromotedPrimaryIgnoresMasterGTIDWait records a MariaDB fact dbrouter
+// depends on: after a promotion, MASTER_GTID_WAIT on the new primary times
+// out (-1) for its own writes, because it waits on gtid_slave_pos, which a
+// primary's own commits never enter; gtid_current_pos has them. A wait
+// guarded by read_only answers at once on the primary and still waits on a
+// replica (the control: r2 returns 0 for the same GTID).
+func TestPromotedPrimaryIgnoresMasterGTIDWait(t *testing.T) {
+	s := testserver.Require(t)
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if err := s.Reset(context.Background()); err != nil {
+			t.Errorf("reset: %v", err)
+		}
+	})
+	if err := s.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := open(t, s.DSN("m1", "regiondb"))
+	if _, err := w.Exec("CREATE TABLE t (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	var before string
+	if err := w.QueryRow("SELECT @@gtid_binlog_pos").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Kill(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	r1 := open(t, s.DSN("r1", "regiondb"))
+	conn, err := r1.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	var own, current string
+	if err := conn.QueryRowContext(ctx, "SELECT @@last_gtid, @@global.gtid_current_pos").Scan(&own, &current); err != nil {
+		t.Fatal(err)
+	}
+	if current != own {
+		t.Fatalf("r1's gtid_current_pos %q lacks its own write %q", current, own)
+	}
+	wait := func(db *sql.DB, q, gtid string) sql.NullInt64 {
+		t.Helper()
+		var v sql.NullInt64
+		if err := db.QueryRow(q, gtid).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	const plain = "SELECT MASTER_GTID_WAIT(?, 0.3)"
+	if v := wait(r1, plain, before); v.Int64 != 0 {
+		t.Fatalf("MASTER_GTID_WAIT on promoted r1 for a position from before the promotion = %v, want 0", v)
+	}
+	if v := wait(r1, plain, own); v.Int64 != -1 {
+		t.Fatalf("MASTER_GTID_WAIT on promoted r1 for its own write = %v, want -1 (timeout)", v)
+	}
+	const guarded = "SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT(?, 0.3))"
+	if v := wait(r1, guarded, own); v.Valid {
+		t.Fatalf("guarded wait on the primary = %v, want NULL (no wait)", v)
+	}
+	r2 := open(t, s.DSN("r2", "regiondb"))
+	if v := wait(r2, "SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT(?, 5))", own); !v.Valid || v.Int64 != 0 {
+		t.Fatalf("guarded wait on replica r2 for r1's write = %v, want 0", v)
+	}
+}

@@ -1,6 +1,7 @@
 // Command stack runs regiondb's local two-region stack of real servers.
 //
-//	stack run -- CMD [ARG...]   start the stack, run CMD, stop the stack; exit with CMD's status
+//	stack run -- CMD [ARG...]   start the stack, run CMD, stop the stack; exit with CMD's status,
+//	                            or 1 if CMD succeeded but a server died that no fault control stopped
 //	stack up                    start the stack and keep it until interrupted
 //
 // CMD gets REGIONDB_STACK (the state file internal/testserver reads) and
@@ -9,6 +10,11 @@
 // REGIONDB_STACK_PORTS (default 21100), and dynalite is looked up under
 // REGIONDB_TOOLS (default .tools). Every server stops when the stack does,
 // also when CMD fails or the stack is interrupted or killed.
+//
+// The stack supervises its servers: an exit that no fault control asked for
+// (a crash, a kill behind its back) is logged on one line naming the server
+// and its last log lines, recorded in the state file, and the server is
+// restarted (at most 3 times); the death still fails the run.
 package main
 
 import (
@@ -101,18 +107,25 @@ func run(args []string) int {
 				cmd.Process.Kill()
 			}()
 		case err := <-done:
+			code := 0
 			var exit *exec.ExitError
 			if errors.As(err, &exit) {
-				if code := exit.ExitCode(); code > 0 {
-					return code
+				code = 1
+				if c := exit.ExitCode(); c > 0 {
+					code = c
 				}
-				return 1
-			}
-			if err != nil {
+			} else if err != nil {
 				fmt.Fprintf(os.Stderr, "stack: %v\n", err)
-				return 1
+				code = 1
 			}
-			return 0
+			// Every death was logged on its own line when it happened.
+			if deaths := st.UnexpectedDeaths(); len(deaths) > 0 {
+				fmt.Fprintf(os.Stderr, "stack: failing the run: %d server death(s) that no fault control asked for (see above)\n", len(deaths))
+				if code == 0 {
+					code = 1
+				}
+			}
+			return code
 		}
 	}
 }
@@ -125,7 +138,7 @@ func config() (stack.Config, error) {
 	cfg := stack.Config{
 		Dir:      envOr("REGIONDB_STACK_DIR", filepath.Join(root, ".stack")),
 		PortBase: stack.DefaultPortBase,
-		Dynalite: filepath.Join(envOr("REGIONDB_TOOLS", filepath.Join(root, ".tools")), "node_modules", "dynalite", "cli.js"),
+		Dynalite: filepath.Join(envOr("REGIONDB_TOOLS", filepath.Join(root, ".tools")), "node_modules", "dynalite"),
 		Logf:     func(f string, a ...any) { fmt.Fprintf(os.Stderr, "stack: "+f+"\n", a...) },
 	}
 	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
