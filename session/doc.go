@@ -40,6 +40,7 @@
 //	created_ms  N  epoch milliseconds of creation (absolute timeout)
 //	touched_ms  N  epoch milliseconds of the last write (idle timeout)
 //	region      S  the region that wrote this version
+//	destroyed   BOOL  true on a destroyed session's tombstone (see Logout)
 //
 // DynamoDB's TTL deletes expired items up to days late (and dynalite has no
 // TTL at all), so expiry is also checked on every read. [Store.CreateTable]
@@ -64,6 +65,8 @@
 // The cookie is HttpOnly, Secure and SameSite=Lax unless configured
 // otherwise ([Config.InsecureCookie], [Config.ScriptReadableCookie],
 // [Config.CookieSameSite]); its name, path and domain are configurable.
+// Secure does not depend on the request's TLS state, so it is set behind a
+// load balancer that terminates TLS; only InsecureCookie removes it.
 // Besides the id the cookie carries the session's version and the region
 // that wrote it, authenticated by an HMAC keyed with the id: a corrupt,
 // edited, unknown or expired cookie starts a new, empty session, never an
@@ -80,8 +83,42 @@
 // values), then writes again, at most [Config.MaxConflictRetries] times.
 // If that is exhausted the request fails with [ErrConflict]: a change is
 // either stored or the request is not answered with success; none is lost
-// silently. A session destroyed by a concurrent request stays destroyed
-// except for the keys this request changed.
+// silently. A session destroyed by a concurrent request stays destroyed:
+// the keys this request changed are saved in a new session with a new id,
+// as if the request had come after the logout.
+//
+// # Logout
+//
+// [Manager.Destroy] does not delete the item: it replaces it by a
+// tombstone (attribute destroyed = true, a version above any a session
+// reaches, expires_at = now + [Config.AbsoluteTimeout]), first in the
+// table the session lives in, then in every other region's table, and only
+// then clears the cookie. A destroyed id never names a session again:
+//
+//   - In one region, every save is conditional on the version it read; a
+//     save racing the logout finds the tombstone, and its changes go to a
+//     new id. A delete would instead make the racing save re-create the
+//     item under the old id (the old cookie valid again).
+//   - Across regions, Global Tables resolve concurrent writes to an item
+//     by last writer wins. A version written before the logout that
+//     replicates late is older than the tombstone and loses to it. A save
+//     racing the logout in another region can succeed only before the
+//     logout's own tombstone write reaches that region (one cross-region
+//     round trip after Destroy starts); that tombstone is written after
+//     the save there, so it is the last writer of the item in every region
+//     and wins everywhere once replication settles. Until then (at most
+//     that round trip plus the replication delay) the racing save's copy
+//     may be readable in the region it replicated to.
+//   - Reads treat a tombstone as no session, also when it is found in the
+//     other region during a cross-region fallback (its version wins every
+//     "newer copy" comparison). Expiry is checked on every read, and the
+//     tombstone outlives every copy of the session it ends: a copy that
+//     arrives after DynamoDB's TTL removed the tombstone is expired.
+//
+// A region that cannot be reached at logout gets the tombstone through
+// replication. Ids that name no item get no tombstone (the write is
+// conditional on the item's existence), so made-up cookies leave nothing
+// behind. A logout costs one write per region.
 //
 // # Regions
 //

@@ -156,8 +156,8 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				if time.Since(ch.seen) < delay {
 					continue
 				}
-				delete(pending[i], k)
 				if changedTime[i][k].After(ch.seen) || known[i][k] == ch.hash {
+					delete(pending[i], k)
 					continue // the target changed it later (it wins) or has it already
 				}
 				var err error
@@ -166,8 +166,9 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				} else {
 					_, err = r.clients[i].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &t.name, Key: keyOf(k, keys, ch, known)})
 				}
-				if err == nil {
+				if err == nil { // else kept and retried: a region that is down gets it when it is back
 					known[i][k] = ch.hash
+					delete(pending[i], k)
 				}
 			}
 		}

@@ -329,6 +329,9 @@ func (s *Stack) DynamoDBEndpoint(region string) string {
 // startAux starts the memcacheds and dynalites.
 func (s *Stack) startAux() error {
 	for _, n := range []string{"mc1", "mc2", "ddb1", "ddb2"} {
+		if s.servers[n].Kind == testserver.KindDynamoDB {
+			os.RemoveAll(s.dynaliteDir(n)) // a fresh stack starts empty
+		}
 		if err := s.startProcess(s.servers[n]); err != nil {
 			return err
 		}
@@ -351,7 +354,8 @@ func (s *Stack) startProcess(sv *server) error {
 		args = []string{"-u", "root", "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "64", "-c", "1024", "-t", "2"}
 	case testserver.KindDynamoDB:
 		prog, _ = lookPath("node", "")
-		args = []string{s.cfg.Dynalite, "--host", "127.0.0.1", "--port", port, "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"}
+		args = []string{s.cfg.Dynalite, "--host", "127.0.0.1", "--port", port, "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0",
+			"--path", s.dynaliteDir(sv.Name)} // on disk: a restart (fault control) loses nothing
 	case testserver.KindMariaDB:
 		prog, _ = lookPath("mariadbd", "")
 		args = s.mariadbArgs(sv)
@@ -363,6 +367,9 @@ func (s *Stack) startProcess(sv *server) error {
 	sv.proc = p
 	return nil
 }
+
+// dynaliteDir is the folder of a dynalite's data.
+func (s *Stack) dynaliteDir(name string) string { return filepath.Join(s.cfg.Dir, name+"-data") }
 
 // waitReady polls the server until it answers, for at most 30 s.
 func (s *Stack) waitReady(sv *server) error {
