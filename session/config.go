@@ -40,6 +40,10 @@ const (
 	// DefaultProbeInterval is how often, while the local table is
 	// unavailable, one request tries it again.
 	DefaultProbeInterval = time.Second
+	// DefaultReplicationWait is how long, while the local table is
+	// unavailable, a request waits for a session's newest version to
+	// reach the fallback region's replica.
+	DefaultReplicationWait = 1500 * time.Millisecond
 	// DefaultTokenKey is the session key under which [TokenCarrier] keeps
 	// the read-your-writes token.
 	DefaultTokenKey = "regiondb.ryw_token"
@@ -131,6 +135,13 @@ type Config struct {
 	// tries the local table again (see the package doc, "Regional
 	// outages"). If zero, [DefaultProbeInterval].
 	ProbeInterval time.Duration
+	// ReplicationWait is how long, while the local table is unavailable, a
+	// request whose cookie names a version the fallback region's replica
+	// does not have yet waits for it to arrive (re-reading every 100 ms)
+	// before it is served the older copy read-only, or, if there is none,
+	// fails with [ErrUnavailable]. If zero, [DefaultReplicationWait];
+	// negative: no wait.
+	ReplicationWait time.Duration
 	// MaxConflictRetries is how many times a save that lost a race (the
 	// version it was based on changed) re-reads and merges before it fails
 	// with [ErrConflict]. If zero, [DefaultMaxConflictRetries].
@@ -217,6 +228,9 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.ReplicationWait == 0 {
+		c.ReplicationWait = DefaultReplicationWait
 	}
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = DefaultProbeInterval

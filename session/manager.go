@@ -342,6 +342,15 @@ func (st *state) load(ctx context.Context) error {
 			}
 		}
 	}
+	if unreachable != "" && best.version < st.tok.version && srv == m.fallback && !best.tomb && m.cfg.ReplicationWait > 0 {
+		// The newest copy was written in the local region, now
+		// unavailable, and may still be on its way here: wait for it a
+		// little (Global Tables replicate within about a second).
+		if r, ok := st.awaitReplica(ctx, key); ok {
+			best = r
+			st.local = condition{exists: r.found, version: r.version}
+		}
+	}
 	if unreachable != "" && best.version < st.tok.version {
 		// The newest copy is in a region that cannot be read now.
 		if !best.found {
@@ -368,6 +377,33 @@ func (st *state) load(ctx context.Context) error {
 	st.base, st.values = best, vals
 	return nil
 }
+
+// awaitReplica re-reads key from the fallback region's table until it
+// holds the cookie's version or newer, for at most [Config.ReplicationWait].
+func (st *state) awaitReplica(ctx context.Context, key string) (record, bool) {
+	m := st.m
+	deadline := time.Now().Add(m.cfg.ReplicationWait)
+	for {
+		t := time.NewTimer(replicaPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return record{}, false
+		case <-t.C:
+		}
+		st.reads++
+		r, err := m.crossGet(ctx, m.fallback, key)
+		if err == nil && r.found && r.version >= st.tok.version {
+			return r, true
+		}
+		if err != nil || !time.Now().Before(deadline) {
+			return record{}, false
+		}
+	}
+}
+
+// replicaPoll is the interval of awaitReplica's reads.
+const replicaPoll = 100 * time.Millisecond
 
 // read reads key from the local table, or, when the breaker says it is
 // unavailable or this read finds it so, from the fallback region's. It
@@ -523,12 +559,17 @@ func (st *state) bury(ctx context.Context, key string, everywhere bool) error {
 	if srv == nil {
 		srv = m.writeTarget()
 	}
+	// While the local table is unavailable, its copy may be newer than the
+	// fallback's, or the only one (not replicated yet): the fallback gets
+	// the tombstone whether it holds the item or not, so that last writer
+	// wins ends that copy too when the regions reconcile.
+	mustExist := !(srv == m.fallback && m.br.isOpen())
 	st.writes++
-	err := srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout)
+	err := srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, mustExist)
 	if srv == m.local && m.fallback != nil && !m.localResult(ctx, err, false) {
-		srv = m.fallback
+		srv, mustExist = m.fallback, false
 		st.writes++
-		err = srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout)
+		err = srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, false)
 	}
 	if err != nil || !everywhere {
 		return err
@@ -538,7 +579,7 @@ func (st *state) bury(ctx context.Context, key string, everywhere bool) error {
 			continue
 		}
 		st.writes++
-		if err := o.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout); err != nil {
+		if err := o.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, true); err != nil {
 			m.cfg.Logger.WarnContext(ctx, "session: writing a destroyed session's tombstone in another region failed; replication will deliver it",
 				slog.String("region", o.region), slog.Any("error", err))
 		}

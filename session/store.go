@@ -301,21 +301,22 @@ func (s *Store) put(ctx context.Context, key string, r record, cond condition) e
 
 // putTomb replaces the item of key, whatever its version, by a tombstone
 // that expires when every copy of the session it ends must have expired
-// anyway (see the package doc, "Logout"). Where the table has no such item
-// it writes nothing, so that made-up ids leave nothing behind.
-func (s *Store) putTomb(ctx context.Context, key string, now time.Time, absolute time.Duration) error {
+// anyway (see the package doc, "Logout"). With mustExist, where the table
+// has no such item it writes nothing, so that made-up ids leave nothing
+// behind.
+func (s *Store) putTomb(ctx context.Context, key string, now time.Time, absolute time.Duration, mustExist bool) error {
 	ms := now.UnixMilli()
 	tomb := record{found: true, tomb: true, version: tombVersion, createdMS: ms, touchedMS: ms, region: s.region,
 		expiresAt: (ms+absolute.Milliseconds())/1000 + 1}
 	ctx, cancel := context.WithTimeout(ctx, s.limit)
 	defer cancel()
 	ctx, span := s.start(ctx, opPut)
-	_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                &s.table,
-		Item:                     encodeItem(key, tomb),
-		ConditionExpression:      aws.String("attribute_exists(#k)"),
-		ExpressionAttributeNames: map[string]string{"#k": AttrKey},
-	}, s.optFn)
+	in := &dynamodb.PutItemInput{TableName: &s.table, Item: encodeItem(key, tomb)}
+	if mustExist {
+		in.ConditionExpression = aws.String("attribute_exists(#k)")
+		in.ExpressionAttributeNames = map[string]string{"#k": AttrKey}
+	}
+	_, err := s.client.PutItem(ctx, in, s.optFn)
 	if err = s.end(span, opPut, err); isConditionFailed(err) {
 		return nil
 	}

@@ -134,7 +134,9 @@ func (e *Env) Config(region string, fallback bool) session.Config {
 			clients[r] = CountingClient{Client: e.Clients[r], C: e.Count[r]}
 		}
 	}
-	return session.Config{Table: e.Table, Region: region, Clients: clients, InsecureCookie: true, Logger: logger}
+	// A loaded test machine can hold a dynalite call for over a second:
+	// only the outage scenarios use a short bound.
+	return session.Config{Table: e.Table, Region: region, Clients: clients, InsecureCookie: true, Logger: logger, CallTimeout: 5 * time.Second}
 }
 
 // logger is the Managers' logger: stderr when REGIONDB_SESSION_LOG is set
