@@ -131,11 +131,76 @@
 // version, the session is read once from the home region's table (or, when
 // the home is this region and its copy was overwritten by an older late
 // replica, from one other region), and the newer copy wins; this counts as
-// a cross-region fallback. Writes always go to the local table and make
-// this region the home. Configure the other regions' clients in
+// a cross-region fallback. Writes go to the local table (except during a
+// regional outage) and make this region the home. If the home region
+// cannot be reached and the local copy is older than the cookie's
+// version, the older copy is shown and changes are refused
+// ([ErrUnavailable]): a write would fork the session and last writer wins
+// would drop one branch. Configure the other regions' clients in
 // [Config.Clients]; without them there is no fallback. With the local
 // stack's 1 s replication delay and users alternating regions on every
 // request, the fallback gave 0 anomalies in 960 requests, and 960 without it.
+//
+// # Regional outages
+//
+// When the local table is unavailable (connection refused, a call that
+// outlasts [Config.CallTimeout], a server error, or throttling, after the
+// SDK's retries; also a missing table), the Manager serves sessions from
+// the replica in the first other region of [Config.Clients] by name: reads
+// and conditional writes go there, one cross-region round trip each
+// (regiondb.session.cross_region.duration), and the cookie then names that
+// region as the session's home. The first call that finds the local table
+// unavailable moves the Manager over (and that request is served from the
+// replica); afterwards, one request per [Config.ProbeInterval] tries the
+// local table first, and the first success moves it back. This needs no
+// goroutine. Without another region's client, requests fail as described
+// under Failures.
+//
+// Nobody is logged out, no acknowledged change is lost, and a destroyed
+// session stays destroyed, across the switch and back. The argument,
+// against Global Tables' last writer wins (by write time) and their
+// asynchronous replication:
+//
+//   - A write is acknowledged only after a conditional put succeeded in
+//     one region's table, and the cookie then carries its version and
+//     region. Writing in the replica during the outage is allowed only if
+//     the replica holds every version the request knows of (the cookie's,
+//     and what it read): the new version then descends from the newest
+//     acknowledged one, so no acknowledged change is overwritten. When the
+//     replica lags (a write made in the local region just before the
+//     outage has not been replicated; the region may hold it until it
+//     returns), the request waits up to [Config.ReplicationWait] for it;
+//     if it does not come, the session is shown at the older version and
+//     changes are refused with [ErrUnavailable] (503): writing would fork
+//     the session, and last writer wins would later drop one branch. A
+//     session with no copy at all in the replica fails likewise; it is
+//     never replaced by a new, empty one (the user is not logged out).
+//   - A version the local region holds but never replicated has a write
+//     time before the outage. Every version written in the replica during
+//     the outage descends from a newer one than it, or from it (see
+//     above), and is written later; so last writer wins keeps the
+//     replica's version when the regions reconcile, and that version holds
+//     every acknowledged change.
+//   - After the local table returns, its copy of a session may be older
+//     than what the replica received during the outage (replication takes
+//     time to catch up). The cookie of every user who wrote during the
+//     outage names the replica's region and a newer version, so the
+//     cross-region fallback below reads it there; and for the outage's
+//     duration plus 10 s, every copy the local table wrote before its
+//     return is also compared with the replica's (the newer wins), which
+//     covers a logout made there with another cookie. The first write
+//     after that is conditional on the local version and newer than both,
+//     so it wins last writer wins everywhere.
+//   - A logout during the outage writes its tombstone in the replica even
+//     if the session's item has not reached it; the tombstone is later
+//     than any version the local region holds, so it wins when the regions
+//     reconcile (see Logout).
+//
+// The cost while the local table is down is one cross-region round trip
+// per session read and write; regiondb.session.failover.calls counts them
+// and regiondb.session.failover.openings counts the switches. Sessions
+// shown older than their newest version are counted in
+// regiondb.session.stale.
 //
 // # Failures
 //
@@ -168,6 +233,11 @@
 // (per-request histograms), regiondb.session.cross_region_fallbacks,
 // regiondb.session.conflicts, regiondb.session.expired and
 // regiondb.session.unavailable. Without an SDK this costs no-op calls.
+//
+// regiondb.session.failover.calls, regiondb.session.failover.openings,
+// regiondb.session.stale and regiondb.session.cross_region.duration are
+// described under Regional outages. The per-request histograms count only
+// requests that used their session.
 //
 // A Manager and a Store start no goroutines and need no Close.
 package session
