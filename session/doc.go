@@ -176,11 +176,14 @@
 //     session with no copy at all in the replica fails likewise; it is
 //     never replaced by a new, empty one (the user is not logged out).
 //   - A version the local region holds but never replicated has a write
-//     time before the outage. Every version written in the replica during
-//     the outage descends from a newer one than it, or from it (see
-//     above), and is written later; so last writer wins keeps the
-//     replica's version when the regions reconcile, and that version holds
-//     every acknowledged change.
+//     time before the outage. A version written in the replica during the
+//     outage is written later, so last writer wins keeps it when the
+//     regions reconcile; by the rule above it descends from every version
+//     its request's cookie named, so it holds every change acknowledged to
+//     that browser. The guarantee follows the cookie: a change acknowledged
+//     in the local region just before the outage to a request whose
+//     response the next request's cookie does not reflect (two tabs
+//     racing the outage's first second) can be overwritten.
 //   - After the local table returns, its copy of a session may be older
 //     than what the replica received during the outage (replication takes
 //     time to catch up). The cookie of every user who wrote during the
