@@ -33,6 +33,17 @@ const (
 	DefaultMaxBackoff = 200 * time.Millisecond
 	// DefaultMaxConflictRetries bounds the re-read-and-merge rounds of one save.
 	DefaultMaxConflictRetries = 5
+	// DefaultCallTimeout bounds one DynamoDB call, the SDK's retries
+	// included, so that an unreachable region fails over instead of
+	// holding the request.
+	DefaultCallTimeout = time.Second
+	// DefaultProbeInterval is how often, while the local table is
+	// unavailable, one request tries it again.
+	DefaultProbeInterval = time.Second
+	// DefaultReplicationWait is how long, while the local table is
+	// unavailable, a request waits for a session's newest version to
+	// reach the fallback region's replica.
+	DefaultReplicationWait = 1500 * time.Millisecond
 	// DefaultTokenKey is the session key under which [TokenCarrier] keeps
 	// the read-your-writes token.
 	DefaultTokenKey = "regiondb.ryw_token"
@@ -62,9 +73,11 @@ type Config struct {
 
 	// Clients maps region names to DynamoDB clients for Table in that
 	// region (*dynamodb.Client). Clients[Region] is required. The other
-	// entries are used only to read a session whose cookie says it was last
+	// entries are used to read a session whose cookie says it was last
 	// written in that region and whose local copy has not caught up yet
-	// (at most one such read per request). With no other entries there is
+	// (at most one such read per request), and, while the local table is
+	// unavailable, to serve sessions from the first of them by name (see
+	// the package doc, "Regional outages"). With no other entries there is
 	// no cross-region fallback. NewStore uses Clients[Region] only.
 	Clients map[string]Client
 
@@ -78,7 +91,9 @@ type Config struct {
 	// http.SameSiteDefaultMode), http.SameSiteLaxMode.
 	CookieSameSite http.SameSite
 	// InsecureCookie, if true, omits the cookie's Secure attribute (plain
-	// HTTP during development). False: the cookie is Secure.
+	// HTTP during development). False (the default): the cookie is Secure
+	// whatever the request's TLS state, which is right behind a load
+	// balancer that terminates TLS (r.TLS is nil there).
 	InsecureCookie bool
 	// ScriptReadableCookie, if true, omits HttpOnly. False: HttpOnly.
 	ScriptReadableCookie bool
@@ -111,6 +126,22 @@ type Config struct {
 	// MaxBackoff caps the retryer's jittered exponential backoff. If zero,
 	// [DefaultMaxBackoff].
 	MaxBackoff time.Duration
+	// CallTimeout bounds one DynamoDB call, the SDK's retries included; a
+	// call that takes longer counts as the region being unavailable. If
+	// zero, [DefaultCallTimeout].
+	CallTimeout time.Duration
+	// ProbeInterval is how often, while the local table is unavailable
+	// and sessions are served from another region's replica, one request
+	// tries the local table again (see the package doc, "Regional
+	// outages"). If zero, [DefaultProbeInterval].
+	ProbeInterval time.Duration
+	// ReplicationWait is how long, while the local table is unavailable, a
+	// request whose cookie names a version the fallback region's replica
+	// does not have yet waits for it to arrive (re-reading every 100 ms)
+	// before it is served the older copy read-only, or, if there is none,
+	// fails with [ErrUnavailable]. If zero, [DefaultReplicationWait];
+	// negative: no wait.
+	ReplicationWait time.Duration
 	// MaxConflictRetries is how many times a save that lost a race (the
 	// version it was based on changed) re-reads and merges before it fails
 	// with [ErrConflict]. If zero, [DefaultMaxConflictRetries].
@@ -171,7 +202,7 @@ func (c Config) normalize() (Config, error) {
 		c.CookieSameSite = http.SameSiteLaxMode
 	}
 	if c.IdleTimeout < 0 || c.AbsoluteTimeout < 0 || c.TouchInterval < 0 || c.MaxBackoff < 0 ||
-		c.MaxAttempts < 0 || c.MaxConflictRetries < 0 {
+		c.MaxAttempts < 0 || c.MaxConflictRetries < 0 || c.CallTimeout < 0 || c.ProbeInterval < 0 {
 		return c, errors.New("session: Config durations and counts must not be negative")
 	}
 	if c.IdleTimeout == 0 {
@@ -194,6 +225,15 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.MaxConflictRetries == 0 {
 		c.MaxConflictRetries = DefaultMaxConflictRetries
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.ReplicationWait == 0 {
+		c.ReplicationWait = DefaultReplicationWait
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -102,3 +102,31 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Fatalf("after restart: %q", body)
 	}
 }
+
+// TestRegionalOutage (issue 13): us-east-1's table is down (its dynalite
+// stopped) for a third of a run of mixed session traffic. With Tokyo's
+// client the Manager serves from Tokyo's replica and returns to its own
+// table when it is back: no user logged out, no acknowledged change lost,
+// no destroyed session back, at most 1 % of requests failed. The control
+// (no other region's client) fails every session request of the outage.
+func TestRegionalOutage(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	plan := sessionharness.OutagePlan{Users: 8, Total: 9 * time.Second, DownAt: 3 * time.Second, DownFor: 3 * time.Second, Interval: 100 * time.Millisecond}
+	res, err := sessionharness.Outage(ctx, e, true, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := sessionharness.Outage(ctx, e, false, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("with the fallback: %+v; without: %+v", res, ctrl)
+	if res.LoggedOut != 0 || res.LostUpdates != 0 || res.Resurrected != 0 || res.FailedRate > 0.01 || res.Openings == 0 || res.FailoverOps == 0 {
+		t.Errorf("with the fallback: %+v; want nobody logged out, nothing lost or resurrected, <= 1 %% failed, the breaker opened", res)
+	}
+	if ctrl.Failed < ctrl.DuringOutage/4 {
+		t.Errorf("control: %d failed of %d requests during the outage: the harness cannot see the outage", ctrl.Failed, ctrl.DuringOutage)
+	}
+}

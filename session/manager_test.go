@@ -59,7 +59,10 @@ func TestMiddlewareLazyReadsAndWrites(t *testing.T) {
 	e := openEnv(t)
 	clock := sessionharness.NewClock(time.Now())
 	cfg := e.Config(tokyo, false)
-	cfg.InsecureCookie = false // the defaults: Secure, HttpOnly, SameSite=Lax
+	// The defaults: Secure, HttpOnly, SameSite=Lax. The test server is
+	// plain HTTP (r.TLS == nil), as behind a TLS-terminating load
+	// balancer: the cookie must be Secure all the same.
+	cfg.InsecureCookie = false
 	cfg.Now = clock.Now
 	cfg.IdleTimeout = time.Hour
 	cfg.TouchInterval = time.Minute

@@ -80,3 +80,40 @@ func TestWritesPerReadOnlyRequest(t *testing.T) {
 		t.Errorf("control: %.2f writes per request; the harness cannot see writes", ctrl.WritesPerRequest)
 	}
 }
+
+// TestDestroyedSessionStaysDestroyed races a request that is changing a
+// session with a logout of the same session (issue 10, item 5), in one
+// region and across regions (the change in the region that has not yet
+// seen the logout): the logged-out cookie must never name a live session
+// again, in either region, once replication settled. The control replays
+// the race with the old algorithm (logout deletes the item; the change's
+// save finds it gone and re-creates it under the same id) on the same
+// dynalites and must resurrect the session.
+func TestDestroyedSessionStaysDestroyed(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, cross := range []bool{false, true} {
+		name := map[bool]string{false: "one region", true: "across regions"}[cross]
+		t.Run(name, func(t *testing.T) {
+			res, err := sessionharness.DestroyRace(ctx, e, cross, false, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctrl, err := sessionharness.DestroyRace(ctx, e, cross, true, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("tombstones: %+v; old algorithm: %+v", res, ctrl)
+			if res.Resurrected != 0 {
+				t.Errorf("%d of %d destroyed sessions came back", res.Resurrected, res.Trials)
+			}
+			if res.ChangesKept != res.Trials {
+				t.Errorf("%d of %d racing changes were kept in a new session; want all", res.ChangesKept, res.Trials)
+			}
+			if ctrl.Resurrected == 0 {
+				t.Errorf("the old algorithm resurrected nothing: the test cannot see the failure")
+			}
+		})
+	}
+}

@@ -28,7 +28,13 @@ const (
 	AttrCreated   = "created_ms" // N, epoch milliseconds of creation (absolute timeout)
 	AttrTouched   = "touched_ms" // N, epoch milliseconds of the last write (idle timeout)
 	AttrRegion    = "region"     // S, the region that wrote this version
+	AttrDestroyed = "destroyed"  // BOOL, true: a tombstone (the session was destroyed)
 )
+
+// tombVersion is a tombstone's version: above any version a session reaches
+// (one per write), so that every "newer copy wins" comparison picks it and
+// no save conditioned on a live version can overwrite it.
+const tombVersion = 1 << 63
 
 // MaxItemSize is DynamoDB's item size limit in bytes (400 KB), counted as
 // DynamoDB does: attribute names plus values.
@@ -43,6 +49,7 @@ type record struct {
 	createdMS int64
 	touchedMS int64
 	region    string
+	tomb      bool // a destroyed session's tombstone
 }
 
 // Store keeps sessions in one region's DynamoDB table. It implements
@@ -60,6 +67,7 @@ type Store struct {
 	now    func() time.Time
 	tracer trace.Tracer
 	optFn  func(*dynamodb.Options) // installs the bounded retryer
+	limit  time.Duration           // bound of one call, retries included
 	names  [5]string               // span names by op
 }
 
@@ -94,6 +102,7 @@ func newStore(c Config, region string, tracer trace.Tracer) *Store {
 		region: region,
 		now:    c.Now,
 		tracer: tracer,
+		limit:  c.CallTimeout,
 		optFn: func(o *dynamodb.Options) {
 			o.Retryer = retryer
 			o.RetryMaxAttempts = 0 // the client's own setting must not wrap ours
@@ -140,6 +149,26 @@ func errorType(err error) string {
 	return semconv.ErrorTypeOther.Value.AsString()
 }
 
+// isOutage reports whether err, returned by a call made under ctx, says
+// that the table's region is unavailable: a network error, a timeout of the
+// call (not of ctx), a server error, throttling that outlasted the
+// retries, or a missing table; not a rejected request or a cancelled ctx.
+func isOutage(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil || !errors.Is(err, ErrUnavailable) {
+		return false
+	}
+	var ae smithy.APIError
+	if !errors.As(err, &ae) || ae.ErrorFault() == smithy.FaultServer {
+		return true
+	}
+	switch ae.ErrorCode() {
+	case "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+		"LimitExceededException", "ResourceNotFoundException", "InternalServerError", "ServiceUnavailable":
+		return true
+	}
+	return false
+}
+
 func isConditionFailed(err error) bool {
 	var cf *types.ConditionalCheckFailedException
 	return errors.As(err, &cf)
@@ -152,6 +181,8 @@ func keyOf(key string) map[string]types.AttributeValue {
 // get reads an item with a strongly consistent read. A missing item is a
 // record with found == false. Expiry is the caller's business.
 func (s *Store) get(ctx context.Context, key string) (record, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.limit)
+	defer cancel()
 	ctx, span := s.start(ctx, opGet)
 	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      &s.table,
@@ -164,11 +195,18 @@ func (s *Store) get(ctx context.Context, key string) (record, error) {
 	return decodeItem(out.Item), nil
 }
 
+// decodeItem reads a session item. The table is outside input: missing or
+// malformed attributes give zero fields (a record that reads as expired),
+// never a panic.
+
 func decodeItem(it map[string]types.AttributeValue) record {
 	if it == nil {
 		return record{}
 	}
 	r := record{found: true}
+	if v, ok := it[AttrDestroyed].(*types.AttributeValueMemberBOOL); ok && v.Value {
+		r.tomb = true
+	}
 	if v, ok := it[AttrData].(*types.AttributeValueMemberB); ok {
 		r.data = v.Value
 	}
@@ -190,7 +228,7 @@ func numAttr(it map[string]types.AttributeValue, name string) string {
 }
 
 func encodeItem(key string, r record) map[string]types.AttributeValue {
-	return map[string]types.AttributeValue{
+	it := map[string]types.AttributeValue{
 		AttrKey:       &types.AttributeValueMemberS{Value: key},
 		AttrData:      &types.AttributeValueMemberB{Value: r.data},
 		AttrVersion:   &types.AttributeValueMemberN{Value: strconv.FormatUint(r.version, 10)},
@@ -199,6 +237,11 @@ func encodeItem(key string, r record) map[string]types.AttributeValue {
 		AttrTouched:   &types.AttributeValueMemberN{Value: strconv.FormatInt(r.touchedMS, 10)},
 		AttrRegion:    &types.AttributeValueMemberS{Value: r.region},
 	}
+	if r.tomb {
+		it[AttrDestroyed] = &types.AttributeValueMemberBOOL{Value: true}
+		delete(it, AttrData) // DynamoDB refuses an empty binary value
+	}
+	return it
 }
 
 // itemSize is the size DynamoDB counts for an item: the UTF-8 lengths of
@@ -246,6 +289,8 @@ func (s *Store) put(ctx context.Context, key string, r record, cond condition) e
 		in.ConditionExpression = aws.String("attribute_not_exists(#k)")
 		in.ExpressionAttributeNames = map[string]string{"#k": AttrKey}
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.limit)
+	defer cancel()
 	ctx, span := s.start(ctx, opPut)
 	_, err := s.client.PutItem(ctx, in, s.optFn)
 	if err = s.end(span, opPut, err); isConditionFailed(err) {
@@ -254,8 +299,34 @@ func (s *Store) put(ctx context.Context, key string, r record, cond condition) e
 	return err
 }
 
+// putTomb replaces the item of key, whatever its version, by a tombstone
+// that expires when every copy of the session it ends must have expired
+// anyway (see the package doc, "Logout"). With mustExist, where the table
+// has no such item it writes nothing, so that made-up ids leave nothing
+// behind.
+func (s *Store) putTomb(ctx context.Context, key string, now time.Time, absolute time.Duration, mustExist bool) error {
+	ms := now.UnixMilli()
+	tomb := record{found: true, tomb: true, version: tombVersion, createdMS: ms, touchedMS: ms, region: s.region,
+		expiresAt: (ms+absolute.Milliseconds())/1000 + 1}
+	ctx, cancel := context.WithTimeout(ctx, s.limit)
+	defer cancel()
+	ctx, span := s.start(ctx, opPut)
+	in := &dynamodb.PutItemInput{TableName: &s.table, Item: encodeItem(key, tomb)}
+	if mustExist {
+		in.ConditionExpression = aws.String("attribute_exists(#k)")
+		in.ExpressionAttributeNames = map[string]string{"#k": AttrKey}
+	}
+	_, err := s.client.PutItem(ctx, in, s.optFn)
+	if err = s.end(span, opPut, err); isConditionFailed(err) {
+		return nil
+	}
+	return err
+}
+
 // del deletes the item (a no-op if it does not exist).
 func (s *Store) del(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.limit)
+	defer cancel()
 	ctx, span := s.start(ctx, opDelete)
 	_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &s.table, Key: keyOf(key)}, s.optFn)
 	return s.end(span, opDelete, err)
@@ -269,7 +340,7 @@ func (s *Store) FindCtx(ctx context.Context, token string) (b []byte, found bool
 		return nil, false, nil
 	}
 	r, err := s.get(ctx, hashKey([]byte(token)))
-	if err != nil || !r.found {
+	if err != nil || !r.found || r.tomb {
 		return nil, false, err
 	}
 	if r.expiresAt <= s.now().Unix() {

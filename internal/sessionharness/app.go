@@ -65,6 +65,13 @@ func (a *app) handler() http.Handler {
 		s, _ := a.m.Get(r.Context(), "n")
 		fmt.Fprint(w, u, " ", s)
 	})
+	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.m.Destroy(r.Context()); err != nil {
+			fail(w, err)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
 	mux.HandleFunc("GET /static", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "static")
 	})
@@ -97,7 +104,8 @@ func (a *app) handler() http.Handler {
 // server is one region's service on a real listener.
 type server struct {
 	*httptest.Server
-	app *app
+	app    *app
+	region string
 }
 
 func newServer(m *session.Manager) *server {
@@ -137,6 +145,36 @@ func (u *user) do(ctx context.Context, method, base, path string, form url.Value
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// cookieOf returns the session cookie the user's jar holds for base.
+func (u *user) cookieOf(base string) *http.Cookie {
+	req, _ := http.NewRequest(http.MethodGet, base, nil)
+	for _, c := range u.c.Jar.Cookies(req.URL) {
+		if c.Name == session.DefaultCookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+// doWith sends a request with the given session cookie instead of the
+// jar's (tr's connections, no jar).
+func doWith(ctx context.Context, tr http.RoundTripper, method, url string, ck *http.Cookie) (int, string, *http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	if ck != nil {
+		req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp, err
 }
 
 // barrier releases its waiters once n have arrived.

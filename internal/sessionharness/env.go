@@ -11,7 +11,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -132,8 +134,19 @@ func (e *Env) Config(region string, fallback bool) session.Config {
 			clients[r] = CountingClient{Client: e.Clients[r], C: e.Count[r]}
 		}
 	}
-	return session.Config{Table: e.Table, Region: region, Clients: clients, InsecureCookie: true}
+	// A loaded test machine can hold a dynalite call for over a second:
+	// only the outage scenarios use a short bound.
+	return session.Config{Table: e.Table, Region: region, Clients: clients, InsecureCookie: true, Logger: logger, CallTimeout: 5 * time.Second}
 }
+
+// logger is the Managers' logger: stderr when REGIONDB_SESSION_LOG is set
+// (debugging a harness run), else nothing.
+var logger = func() *slog.Logger {
+	if os.Getenv("REGIONDB_SESSION_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}()
 
 // Clock is a fake clock for session.Config.Now.
 type Clock struct{ ns atomic.Int64 }

@@ -36,6 +36,51 @@ func Sum(ctx context.Context, rd *sdkmetric.ManualReader, name string) int64 {
 	return n
 }
 
+// HistQuantileMS returns the upper bound, in milliseconds, of the bucket
+// that holds quantile q of the named Float64 histogram (in seconds)
+// collected by rd; 0 if it has no data.
+func HistQuantileMS(ctx context.Context, rd *sdkmetric.ManualReader, name string, q float64) float64 {
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(ctx, &rm); err != nil {
+		return 0
+	}
+	var bounds []float64
+	var counts []uint64
+	var total uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if !ok || m.Name != name {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				bounds = dp.Bounds
+				if counts == nil {
+					counts = make([]uint64, len(dp.BucketCounts))
+				}
+				for i, c := range dp.BucketCounts {
+					counts[i] += c
+					total += c
+				}
+			}
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	var seen uint64
+	for i, c := range counts {
+		seen += c
+		if float64(seen) >= q*float64(total) {
+			if i < len(bounds) {
+				return bounds[i] * 1000
+			}
+			return bounds[len(bounds)-1] * 1000 // the overflow bucket: at least its lower bound
+		}
+	}
+	return 0
+}
+
 // AlternatingResult is the outcome of [Alternating].
 type AlternatingResult struct {
 	Requests  int   `json:"requests"`

@@ -117,6 +117,12 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 		known[i], changedTime[i] = map[string]string{}, map[string]time.Time{}
 	}
 	pending := [2]map[string]change{{}, {}} // pending[i]: due in region i
+	// lastOK[i] is the last scan of region i that worked; after scans that
+	// failed (the region was down), what the first working scan finds was
+	// written before the region went down, and is stamped with lastOK, not
+	// now: last writer wins by write time, as Global Tables do.
+	var lastOK [2]time.Time
+	var failing [2]bool
 	tick := time.NewTicker(scanInterval)
 	defer tick.Stop()
 	first := true
@@ -125,8 +131,14 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 		for i, c := range r.clients {
 			items, err := scanAll(ctx, c, t.name)
 			if err != nil {
+				failing[i] = true
 				continue
 			}
+			stamp := now
+			if failing[i] && !lastOK[i].IsZero() {
+				stamp = lastOK[i]
+			}
+			failing[i], lastOK[i] = false, now
 			seen := map[string]bool{}
 			for _, it := range items {
 				k, h := itemKey(it, keys), itemHash(it)
@@ -134,16 +146,16 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				if known[i][k] != h {
 					known[i][k] = h
 					if !first || i == 0 {
-						changedTime[i][k] = now
-						pending[1-i][k] = change{seen: now, item: it, hash: h}
+						changedTime[i][k] = stamp
+						pending[1-i][k] = change{seen: stamp, item: it, hash: h}
 					}
 				}
 			}
 			for k := range known[i] {
 				if !seen[k] && known[i][k] != "" {
 					known[i][k] = ""
-					changedTime[i][k] = now
-					pending[1-i][k] = change{seen: now, hash: ""}
+					changedTime[i][k] = stamp
+					pending[1-i][k] = change{seen: stamp, hash: ""}
 				}
 			}
 		}
@@ -156,8 +168,8 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				if time.Since(ch.seen) < delay {
 					continue
 				}
-				delete(pending[i], k)
 				if changedTime[i][k].After(ch.seen) || known[i][k] == ch.hash {
+					delete(pending[i], k)
 					continue // the target changed it later (it wins) or has it already
 				}
 				var err error
@@ -166,8 +178,9 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				} else {
 					_, err = r.clients[i].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &t.name, Key: keyOf(k, keys, ch, known)})
 				}
-				if err == nil {
+				if err == nil { // else kept and retried: a region that is down gets it when it is back
 					known[i][k] = ch.hash
+					delete(pending[i], k)
 				}
 			}
 		}
