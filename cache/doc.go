@@ -109,9 +109,45 @@
 //
 // Keys memcached cannot store (empty, over 250 bytes, spaces or control
 // characters) are rejected with a *[KeyError], or hashed to a 44-byte key
-// with [Config.HashKeys]. Values whose item would exceed
+// with [Config.HashKeys] (which also hashes keys starting with '#', so that
+// none can name a hashed key's item).
+//
+// A loader that panics releases its lease (other processes take it over
+// at once instead of waiting [Config.LeaseTTL]); Gets in the process that
+// joined its load get [ErrLoaderPanic], and the panic continues in the Get
+// that ran the loader. Values whose item would exceed
 // [Config.MaxItemSize] are returned without being cached
 // (regiondb.cache.skips{regiondb.cache.reason="too_large"}).
+//
+// # Memcached is untrusted
+//
+// Everything read from memcached is treated as hostile input. Items are
+// decoded without panics or unbounded allocation; an item this package did
+// not write is a miss and is replaced. A position read from an invalidation
+// marker or a lease must have a position's shape (at most 1 KiB of letters,
+// digits, ':', '-', in comma-separated fields) and, with
+// [Config.ItemKeys], a valid MAC (HMAC-SHA256 bound to the key, the kind
+// and the position) before it is handed to [Consistency.RequirePosition];
+// otherwise the item is treated as absent and counted in
+// regiondb.cache.errors (error.type invalid_position or forged_item).
+//
+// An attacker who can write to the memcached clusters can therefore:
+// make any Get return bytes of their choosing (values are not
+// authenticated: authenticating them would cost every hit a MAC over the
+// payload), delete or evict items, and so send Gets to the loader (load on
+// the database), and replay an older marker or lease of the same key (it
+// requires a position already reached). Without ItemKeys they can also
+// plant a position of a valid shape, which makes the next fill of that key
+// wait for it or read the writer; the Consistency (such as
+// *dbrouter.Router) must then reject positions its dialect cannot parse.
+//
+// They cannot: crash or stall the process (a planted lease without a
+// valid MAC is overwritten, not waited for), run SQL through a position
+// (only validated, and with ItemKeys authenticated, positions reach the
+// Consistency), make a key read another key's item (with
+// [Config.HashKeys], keys in the hashed form's namespace are hashed
+// too), or learn the loader's errors (spans record the error type only).
+// Keep memcached on a private network all the same.
 //
 // # Telemetry
 //
@@ -122,11 +158,14 @@
 // regiondb.cache.fills.refused (regiondb.cache.reason
 // invalidated|unverified|lease_lost), regiondb.cache.skips (too_large,
 // breaker_open, fault, lease_wait_timeout, contended), regiondb.cache.errors
-// (error.type), regiondb.cache.invalidations (regiondb.cache.result
+// (error.type: timeout, connection, server_error, corrupt_item,
+// invalid_position, forged_item, other), regiondb.cache.invalidations (regiondb.cache.result
 // ok|retried|dropped). Spans: cache.get for every Get that misses, and for
 // hits only inside a recording parent span, so untraced hits cost nothing;
-// cache.invalidate for each Invalidate. Without an SDK installed the hit
-// path allocates nothing beyond gomemcache's own Get.
+// cache.invalidate for each Invalidate. A failed Get's span records the
+// error's type (error.type and the status description), never its text.
+// Without an SDK installed the hit path allocates nothing beyond
+// gomemcache's own Get.
 //
 // # Choice of protocol
 //
