@@ -81,21 +81,46 @@
 // Without a Consistency, markers still stop in-flight stale fills, but the
 // first fill after an invalidation is trusted.
 //
+// # Read-your-writes hits
+//
+// A value remembers the writer position it is known to reflect: the
+// position its load observed ([PositionObserver]) and, after an
+// invalidation, the position the fill was verified against. When the
+// Consistency implements [ReadScope], a Get whose ctx requires a position
+// (the caller's own writes, here or restored from a token made in another
+// region) that the cached value is not known to reflect treats the hit as a
+// miss for that caller: it runs the loader with ctx, whose reads observe
+// the position (the router waits for a replica or reads the writer),
+// returns that value, and stores it only if it is newer than the cached one
+// and the item did not change meanwhile. Such a caller never reads a value
+// older than its own writes, whatever the invalidations do. The check is an
+// in-memory comparison: a hit costs no extra round trip, with or without a
+// scope. Hits are read-your-writes, not monotonic reads across keys: the
+// scope's position is what ReadScope.RequiredPosition returns.
+//
 // # Regions
 //
 // Each region has its own cluster. Invalidate writes the local marker
 // before it returns and queues it for each cluster in [Config.Remotes]; one
-// goroutine per region delivers markers and retries failures with backoff
-// for [Config.InvalidationRetry], merging positions per key. The other
-// regions therefore stop serving the old value one queue hop plus one
-// round trip (get + cas) after Invalidate returns: on the local stack,
-// under 1 ms, with no stale read after the 100 ms bound the tests assert.
-// Between regions it is the inter-region round trip (about 2 × 150 ms
-// Tokyo–Virginia). A region whose cluster stays unreachable longer than
-// InvalidationRetry gets an error log line and a "dropped" count, and may
-// serve the old value until its TTL; a cluster that restarts comes back
-// empty. A full queue makes Invalidate wait (bounded by its ctx) rather
-// than drop. Close makes one last attempt at everything queued.
+// goroutine per region delivers markers and retries failures with backoff,
+// merging positions per key, until the marker lands or the item it targets
+// must have expired (at-least-once delivery). The other regions therefore
+// stop serving the old value one queue hop plus one round trip (get + cas)
+// after Invalidate returns: between regions, the inter-region round trip
+// (about 2 × 150 ms Tokyo–Virginia).
+//
+// The staleness bound for callers without a scope: a region whose cluster
+// cannot be reached serves the old value until the invalidation lands, and
+// at most for the longest life of an item, max(TTL + TTLJitter + StaleTTL,
+// NegativeTTL + StaleTTL, MarkerTTL, LeaseTTL) plus one second (with the
+// defaults, MarkerTTL: 10 minutes), after which the retry stops because the
+// item is gone. A shorter [Config.InvalidationRetry] shortens the retry,
+// not the bound (a dropped invalidation is logged and counted). Callers
+// with a scope are not bounded by this: see above. A cluster that restarts
+// comes back empty. A full queue makes Invalidate wait (bounded by its ctx)
+// rather than drop; more than 65536 distinct keys pending for one region
+// are dropped (logged, counted). Close makes one last attempt at everything
+// queued, and drops (logs, counts) what still fails.
 //
 // # Failures
 //
