@@ -1,8 +1,8 @@
 package cache
 
 import (
-	"bytes"
 	"context"
+	"crypto/hmac"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -35,12 +35,14 @@ const itemOverhead = 64
 // [Config.Remotes]) that retries failed invalidations; [Cache.Close] stops
 // them after a last attempt. The memcached clients belong to the caller.
 type Cache struct {
-	cfg  Config
-	mc   *memcache.Client
-	cons Consistency
-	tel  *telemetry
-	log  *slog.Logger
-	br   breaker
+	cfg   Config
+	mc    *memcache.Client
+	cons  Consistency
+	scope ReadScope        // cons's optional capability, or nil
+	obs   PositionObserver // cons's optional capability, or nil
+	tel   *telemetry
+	log   *slog.Logger
+	br    breaker
 
 	flight singleflight.Group
 
@@ -68,6 +70,13 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{cfg: cfg, mc: cfg.Client, cons: cfg.Consistency, log: cfg.Logger}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.scope, _ = c.cons.(ReadScope)
+	c.obs, _ = c.cons.(PositionObserver)
+	if c.cons != nil && len(cfg.ItemKeys) == 0 {
+		c.log.LogAttrs(context.Background(), slog.LevelWarn,
+			"cache: Config.ItemKeys is empty: positions read from memcached are checked for shape only, not authenticated",
+			slog.String("region", cfg.Region))
 	}
 	c.tel = newTelemetry(&c.cfg)
 	c.br.threshold = int32(min(cfg.BreakerThreshold, 1<<30))
@@ -111,14 +120,23 @@ func (c *Cache) Close() error {
 // if load ran under the invalidation's position (see [Consistency]);
 // otherwise the loaded value is returned without being cached.
 //
+// When Consistency implements [ReadScope] and ctx requires a writer
+// position (its read-your-writes scope has writes the caller must see), a
+// cached value that is not known to reflect that position is not returned:
+// Get runs load itself with ctx (whose reads observe the position), returns
+// its value, and stores it only if it is newer than the cached one. Such a
+// caller never gets a value older than its scope's writes.
+//
 // Memcached faults are never returned: Get then runs load and returns its
 // result. The errors Get returns are load's own, ctx's, [ErrClosed],
-// [ErrNilLoader], a *[KeyError], or [ErrNotFound] from a cached absence.
-// The returned slice must not be modified.
+// [ErrNilLoader], [ErrLoaderPanic], a *[KeyError], or [ErrNotFound] from a
+// cached absence. The returned slice must not be modified.
 //
 // ctx bounds the load this call runs; a Get that joined another caller's
 // load in the same process waits for that load (which the other caller's
-// ctx bounds), and loads again itself if that ctx ended.
+// ctx bounds), and loads again itself if that ctx ended. If load panics,
+// the lease is released, Gets that joined the load get [ErrLoaderPanic],
+// and the panic continues in the Get that ran load.
 func (c *Cache) Get(ctx context.Context, key string, load Loader) ([]byte, error) {
 	if load == nil {
 		return nil, ErrNilLoader
@@ -133,351 +151,62 @@ func (c *Cache) Get(ctx context.Context, key string, load Loader) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
+	need := ""
+	if c.scope != nil {
+		need = c.scope.RequiredPosition(ctx)
+	}
 	start := time.Now()
 	var span trace.Span
 	// A hit makes a span only inside a recording span: untraced hits cost nothing.
 	if trace.SpanFromContext(ctx).IsRecording() {
 		ctx, span = c.tel.startSpan(ctx, "cache.get")
 	}
-	if !c.br.allow() {
-		if span == nil {
-			ctx, span = c.tel.startSpan(ctx, "cache.get", trace.WithTimestamp(start))
+	var it *memcache.Item
+	if c.br.allow() {
+		it, err = c.mc.Get(mk)
+		switch {
+		case err == nil:
+			c.ok(ctx)
+			if v, err, ok := c.fresh(ctx, it, start, need); ok {
+				endSpan(span, err)
+				return v, err
+			}
+		case errors.Is(err, memcache.ErrCacheMiss):
+			c.ok(ctx)
+			it, err = nil, nil
+		default:
+			c.fault(ctx, err)
+			it, err = nil, errFaulted
 		}
-		c.tel.misses.Add(ctx, 1, c.tel.base...)
-		c.tel.skip(ctx, reasonBreakerOpen)
-		v, err := c.loadUncached(ctx, load, "")
-		endSpan(span, err)
-		return v, err
-	}
-	it, err := c.mc.Get(mk)
-	switch {
-	case err == nil:
-		c.ok(ctx)
-		if v, err, ok := c.fresh(ctx, it, start); ok {
-			endSpan(span, err)
-			return v, err
-		}
-	case errors.Is(err, memcache.ErrCacheMiss):
-		c.ok(ctx)
-		it = nil
-	default:
-		if span == nil {
-			ctx, span = c.tel.startSpan(ctx, "cache.get", trace.WithTimestamp(start))
-		}
-		c.fault(ctx, err)
-		c.tel.misses.Add(ctx, 1, c.tel.base...)
-		c.tel.skip(ctx, reasonFault)
-		v, err := c.loadUncached(ctx, load, "")
-		endSpan(span, err)
-		return v, err
+	} else {
+		err = errBreakerOpen
 	}
 	if span == nil {
 		ctx, span = c.tel.startSpan(ctx, "cache.get", trace.WithTimestamp(start))
 	}
-	v, err := c.slow(ctx, mk, it, load)
+	var v []byte
+	if err != nil { // memcached was not asked or failed: load without it
+		c.tel.misses.Add(ctx, 1, c.tel.base...)
+		c.tel.skip(ctx, skipReason(err))
+		v, err = c.loadUncached(ctx, load, "")
+	} else {
+		v, err = c.slow(ctx, mk, it, load, need)
+	}
 	endSpan(span, err)
 	return v, err
 }
 
-// fresh answers a Get from it if it holds a fresh value or absence.
-func (c *Cache) fresh(ctx context.Context, it *memcache.Item, now time.Time) ([]byte, error, bool) {
-	e, err := decodeItem(it.Flags, it.Value)
-	if err != nil || now.UnixMilli() >= e.deadline {
-		return nil, nil, false
-	}
-	switch e.kind {
-	case kindValue:
-		c.tel.hits.Add(ctx, 1, c.tel.hitFresh...)
-		return e.payload, nil, true
-	case kindNegative:
-		c.tel.hits.Add(ctx, 1, c.tel.hitNegative...)
-		return nil, ErrNotFound, true
-	}
-	return nil, nil, false
-}
+// errFaulted and errBreakerOpen say why Get did not use memcached.
+var (
+	errFaulted     = errors.New("cache: memcached fault")
+	errBreakerOpen = errors.New("cache: breaker open")
+)
 
-// slow resolves a Get that memcached did not answer with a fresh value,
-// once per key and process at a time.
-func (c *Cache) slow(ctx context.Context, mk string, it *memcache.Item, load Loader) ([]byte, error) {
-	fetched := true
-	for attempt := 0; ; attempt++ {
-		v, err, shared := c.flight.Do(mk, func() (any, error) {
-			var r flightResult
-			var err error
-			r.value, err = c.resolve(ctx, mk, it, fetched, load, &r.invalidated)
-			return r, err
-		})
-		r, _ := v.(flightResult)
-		if shared && attempt < 3 && ctx.Err() == nil {
-			// The leader's context ended, not ours, or an invalidation refused
-			// the leader's fill: we may have joined its load after the
-			// invalidation, so its value may be older than the write. Load again.
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || r.invalidated {
-				fetched = false
-				continue
-			}
-		}
-		b := r.value
-		if shared && b != nil {
-			b = bytes.Clone(b)
-		}
-		return b, err
+func skipReason(err error) string {
+	if err == errBreakerOpen {
+		return reasonBreakerOpen
 	}
-}
-
-// flightResult is what a Get's load shares with concurrent Gets of its key.
-type flightResult struct {
-	value []byte
-	// invalidated: an invalidation refused the fill, so value may predate a
-	// write that some of the sharing callers must observe.
-	invalidated bool
-}
-
-// resolve runs the lease protocol: it returns a value another caller filled,
-// a stale value while another caller reloads, or takes the lease and loads.
-// it is the item as last read (nil for a miss) when fetched is true.
-func (c *Cache) resolve(ctx context.Context, mk string, it *memcache.Item, fetched bool, load Loader, invalidated *bool) ([]byte, error) {
-	waitUntil := time.Now().Add(c.cfg.LeaseWait)
-	backoff := 2 * time.Millisecond
-	counted, waited := false, false
-	miss := func() { // once per resolution that does not end in a hit
-		if !counted {
-			counted = true
-			c.tel.misses.Add(ctx, 1, c.tel.base...)
-		}
-	}
-	for spins := 0; ; spins++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if spins > 32 { // the item keeps changing under us (churn, eviction): give up on it
-			miss()
-			c.tel.skip(ctx, reasonContended)
-			return c.loadUncached(ctx, load, "")
-		}
-		if !fetched {
-			if !c.br.allow() {
-				miss()
-				c.tel.skip(ctx, reasonBreakerOpen)
-				return c.loadUncached(ctx, load, "")
-			}
-			var err error
-			it, err = c.mc.Get(mk)
-			switch {
-			case err == nil:
-				c.ok(ctx)
-			case errors.Is(err, memcache.ErrCacheMiss):
-				c.ok(ctx)
-				it = nil
-			default:
-				miss()
-				c.fault(ctx, err)
-				c.tel.skip(ctx, reasonFault)
-				return c.loadUncached(ctx, load, "")
-			}
-		}
-		fetched = false
-		now := time.Now()
-		if it == nil {
-			miss()
-			tok := newToken()
-			f, b := encodeLease(now.Add(c.cfg.LeaseTTL).UnixMilli(), tok, "", nil, false)
-			err := c.mc.Add(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: expiry(c.cfg.LeaseTTL)})
-			switch {
-			case err == nil:
-				return c.loadAndFill(ctx, mk, load, lease{token: tok}, invalidated)
-			case errors.Is(err, memcache.ErrNotStored):
-				continue // someone else won: look again
-			default:
-				c.fault(ctx, err)
-				c.tel.skip(ctx, reasonFault)
-				return c.loadUncached(ctx, load, "")
-			}
-		}
-		e, derr := decodeItem(it.Flags, it.Value)
-		if derr != nil {
-			c.tel.fault(ctx, errKindCorrupt)
-			e = entry{}
-		}
-		var next lease
-		switch e.kind {
-		case kindValue, kindNegative:
-			if now.UnixMilli() < e.deadline {
-				if e.kind == kindNegative {
-					c.tel.hits.Add(ctx, 1, c.tel.hitNegative...)
-					return nil, ErrNotFound
-				}
-				c.tel.hits.Add(ctx, 1, c.tel.hitFresh...)
-				return e.payload, nil
-			}
-			next = lease{stale: e.payload, hasStale: e.kind == kindValue && c.cfg.StaleTTL > 0}
-		case kindLease:
-			if now.UnixMilli() >= e.deadline {
-				next = lease{pos: e.pos, stale: e.payload, hasStale: e.hasStale} // take over an expired or released lease
-				break
-			}
-			if e.hasStale {
-				c.tel.hits.Add(ctx, 1, c.tel.hitStale...)
-				return e.payload, nil
-			}
-			if !waited {
-				waited = true
-				c.tel.leaseWaits.Add(ctx, 1, c.tel.base...)
-			}
-			if now.After(waitUntil) {
-				miss()
-				c.tel.skip(ctx, reasonLeaseWait)
-				return c.loadUncached(ctx, load, e.pos)
-			}
-			if err := sleep(ctx, min(backoff, time.Until(waitUntil)+time.Millisecond)); err != nil {
-				return nil, err
-			}
-			backoff = min(2*backoff, 50*time.Millisecond)
-			spins = 0
-			continue
-		case kindMarker:
-			next = lease{pos: e.pos}
-		default: // corrupt: overwrite
-		}
-		miss()
-		next.token = newToken()
-		f, b := encodeLease(now.Add(c.cfg.LeaseTTL).UnixMilli(), next.token, next.pos, next.stale, next.hasStale)
-		err := c.mc.CompareAndSwap(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: c.leaseExpiry(next), CasID: it.CasID})
-		switch {
-		case err == nil:
-			return c.loadAndFill(ctx, mk, load, next, invalidated)
-		case errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
-			continue // changed under us: look again
-		default:
-			c.fault(ctx, err)
-			c.tel.skip(ctx, reasonFault)
-			return c.loadUncached(ctx, load, next.pos)
-		}
-	}
-}
-
-// lease is a lease this process holds.
-type lease struct {
-	token    uint64
-	pos      string // position the fill must have observed ("" for none)
-	stale    []byte // previous value, served to others meanwhile
-	hasStale bool
-}
-
-func (c *Cache) leaseExpiry(l lease) int32 {
-	d := c.cfg.LeaseTTL
-	if l.pos != "" {
-		d = max(d, c.cfg.MarkerTTL) // the lease must not forget the marker's position
-	}
-	if l.hasStale {
-		d = max(d, c.cfg.StaleTTL)
-	}
-	return expiry(d)
-}
-
-// loadAndFill runs load under the lease l and stores its result if the lease
-// is still held and the load observed l.pos.
-func (c *Cache) loadAndFill(ctx context.Context, mk string, load Loader, l lease, invalidated *bool) ([]byte, error) {
-	refuse := func(reason string) {
-		*invalidated = true // callers sharing this load must not trust it
-		c.tel.refuse(ctx, reason)
-	}
-	lctx, check := ctx, (func() bool)(nil)
-	if l.pos != "" && c.cons != nil {
-		lctx, check = c.cons.RequirePosition(ctx, l.pos)
-	}
-	c.tel.loads.Add(ctx, 1, c.tel.base...)
-	v, err := load(lctx)
-	negative := err != nil && errors.Is(err, ErrNotFound) && c.cfg.NegativeTTL > 0
-	if err != nil && !negative {
-		c.release(ctx, mk, l)
-		return nil, err
-	}
-	if check != nil && !check() {
-		refuse(reasonUnverified)
-		c.release(ctx, mk, l)
-		return v, err
-	}
-	now := time.Now()
-	var (
-		f   uint32
-		b   []byte
-		exp int32
-	)
-	if negative {
-		f, b = encodeValue(now.Add(c.cfg.NegativeTTL).UnixMilli(), nil, true)
-		exp = expiry(c.cfg.NegativeTTL)
-	} else {
-		if len(v)+valueHeader+len(mk)+itemOverhead > c.cfg.MaxItemSize {
-			c.tel.skip(ctx, reasonTooLarge)
-			c.release(ctx, mk, l)
-			return v, nil
-		}
-		ttl := c.ttl()
-		f, b = encodeValue(now.Add(ttl).UnixMilli(), v, false)
-		exp = expiry(ttl + c.cfg.StaleTTL)
-	}
-	// The lease must still be ours: an invalidation replaces it.
-	it, gerr := c.mc.Get(mk)
-	if gerr != nil {
-		if errors.Is(gerr, memcache.ErrCacheMiss) {
-			refuse(reasonLeaseLost)
-		} else {
-			c.fault(ctx, gerr)
-			c.tel.skip(ctx, reasonFault)
-		}
-		return v, err
-	}
-	if e, derr := decodeItem(it.Flags, it.Value); derr != nil || e.kind != kindLease || e.token != l.token {
-		if derr == nil && e.kind == kindMarker {
-			refuse(reasonInvalidated)
-		} else {
-			refuse(reasonLeaseLost)
-		}
-		return v, err
-	}
-	cerr := c.mc.CompareAndSwap(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: exp, CasID: it.CasID})
-	switch {
-	case cerr == nil:
-	case errors.Is(cerr, memcache.ErrCASConflict):
-		refuse(reasonInvalidated)
-	case errors.Is(cerr, memcache.ErrNotStored), errors.Is(cerr, memcache.ErrCacheMiss):
-		refuse(reasonLeaseLost)
-	default: // e.g. SERVER_ERROR object too large / out of memory
-		c.fault(ctx, cerr)
-		c.tel.skip(ctx, reasonFault)
-		c.release(ctx, mk, l)
-	}
-	return v, err
-}
-
-// release gives a lease up without a fill: it becomes an expired lease with
-// the same position (and stale value), which the next caller takes over.
-func (c *Cache) release(ctx context.Context, mk string, l lease) {
-	it, err := c.mc.Get(mk)
-	if err != nil {
-		if !errors.Is(err, memcache.ErrCacheMiss) {
-			c.fault(ctx, err)
-		}
-		return
-	}
-	if e, derr := decodeItem(it.Flags, it.Value); derr != nil || e.kind != kindLease || e.token != l.token {
-		return
-	}
-	f, b := encodeLease(0, 0, l.pos, l.stale, l.hasStale)
-	if err := c.mc.CompareAndSwap(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: c.leaseExpiry(l), CasID: it.CasID}); err != nil {
-		c.fault(ctx, err)
-	}
-}
-
-// loadUncached runs load without touching memcached; pos, if known, is the
-// position an invalidation requires.
-func (c *Cache) loadUncached(ctx context.Context, load Loader, pos string) ([]byte, error) {
-	if pos != "" && c.cons != nil {
-		ctx, _ = c.cons.RequirePosition(ctx, pos)
-	}
-	c.tel.loads.Add(ctx, 1, c.tel.base...)
-	return load(ctx)
+	return reasonFault
 }
 
 // Invalidate makes every region's cache stop serving key's current value:
@@ -550,13 +279,13 @@ func (c *Cache) Invalidate(ctx context.Context, key string) error {
 var errContended = errors.New("cache: item contended")
 
 // mark writes an invalidation marker for mk with pos (merged with the
-// position already recorded there) to cl.
+// position already recorded there, if authentic) to cl.
 func (c *Cache) mark(cl *memcache.Client, mk, pos string) error {
 	exp := expiry(c.cfg.MarkerTTL)
 	for range 8 {
 		it, err := cl.Get(mk)
 		if errors.Is(err, memcache.ErrCacheMiss) {
-			f, b := encodeMarker(pos)
+			f, b := encodeMarker(pos, c.sign(mk, kindMarker, 0, 0, pos))
 			err = cl.Add(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: exp})
 			if err == nil || !errors.Is(err, memcache.ErrNotStored) {
 				return err
@@ -568,13 +297,11 @@ func (c *Cache) mark(cl *memcache.Client, mk, pos string) error {
 		}
 		merged := pos
 		if e, derr := decodeItem(it.Flags, it.Value); derr == nil && (e.kind == kindMarker || e.kind == kindLease) {
-			if c.cons != nil {
-				merged = c.cons.MergePositions(e.pos, pos)
-			} else if e.pos != "" {
-				merged = e.pos
+			if old, ok := c.itemPosition(mk, e); ok && old != "" {
+				merged = c.merge(old, pos)
 			}
 		}
-		f, b := encodeMarker(merged)
+		f, b := encodeMarker(merged, c.sign(mk, kindMarker, 0, 0, merged))
 		err = cl.CompareAndSwap(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: exp, CasID: it.CasID})
 		switch {
 		case err == nil:
@@ -586,6 +313,57 @@ func (c *Cache) mark(cl *memcache.Client, mk, pos string) error {
 		}
 	}
 	return errContended
+}
+
+// merge returns the least position at or after a and b.
+func (c *Cache) merge(a, b string) string {
+	if c.cons != nil {
+		return c.cons.MergePositions(a, b)
+	}
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// sign returns the MAC of a lease or marker for mk, or nil without
+// [Config.ItemKeys].
+func (c *Cache) sign(mk string, kind uint32, deadline int64, token uint64, pos string) []byte {
+	if len(c.cfg.ItemKeys) == 0 {
+		return nil
+	}
+	return itemMAC(c.cfg.ItemKeys[0], mk, kind, deadline, token, pos)
+}
+
+// authentic reports whether the lease or marker e, read under mk, was
+// written by a holder of one of [Config.ItemKeys]. Without keys every item
+// is taken as authentic (its position was shape-checked by decodeItem).
+func (c *Cache) authentic(mk string, e entry) bool {
+	if len(c.cfg.ItemKeys) == 0 {
+		return true
+	}
+	if len(e.mac) != macLen {
+		return false
+	}
+	pos := string(e.pos)
+	for _, k := range c.cfg.ItemKeys {
+		if hmac.Equal(e.mac, itemMAC(k, mk, e.kind, e.deadline, e.token, pos)) {
+			return true
+		}
+	}
+	return false
+}
+
+// itemPosition returns the position that the lease or marker e, read from
+// memcached under mk, requires of the next fill: the only way a position
+// read from memcached reaches [Consistency.RequirePosition]. ok is false
+// (and the item must be treated as absent) if e is not authentic. The
+// position has the shape validPosition checks.
+func (c *Cache) itemPosition(mk string, e entry) (pos string, ok bool) {
+	if !validPosition(e.pos) || !c.authentic(mk, e) {
+		return "", false
+	}
+	return string(e.pos), true
 }
 
 // ok records a round trip that reached memcached.

@@ -335,3 +335,65 @@ func TestForeignItem(t *testing.T) {
 		t.Fatalf("calls %d, corrupt_item errors %d", calls.Load(), counter(t, r, "regiondb.cache.errors"))
 	}
 }
+
+// TestLoaderPanic: a panicking loader releases its lease at once (another
+// process loads without waiting for LeaseTTL), the Gets that joined its
+// load get ErrLoaderPanic, and only the Get that ran it panics.
+func TestLoaderPanic(t *testing.T) {
+	e := openEnv(t)
+	cfg := cache.Config{LeaseTTL: time.Minute, LeaseWait: time.Minute}
+	c, _ := newCache(t, e, cfg)
+	other, ro := newCache(t, e, cfg) // another process: own Cache and connections
+	key := cacheharness.UniqueKey(e, t.Name())
+	const joiners = 8
+	started, release := make(chan struct{}), make(chan struct{})
+	var leaderPanic any
+	leaderDone := make(chan struct{})
+	go func() {
+		defer close(leaderDone)
+		defer func() { leaderPanic = recover() }()
+		c.Get(context.Background(), key, func(context.Context) ([]byte, error) {
+			close(started)
+			<-release
+			panic("loader bug")
+		})
+	}()
+	<-started
+	var wg sync.WaitGroup
+	errs := make(chan error, joiners)
+	for range joiners {
+		wg.Go(func() {
+			_, err := c.Get(context.Background(), key, func(context.Context) ([]byte, error) {
+				return nil, errors.New("joiner ran its own loader")
+			})
+			errs <- err
+		})
+	}
+	// Poll until every joiner waits inside the leader's load.
+	for deadline := time.Now().Add(10 * time.Second); cacheharness.GoroutinesIn("singleflight.(*Group).Do(") < joiners+1; {
+		if time.Now().After(deadline) {
+			t.Fatal("joiners never joined the load")
+		}
+		<-time.After(time.Millisecond)
+	}
+	close(release)
+	<-leaderDone
+	wg.Wait()
+	close(errs)
+	if leaderPanic != "loader bug" {
+		t.Fatalf("the Get that ran the loader recovered %v, want the loader's panic", leaderPanic)
+	}
+	for err := range errs {
+		if !errors.Is(err, cache.ErrLoaderPanic) {
+			t.Fatalf("joined Get: err = %v, want ErrLoaderPanic", err)
+		}
+	}
+	var calls atomic.Int64
+	v, err := other.Get(context.Background(), key, constLoader(&calls, "v"))
+	if err != nil || string(v) != "v" || calls.Load() != 1 {
+		t.Fatalf("other process after the panic: %q, %v, %d loads", v, err, calls.Load())
+	}
+	if n := counter(t, ro, "regiondb.cache.lease.waits"); n != 0 {
+		t.Fatalf("other process waited for the panicked loader's lease (%d waits)", n)
+	}
+}

@@ -1,7 +1,10 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -33,7 +36,11 @@ const (
 	// DefaultBreakerCooldown is how long an open breaker bypasses memcached
 	// before one call probes it again.
 	DefaultBreakerCooldown = time.Second
-	// DefaultInvalidationRetry is how long a failed invalidation is retried.
+	// DefaultInvalidationRetry was how long a failed invalidation was
+	// retried.
+	//
+	// Deprecated: a zero [Config.InvalidationRetry] now retries until the
+	// invalidated item must have expired; this constant is unused.
 	DefaultInvalidationRetry = 30 * time.Second
 	// DefaultInvalidationQueue is the length of each region's invalidation queue.
 	DefaultInvalidationQueue = 1024
@@ -53,6 +60,42 @@ type Consistency interface {
 	RequirePosition(ctx context.Context, pos string) (context.Context, func() bool)
 	// MergePositions returns the least position at or after both a and b ("" counts as nothing).
 	MergePositions(a, b string) string
+}
+
+// ReadScope is an optional capability of a [Consistency], found by type
+// assertion, that makes cache hits read-your-writes: a Get whose ctx
+// requires a position that the cached value is not known to reflect treats
+// the hit as a miss for that caller.
+//
+// Implementations must be safe for concurrent use, and both methods must be
+// in-memory (no I/O): RequiredPosition is called on every Get.
+type ReadScope interface {
+	// RequiredPosition returns the writer position that data served to ctx
+	// must reflect (the writes of ctx's read-your-writes scope, including
+	// those restored from a token), or "" if ctx requires none. It should
+	// not allocate when it returns "".
+	RequiredPosition(ctx context.Context) string
+	// CoversPosition reports whether data that reflects position a also
+	// reflects everything position b describes. Every a covers b = ""; a = ""
+	// covers only "". Positions that do not parse cover nothing and are
+	// covered by nothing.
+	CoversPosition(a, b string) bool
+}
+
+// PositionObserver is an optional capability of a [Consistency], found by
+// type assertion, that tells which writer position a load's data reflects.
+// The cache stores it with the value, so that [ReadScope] checks can accept
+// values filled without an invalidation. Without it, such values count as
+// reflecting no known position.
+//
+// Implementations must be safe for concurrent use.
+type PositionObserver interface {
+	// ObservePosition returns a context for a load and a function that,
+	// called after the load's reads, returns a writer position that every
+	// read made through the returned context is known to reflect (for a
+	// replica, what it had applied when it served the read; for the writer,
+	// what it had committed), or "" if that is not known.
+	ObservePosition(ctx context.Context) (context.Context, func() string)
 }
 
 // Region is the memcached cluster of one region.
@@ -140,8 +183,13 @@ type Config struct {
 	BreakerCooldown time.Duration
 
 	// InvalidationRetry is how long an invalidation that failed on a region's
-	// cluster is retried before it is dropped (and logged). If zero,
-	// DefaultInvalidationRetry.
+	// cluster is retried before it is dropped (and logged). If zero, until
+	// the item it targets must have expired: the longest life of an item
+	// (TTL + TTLJitter + StaleTTL, or NegativeTTL + StaleTTL, or MarkerTTL,
+	// whichever is longest, plus a second of rounding), which is also how
+	// long an unreachable region can serve the old value to callers without
+	// a scope. A positive value shorter than that drops invalidations
+	// earlier.
 	InvalidationRetry time.Duration
 
 	// InvalidationQueue is the length of each region's invalidation queue.
@@ -150,10 +198,25 @@ type Config struct {
 	InvalidationQueue int
 
 	// HashKeys, if true, replaces keys memcached cannot store (over 250
-	// bytes, or with spaces or control characters) by a SHA-256 based key of
-	// 44 bytes starting with '#'. If false, such keys are rejected with a
-	// *KeyError.
+	// bytes, or with spaces or control characters), and keys that start with
+	// '#' (so that no key can name another key's hashed form), by a SHA-256
+	// based key of 44 bytes starting with '#'. If false, keys memcached
+	// cannot store are rejected with a *KeyError.
 	HashKeys bool
+
+	// ItemKeys authenticate the positions the cache stores in memcached
+	// (in invalidation markers and leases): the first key signs, every key
+	// verifies (for rotation). Each must be at least 16 bytes, and every
+	// process and region sharing the memcached clusters must have the same
+	// keys. A marker or lease that fails verification is ignored (treated
+	// as absent, and counted in regiondb.cache.errors with error.type
+	// forged_item), so its position never reaches Consistency.
+	//
+	// If empty, items are not authenticated: positions read from memcached
+	// are checked for shape only, and anyone who can write to memcached can
+	// make fills wait for, or fall back to the writer for, a position of
+	// their choosing. [New] then logs a warning when Consistency is set.
+	ItemKeys []Secret
 
 	// Logger receives background events: breaker transitions and dropped
 	// invalidations. If nil, nothing is logged.
@@ -188,6 +251,14 @@ func (cfg Config) normalize() (Config, error) {
 	if cfg.Region == "" {
 		cfg.Region = "local"
 	}
+	keys := make([]Secret, len(cfg.ItemKeys))
+	for i, k := range cfg.ItemKeys {
+		if len(k) < minSecretLen {
+			return cfg, &ConfigError{Field: "ItemKeys[" + itoa(i) + "]", Reason: "shorter than 16 bytes"}
+		}
+		keys[i] = Secret(bytes.Clone(k))
+	}
+	cfg.ItemKeys = keys
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
@@ -198,7 +269,6 @@ func (cfg Config) normalize() (Config, error) {
 		{"LeaseTTL", &cfg.LeaseTTL, DefaultLeaseTTL},
 		{"LeaseWait", &cfg.LeaseWait, DefaultLeaseWait},
 		{"BreakerCooldown", &cfg.BreakerCooldown, DefaultBreakerCooldown},
-		{"InvalidationRetry", &cfg.InvalidationRetry, DefaultInvalidationRetry},
 	} {
 		if *d.v < 0 {
 			return cfg, &ConfigError{Field: d.name, Reason: "negative"}
@@ -209,6 +279,9 @@ func (cfg Config) normalize() (Config, error) {
 	}
 	if cfg.NegativeTTL < 0 {
 		return cfg, &ConfigError{Field: "NegativeTTL", Reason: "negative"}
+	}
+	if cfg.InvalidationRetry < 0 {
+		return cfg, &ConfigError{Field: "InvalidationRetry", Reason: "negative"}
 	}
 	switch {
 	case cfg.TTLJitter == 0:
@@ -242,5 +315,41 @@ func (cfg Config) normalize() (Config, error) {
 	if cfg.InvalidationQueue == 0 {
 		cfg.InvalidationQueue = DefaultInvalidationQueue
 	}
+	if life := cfg.itemLife(); cfg.InvalidationRetry == 0 || cfg.InvalidationRetry > life {
+		cfg.InvalidationRetry = life
+	}
 	return cfg, nil
 }
+
+// itemLife is the longest an item can live in memcached after it was
+// written (cfg normalized): an unreachable region can serve a value this
+// long after its invalidation, and invalidations are retried this long.
+func (cfg *Config) itemLife() time.Duration {
+	d := max(cfg.TTL+cfg.TTLJitter+cfg.StaleTTL, cfg.NegativeTTL+cfg.StaleTTL, cfg.MarkerTTL, cfg.LeaseTTL)
+	return d + time.Second
+}
+
+// minSecretLen is the shortest [Secret] accepted in [Config.ItemKeys].
+const minSecretLen = 16
+
+// Secret is key material. It never prints: fmt, encoding/json and log/slog
+// all show REDACTED.
+type Secret []byte
+
+// String returns "REDACTED".
+func (Secret) String() string { return "REDACTED" }
+
+// GoString returns "REDACTED".
+func (Secret) GoString() string { return "REDACTED" }
+
+// Format writes REDACTED for every verb.
+func (Secret) Format(f fmt.State, _ rune) { io.WriteString(f, "REDACTED") }
+
+// MarshalJSON returns "REDACTED" as a JSON string.
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"REDACTED"`), nil }
+
+// MarshalText returns REDACTED.
+func (Secret) MarshalText() ([]byte, error) { return []byte("REDACTED"), nil }
+
+// LogValue returns REDACTED.
+func (Secret) LogValue() slog.Value { return slog.StringValue("REDACTED") }

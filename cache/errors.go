@@ -24,6 +24,11 @@ var (
 	// ErrNilLoader is returned by [Cache.Get] when the loader is nil.
 	ErrNilLoader = errors.New("cache: nil loader")
 
+	// ErrLoaderPanic is returned by [Cache.Get] to callers that joined
+	// another caller's load of the same key when that loader panicked. The
+	// panic itself continues in the caller whose Get ran the loader.
+	ErrLoaderPanic = errors.New("cache: loader panicked in a concurrent Get of the key")
+
 	// errCorrupt reports an item in memcached that this package did not write
 	// (or a newer, incompatible version wrote). It never reaches callers: the
 	// item is treated as a miss and replaced.

@@ -175,3 +175,43 @@ func TestHitAllocs(t *testing.T) {
 		t.Fatalf("hit path allocates %v times, raw Get %v: more than 2 extra", res.CacheAllocs, res.RawAllocs)
 	}
 }
+
+// TestRYWHits: users write in ap-northeast-1 and read through us-east-1's
+// cache within 200 ms while the invalidation of us-east-1 is late or lost:
+// with their scope no read is older than their write; without it (the
+// control, same schedule) reads are.
+func TestRYWHits(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := cacheharness.RYWHits(ctx, e, cacheharness.RYWConfig{Users: 10, Rounds: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ryw hits: %+v", res)
+	if res.ControlViolations == 0 {
+		t.Fatalf("control: reads without the scope saw no stale value in %d reads: the harness cannot see violations", res.ControlReads)
+	}
+	if res.Reads == 0 || res.Violations != 0 {
+		t.Fatalf("scoped reads: %d violations in %d reads", res.Violations, res.Reads)
+	}
+}
+
+// TestInvalidationsNotLost: us-east-1's memcached is down for 2 s during
+// 200 invalidations; every one reaches it once it is back.
+func TestInvalidationsNotLost(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := cacheharness.InvalidationsLost(ctx, e, cacheharness.LostConfig{Invalidations: 200, Outage: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("lost invalidations: %+v", res)
+	if res.LostControl == 0 {
+		t.Fatal("control: no plain delete failed while memcached was down")
+	}
+	if res.Lost != 0 || res.Dropped != 0 {
+		t.Fatalf("%d invalidations lost, %d dropped", res.Lost, res.Dropped)
+	}
+}

@@ -9,13 +9,14 @@ import (
 // maxKeyLen is memcached's key length limit in the text protocol.
 const maxKeyLen = 250
 
-// hashedKeyPrefix starts every hashed key. '#' followed by 43 base64url
-// characters cannot be produced by a caller's key that is itself legal and
-// 44 bytes long only by choosing it deliberately; see [Config.HashKeys].
+// hashedKeyPrefix starts every hashed key. With [Config.HashKeys], a
+// caller's key that starts with it is hashed too, so no caller's key can
+// equal another key's hashed form.
 const hashedKeyPrefix = "#"
 
 // storageKey returns the memcached key for key: key itself when memcached
-// can store it, its hash when hash is true, or a *KeyError.
+// can store it (and, with hash, it does not start with hashedKeyPrefix),
+// its hash when hash is true, or a *KeyError.
 // It does not allocate for a legal key.
 func storageKey(key string, hash bool) (string, error) {
 	if key == "" {
@@ -32,7 +33,7 @@ func storageKey(key string, hash bool) (string, error) {
 			}
 		}
 	}
-	if reason == "" {
+	if reason == "" && !(hash && key[0] == hashedKeyPrefix[0]) {
 		return key, nil
 	}
 	if !hash {

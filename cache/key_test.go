@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -26,6 +28,9 @@ var keyTests = []struct {
 	{name: "newline", key: "user\r\n42", wantErr: true},
 	{name: "control", key: "a\x00b", wantErr: true},
 	{name: "del", key: "a\x7fb", hash: true, want: "#hash"},
+	{name: "hash marker kept without hashing", key: "#user:42", want: "#user:42"},
+	{name: "hash marker hashed", key: "#user:42", hash: true, want: "#hash"},
+	{name: "a hashed form hashed again", key: "#" + strings.Repeat("A", 43), hash: true, want: "#hash"},
 }
 
 func TestStorageKey(t *testing.T) {
@@ -65,5 +70,23 @@ func TestStorageKey(t *testing.T) {
 func TestStorageKeyAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { storageKey("user:42:profile", false) }); n != 0 {
 		t.Fatalf("storageKey allocates %v times for a legal key", n)
+	}
+}
+
+// TestHashedKeyCollision: with HashKeys, the legal key spelling another
+// key's hashed form does not reach that key's item.
+func TestHashedKeyCollision(t *testing.T) {
+	k := strings.Repeat("x", 300)
+	hk, err := storageKey(k, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(k))
+	if want := "#" + base64.RawURLEncoding.EncodeToString(sum[:]); hk != want {
+		t.Fatalf("hashed form %q, want %q", hk, want)
+	}
+	got, err := storageKey(hk, true)
+	if err != nil || got == hk {
+		t.Fatalf("storageKey(%q) = %q, %v: collides with the hashed key", hk, got, err)
 	}
 }

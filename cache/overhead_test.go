@@ -18,7 +18,7 @@ func BenchmarkHitOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	f, v := encodeValue(time.Now().Add(time.Hour).UnixMilli(), []byte("0123456789abcdef0"), false)
+	f, v := encodeValue(time.Now().Add(time.Hour).UnixMilli(), "", []byte("0123456789abcdef0"), false)
 	it := &memcache.Item{Key: "user:42:profile", Flags: f, Value: v}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -30,7 +30,7 @@ func BenchmarkHitOverhead(b *testing.B) {
 		_ = mk
 		start := time.Now()
 		c.ok(ctx)
-		if _, err, ok := c.fresh(ctx, it, start); !ok || err != nil {
+		if _, err, ok := c.fresh(ctx, it, start, ""); !ok || err != nil {
 			b.Fatal("not fresh")
 		}
 	}

@@ -30,11 +30,13 @@ const (
 
 // Error kinds (error.type values) of memcached faults.
 const (
-	errKindTimeout    = "timeout"
-	errKindConnection = "connection"
-	errKindServer     = "server_error"
-	errKindCorrupt    = "corrupt_item"
-	errKindOther      = "other"
+	errKindTimeout     = "timeout"
+	errKindConnection  = "connection"
+	errKindServer      = "server_error"
+	errKindCorrupt     = "corrupt_item"
+	errKindBadPosition = "invalid_position" // an item whose position has not a position's shape
+	errKindForged      = "forged_item"      // a lease or marker that fails Config.ItemKeys
+	errKindOther       = "other"
 )
 
 // Reasons for refused fills and skipped stores (regiondb.cache.reason).
@@ -106,7 +108,7 @@ func newTelemetry(cfg *Config) *telemetry {
 	t.leaseWaits = counter("regiondb.cache.lease.waits", "Gets that waited for another caller's lease.")
 	t.refused = counter("regiondb.cache.fills.refused", "Loaded values not stored, by regiondb.cache.reason (invalidated, unverified, lease_lost).")
 	t.skips = counter("regiondb.cache.skips", "Values or calls that skipped memcached, by regiondb.cache.reason (too_large, breaker_open, fault, lease_wait_timeout, contended).")
-	t.errors = counter("regiondb.cache.errors", "memcached faults, by error.type (timeout, connection, server_error, corrupt_item, other). Never returned to callers.")
+	t.errors = counter("regiondb.cache.errors", "memcached faults and unusable items, by error.type (timeout, connection, server_error, corrupt_item, invalid_position, forged_item, other). Never returned to callers.")
 	t.invalidations = counter("regiondb.cache.invalidations", "Invalidation markers written, by regiondb.region and regiondb.cache.result (ok, retried, dropped).")
 
 	sys := semconv.DBSystemNameMemcached
@@ -173,8 +175,11 @@ func endSpan(span trace.Span, err error) {
 		return
 	}
 	if err != nil && span.IsRecording() && !errors.Is(err, ErrNotFound) {
-		span.SetStatus(codes.Error, err.Error())
-		span.SetAttributes(semconv.ErrorType(err))
+		// The type only: a loader's error text may carry user data
+		// (e.g. "Duplicate entry 'alice@example.com'").
+		typ := semconv.ErrorType(err)
+		span.SetStatus(codes.Error, typ.Value.AsString())
+		span.SetAttributes(typ)
 	}
 	span.End()
 }

@@ -2,11 +2,15 @@ package cache_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/regiondb/regiondb/cache"
 	"github.com/regiondb/regiondb/internal/cacheharness"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -46,5 +50,32 @@ func TestSpans(t *testing.T) {
 	}
 	if gets[1].Parent().SpanID() != parent.SpanContext().SpanID() {
 		t.Fatal("traced hit's span is not a child of the request span")
+	}
+}
+
+// TestSpanErrorType: a failed load's span carries the error's type, never
+// its text (which may hold user data).
+func TestSpanErrorType(t *testing.T) {
+	e := openEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	c, _ := newCache(t, e, cache.Config{TracerProvider: tp})
+	key := cacheharness.UniqueKey(e, t.Name())
+	secret := errors.New("Error 1062 (23000): Duplicate entry 'alice@example.com' for key 'email'")
+	if _, err := c.Get(context.Background(), key, func(context.Context) ([]byte, error) { return nil, secret }); !errors.Is(err, secret) {
+		t.Fatal(err)
+	}
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	s := spans[0]
+	text := fmt.Sprint(s.Status(), s.Attributes(), s.Events())
+	if strings.Contains(text, "alice") || strings.Contains(text, "Duplicate") {
+		t.Fatalf("span carries the error text: %s", text)
+	}
+	if s.Status().Code != codes.Error || !strings.Contains(text, "*errors.errorString") {
+		t.Fatalf("span status/attributes lack the error type: %s", text)
 	}
 }

@@ -84,7 +84,6 @@ type config struct {
 	remoteDynamoDB  regionValues
 	dynamoLocal     bool
 	tokenInSession  bool
-	freshAfterWrite time.Duration
 	cachePrefix     string
 	sessionTable    string
 	createTable     bool
@@ -118,8 +117,6 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 	fs.StringVar(&c.tokenKey, "token-key", "", "the signing secret itself (development; prefer -token-key-file)")
 	fs.BoolVar(&c.migrate, "migrate", false, "create the database and tables on the writer before serving")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", time.Minute, "how long cached user and family records stay fresh")
-	fs.DurationVar(&c.freshAfterWrite, "fresh-after-write", 2*time.Second,
-		"after a user changes a cached record, their requests read records from the database for this long (covers the other regions' cache invalidation)")
 	fs.StringVar(&c.cachePrefix, "cache-prefix", "photoalbum:v1:", "prefix of the cache keys (change it when the records' format changes)")
 	fs.BoolVar(&c.insecureCookies, "insecure-cookies", false, "send cookies over plain HTTP (local development only)")
 	fs.BoolVar(&c.debug, "debug", false, "serve /debug/metrics and /debug/outbox")

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,10 +121,15 @@ func openBackends(ctx context.Context, cfg config, tel *telemetry, logger *slog.
 	mc.MaxIdleConns = 64 // gomemcache keeps 2 by default: under concurrency it would redial all the time
 	closers = append(closers, mc.Close)
 	mcClients := map[string]*memcache.Client{cfg.region: mc} // for /healthz
+	// The cache signs the positions it keeps in memcached with a key derived
+	// from the token secret, which every region shares.
+	itemKey := hmac.New(sha256.New, []byte(cfg.tokenKey))
+	itemKey.Write([]byte("photoalbum cache items"))
 	ccfg := cache.Config{
 		Client:         mc,
 		Region:         cfg.region,
 		Consistency:    router,
+		ItemKeys:       []cache.Secret{itemKey.Sum(nil)},
 		TTL:            cfg.cacheTTL,
 		Logger:         logger.With("pkg", "cache"),
 		TracerProvider: tel.tp,

@@ -20,10 +20,31 @@ type Summary struct {
 	// stale-refill race.
 	StaleReadsPlain int64 `json:"stale_reads_plain"`
 
+	// RYWHitsSummary: read-your-writes through the other region's cache
+	// with late or lost invalidations; its control ignores the scope.
+	RYWHitsSummary    RYWSummary        `json:"ryw_hits"`
+	RYWHitsControl    RYWControlSummary `json:"ryw_hits_control"`
+	ScopedHitNsRatio  float64           `json:"scoped_hit_ns_ratio"`
+	InvalidationsLost int               `json:"invalidations_lost"`
+
 	Hit      HitResult      `json:"hit"`
 	Stampede StampedeResult `json:"stampede"`
 	Stale    StaleResult    `json:"stale_refill"`
 	Region   RegionResult   `json:"cross_region"`
+	RYW      RYWResult      `json:"ryw"`
+	Lost     LostResult     `json:"lost_invalidations"`
+}
+
+// RYWSummary is the "ryw_hits" figure.
+type RYWSummary struct {
+	Reads      int64 `json:"reads"`
+	Violations int64 `json:"violations"`
+}
+
+// RYWControlSummary is the "ryw_hits_control" figure.
+type RYWControlSummary struct {
+	Reads      int64 `json:"reads"`
+	Violations int64 `json:"violations"`
 }
 
 // All runs every measurement against e, logging each result to log as it
@@ -51,10 +72,22 @@ func All(ctx context.Context, e *Env, log io.Writer) (Summary, error) {
 		return s, fmt.Errorf("cross region: %w", err)
 	}
 	show("cross_region", s.Region)
+	if s.RYW, err = RYWHits(ctx, e, RYWConfig{}); err != nil {
+		return s, fmt.Errorf("ryw hits: %w", err)
+	}
+	show("ryw", s.RYW)
+	if s.Lost, err = InvalidationsLost(ctx, e, LostConfig{}); err != nil {
+		return s, fmt.Errorf("lost invalidations: %w", err)
+	}
+	show("lost_invalidations", s.Lost)
 	s.HitNsRatio = s.Hit.Ratio
 	s.ExtraAllocs = s.Hit.ExtraAllocs
 	s.StampedeLoaderCalls = s.Stampede.LoaderCalls
 	s.StaleReads = s.Stale.StaleReads + s.Region.StaleAfterBound
 	s.StaleReadsPlain = s.Stale.StaleReadsPlain
+	s.RYWHitsSummary = RYWSummary{Reads: s.RYW.Reads, Violations: s.RYW.Violations}
+	s.RYWHitsControl = RYWControlSummary{Reads: s.RYW.ControlReads, Violations: s.RYW.ControlViolations}
+	s.ScopedHitNsRatio = s.Hit.ScopedRatio
+	s.InvalidationsLost = s.Lost.Lost + int(s.Lost.Dropped)
 	return s, nil
 }

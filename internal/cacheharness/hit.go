@@ -28,18 +28,25 @@ type HitConfig struct {
 // HitResult compares the cache's hit path with a raw gomemcache Get.
 type HitResult struct {
 	// Ratio is the median over pairs of cache ns/op divided by raw ns/op.
-	Ratio       float64 `json:"hit_ns_ratio"`
-	RawNs       float64 `json:"raw_ns"`
-	CacheNs     float64 `json:"cache_ns"`
-	RawAllocs   float64 `json:"raw_allocs"`
-	CacheAllocs float64 `json:"cache_allocs"`
-	ExtraAllocs float64 `json:"extra_allocs"`
+	Ratio   float64 `json:"hit_ns_ratio"`
+	RawNs   float64 `json:"raw_ns"`
+	CacheNs float64 `json:"cache_ns"`
+	// ScopedRatio is the same for a hit whose ctx carries a read-your-writes
+	// scope the cached value already satisfies (the Consistency implements
+	// cache.ReadScope), against the same raw Gets.
+	ScopedRatio  float64 `json:"scoped_hit_ns_ratio"`
+	ScopedNs     float64 `json:"scoped_ns"`
+	ScopedAllocs float64 `json:"scoped_allocs"`
+	RawAllocs    float64 `json:"raw_allocs"`
+	CacheAllocs  float64 `json:"cache_allocs"`
+	ExtraAllocs  float64 `json:"extra_allocs"`
 }
 
-// Hit measures a cache hit against a raw gomemcache Get of an item of the
-// same stored size, side by side in one process, through one
-// memcache.Client: paired, interleaved batches (the order alternating per
-// pair), median of the per-pair ratios. Allocations are counted exactly
+// Hit measures a cache hit, and a hit whose read-your-writes scope the
+// value satisfies, against a raw gomemcache Get of an item of the same
+// stored size, side by side in one process, through one memcache.Client:
+// paired, interleaved batches (the order rotating per pair), median of the
+// per-pair ratios. Allocations are counted exactly
 // with testing.AllocsPerRun. No OpenTelemetry SDK is installed.
 func Hit(ctx context.Context, cfg HitConfig) (HitResult, error) {
 	if cfg.Pairs == 0 {
@@ -63,10 +70,25 @@ func Hit(ctx context.Context, cfg HitConfig) (HitResult, error) {
 	for i := range value {
 		value[i] = 'a' + byte(i%26)
 	}
-	ck, rk := cfg.Key+":cache", cfg.Key+":raw"
+	ck, rk, sk := cfg.Key+":cache", cfg.Key+":raw", cfg.Key+":scoped"
 	if _, err := c.Get(ctx, ck, func(context.Context) ([]byte, error) { return value, nil }); err != nil {
 		return HitResult{}, err
 	}
+	// The scoped arm: a cache whose Consistency offers cache.ReadScope, a
+	// value filled at 0-1-100, read by a scope that requires 0-1-50.
+	g := &GTIDConsistency{}
+	sc, err := cache.New(cache.Config{Client: mc, TTL: time.Hour, Consistency: g, ItemKeys: []cache.Secret{cache.Secret("hit-bench-key-0123456789")}})
+	if err != nil {
+		return HitResult{}, err
+	}
+	defer sc.Close()
+	if _, err := sc.Get(ctx, sk, func(ctx context.Context) ([]byte, error) {
+		Observed(ctx, "0-1-100")
+		return value, nil
+	}); err != nil {
+		return HitResult{}, err
+	}
+	sctx := WithPosition(ctx, "0-1-50")
 	stored, err := mc.Get(ck)
 	if err != nil {
 		return HitResult{}, err
@@ -90,6 +112,11 @@ func Hit(ctx context.Context, cfg HitConfig) (HitResult, error) {
 			opErr = err
 		}
 	}
+	scoped := func() {
+		if _, err := sc.Get(sctx, sk, noLoad); err != nil {
+			opErr = err
+		}
+	}
 	batch := func(f func()) time.Duration {
 		start := time.Now()
 		for range cfg.Batch {
@@ -97,33 +124,47 @@ func Hit(ctx context.Context, cfg HitConfig) (HitResult, error) {
 		}
 		return time.Since(start)
 	}
-	// Warm up both paths.
+	// Warm up every path.
 	batch(raw)
 	batch(cached)
+	batch(scoped)
 	ratios := make([]float64, 0, cfg.Pairs)
-	var rawTotal, cacheTotal time.Duration
+	sratios := make([]float64, 0, cfg.Pairs)
+	var rawTotal, cacheTotal, scopedTotal time.Duration
 	for i := range cfg.Pairs {
-		var r, k time.Duration
-		if i%2 == 0 {
-			r, k = batch(raw), batch(cached)
-		} else {
-			k, r = batch(cached), batch(raw)
+		// Each pair is raw next to each arm; the order rotates per pair.
+		var r, k, r2, s time.Duration
+		switch i % 4 {
+		case 0:
+			r, k, s, r2 = batch(raw), batch(cached), batch(scoped), batch(raw)
+		case 1:
+			k, r, r2, s = batch(cached), batch(raw), batch(raw), batch(scoped)
+		case 2:
+			s, r2, r, k = batch(scoped), batch(raw), batch(raw), batch(cached)
+		default:
+			r2, s, k, r = batch(raw), batch(scoped), batch(cached), batch(raw)
 		}
-		rawTotal += r
+		rawTotal += r + r2
 		cacheTotal += k
+		scopedTotal += s
 		ratios = append(ratios, float64(k)/float64(r))
+		sratios = append(sratios, float64(s)/float64(r2))
 		if opErr != nil {
 			return HitResult{}, opErr
 		}
 	}
 	slices.Sort(ratios)
+	slices.Sort(sratios)
 	n := float64(cfg.Pairs * cfg.Batch)
 	res := HitResult{
-		Ratio:       median(ratios),
-		RawNs:       float64(rawTotal.Nanoseconds()) / n,
-		CacheNs:     float64(cacheTotal.Nanoseconds()) / n,
-		RawAllocs:   testing.AllocsPerRun(500, raw),
-		CacheAllocs: testing.AllocsPerRun(500, cached),
+		Ratio:        median(ratios),
+		ScopedRatio:  median(sratios),
+		RawNs:        float64(rawTotal.Nanoseconds()) / (2 * n),
+		CacheNs:      float64(cacheTotal.Nanoseconds()) / n,
+		ScopedNs:     float64(scopedTotal.Nanoseconds()) / n,
+		RawAllocs:    testing.AllocsPerRun(500, raw),
+		CacheAllocs:  testing.AllocsPerRun(500, cached),
+		ScopedAllocs: testing.AllocsPerRun(500, scoped),
 	}
 	res.ExtraAllocs = res.CacheAllocs - res.RawAllocs
 	return res, opErr

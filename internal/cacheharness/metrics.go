@@ -2,6 +2,8 @@ package cacheharness
 
 import (
 	"context"
+	"runtime"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric"
@@ -37,4 +39,26 @@ func SumCounter(ctx context.Context, r metric.Reader, name string, match ...attr
 		}
 	}
 	return n
+}
+
+// GoroutinesIn returns the number of goroutines whose stack has a frame
+// starting with fn (e.g. "singleflight.(*Group).Do("): tests poll it to
+// know that goroutines reached a blocking call.
+func GoroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
 }
