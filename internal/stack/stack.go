@@ -399,7 +399,6 @@ func (s *Stack) startProcess(sv *server) error {
 	return nil
 }
 
-
 // waitReady polls the server until it answers, for at most 30 s.
 func (s *Stack) waitReady(sv *server) error {
 	deadline := time.Now().Add(30 * time.Second)
