@@ -87,7 +87,7 @@ type writerSearch struct {
 	mu       sync.Mutex // protects the fields below
 	current  int        // index of the writer as last known
 	running  *writerSearchCall
-	lastDone time.Time // when the last search ended
+	lastDone time.Time     // when the last search ended
 	gap      time.Duration // least time after lastDone before the next search
 	failures int           // searches in a row that found no writer
 	last     *writerSearchCall
