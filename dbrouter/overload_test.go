@@ -45,9 +45,15 @@ func TestOverloadedWriterIsNotDead(t *testing.T) {
 		t.Fatalf("write before the limit: %v", err)
 	}
 
-	// Close the router's idle connection, then hold the account's two
-	// connections from outside the router.
+	// Close the router's idle connection (and wait until the server has
+	// let go of it: it ends a closed session asynchronously), then hold the
+	// account's two connections from outside the router.
 	rt.curWriter().db.SetMaxIdleConns(-1)
+	waitFor(t, 10*time.Second, "the server to end the router's session", func() bool {
+		var n int
+		err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'tiny'").Scan(&n)
+		return err == nil && n == 0
+	})
 	hog, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
