@@ -9,6 +9,7 @@ package sqlprobe
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -81,6 +82,10 @@ var Cases = []Case{
 		Query: `SELECT 'a\', GET_LOCK('regiondb_l1', 0) #'`, Effect: Lock, Probe: "regiondb_l1"},
 	{Name: "ANSI_QUOTES", Setup: []string{"SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')"},
 		Query: `SELECT 1 AS "a\", GET_LOCK('regiondb_l2', 0) #"`, Effect: Lock, Probe: "regiondb_l2"},
+	// The connection's character set changes where a quoted name ends:
+	// in GBK, 0x81 0x60 is one character, not a byte and a backtick.
+	{Name: "GBK backtick", Setup: []string{"SET NAMES gbk"},
+		Query: "SELECT 1 AS a\x81` , GET_LOCK('regiondb_l6', 0) #`", Effect: Lock, Probe: "regiondb_l6"},
 	// Locking and writing clauses.
 	{Name: "FOR UPDATE", Query: "SELECT * FROM t WHERE id = 1 FOR UPDATE", Effect: RowLock},
 	{Name: "LOCK IN SHARE MODE", Query: "SELECT * FROM t LOCK IN SHARE MODE", Effect: RowLock},
@@ -107,6 +112,7 @@ var Cases = []Case{
 	{Name: "@@last_insert_id", Setup: []string{"INSERT INTO ai (v) VALUES (1)"}, Query: "SELECT @@last_insert_id", Effect: Session},
 	{Name: "@@insert_id", Setup: []string{"SET insert_id = 424242"}, Query: "SELECT @@insert_id", Effect: Session},
 	{Name: "@@session.insert_id", Setup: []string{"SET insert_id = 424242"}, Query: "SELECT @@session.insert_id", Effect: Session},
+	{Name: "spaced @@session . insert_id", Setup: []string{"SET insert_id = 424242"}, Query: "SELECT @@session /* c */ . insert_id", Effect: Session},
 	{Name: "@@warning_count", Setup: []string{"SELECT 1/0"}, Query: "SELECT @@warning_count", Effect: Session},
 	{Name: "@@error_count", Setup: []string{"SIGNAL SQLSTATE '45000'"}, Query: "SELECT @@error_count", Effect: Session},
 	{Name: "@@last_gtid", Setup: []string{"INSERT INTO ai (v) VALUES (1)"}, Query: "SELECT @@last_gtid", Effect: Session},
@@ -206,7 +212,7 @@ func (c Case) Observe(ctx context.Context, env Env) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer conn.Close()
+	defer discard(conn)
 	switch c.Effect {
 	case Lock:
 		defer conn.ExecContext(context.Background(), "DO RELEASE_ALL_LOCKS()")
@@ -281,6 +287,13 @@ func (c Case) Observe(ctx context.Context, env Env) (bool, error) {
 		return before != after, err
 	}
 	return false, errors.New("sqlprobe: unknown effect")
+}
+
+// discard closes conn instead of returning it to the pool: a case may have
+// changed its sql_mode or character set.
+func discard(conn *sql.Conn) {
+	conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
 }
 
 type querier interface {
