@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql" // the stack's servers
+	"github.com/go-sql-driver/mysql"
 )
 
 // Database is the schema the cases use on the primary.
@@ -32,8 +32,8 @@ const (
 	// Lock: after the statement, another connection sees the named user
 	// lock (Case.Probe) in use.
 	Lock Effect = iota
-	// RowLock: the statement, run in a transaction, holds InnoDB locks
-	// (information_schema.INNODB_TRX.trx_lock_structs > 0 for its thread).
+	// RowLock: the statement, run in a transaction, holds InnoDB row
+	// locks: another connection's SELECT * FROM t FOR UPDATE NOWAIT fails.
 	RowLock
 	// UserVar: the statement sets the user variable Case.Probe.
 	UserVar
@@ -225,14 +225,18 @@ func (c Case) Observe(ctx context.Context, env Env) (bool, error) {
 			return false, err
 		}
 		defer conn.ExecContext(context.Background(), "ROLLBACK")
-		var id int64
-		if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
-			return false, err
-		}
 		if err := run(ctx, conn, c.Setup, c.Query); err != nil {
 			return false, err
 		}
-		return answer(ctx, env.Primary, "SELECT COUNT(*) > 0 FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ? AND trx_lock_structs > 0", id)
+		// Another connection cannot lock the table's rows without
+		// waiting (information_schema.INNODB_TRX would do too, but InnoDB
+		// refreshes it at most every 100 ms).
+		_, err := result(ctx, env.Primary, "SELECT * FROM t FOR UPDATE NOWAIT")
+		var me *mysql.MySQLError
+		if errors.As(err, &me) && me.Number == 1205 {
+			return true, nil
+		}
+		return false, err
 	case UserVar:
 		if err := run(ctx, conn, c.Setup, c.Query); err != nil {
 			return false, err
