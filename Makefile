@@ -6,7 +6,7 @@ TOOLS  := $(CURDIR)/.tools
 STACK  := $(TOOLS)/bin/stack
 export REGIONDB_TOOLS := $(TOOLS)
 
-.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-fleet clean
+.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-fleet bench-security clean
 
 all: test
 
@@ -47,8 +47,13 @@ bench-session: deps
 bench-cache: deps
 	$(STACK) run -- $(GO) run ./internal/cmd/bench-cache
 
+## bench-fleet: N routers in one process, with and without the shared store; what the servers received
 bench-fleet: deps
 	$(STACK) run -- $(GO) run ./internal/cmd/bench-fleet
+
+## bench-security: hostile positions, tokens, watermarks and cache items against the readers; the classifier against real effects
+bench-security: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-security
 
 ## clean: remove the stack folder and the tools (no stack may be running)
 clean:

@@ -50,7 +50,8 @@ func (c *classCache) readOnly(q string) bool {
 //     glued to a word: "1.0LOCK", "1e0LOCK", ".5LOCK", "0x1INTO");
 //   - string literals and quoted identifiers without a backslash (whose
 //     extent would depend on NO_BACKSLASH_ESCAPES or, for "...", on
-//     ANSI_QUOTES);
+//     ANSI_QUOTES), and no backtick right after a non-ASCII byte (whose
+//     meaning depends on the connection's character set);
 //   - system variables other than the session's own (@@identity,
 //     @@last_insert_id, @@insert_id, @@warning_count, @@error_count,
 //     @@last_gtid, ..., and any @@session. or @@local. one); no user
@@ -60,6 +61,9 @@ func (c *classCache) readOnly(q string) bool {
 //
 // readOnly does not allocate.
 func readOnly(q string) bool {
+	if multibyteQuote(q) {
+		return false
+	}
 	i := skipSpaceAndComments(q, 0)
 	parens := false
 	for i >= 0 && i < len(q) && q[i] == '(' {
@@ -398,22 +402,42 @@ func nextIs(q string, i int, c byte) bool {
 }
 
 // sysVar returns the index after the system variable at i ("@@name",
-// "@@global.name"), or -1 for a user variable or a variable of the session.
+// "@@global.name"), or -1 for a user variable or a variable of the session
+// (the server allows spaces and comments around the scope's dot).
 func sysVar(q string, i int) int {
 	if i+2 >= len(q) || q[i+1] != '@' || !isWordByte(q[i+2]) {
 		return -1 // @x, @'x', @`x`: a user variable
 	}
 	name, j := word(q, i+2)
-	if j < len(q) && q[j] == '.' {
-		if !keywordIs(name, "GLOBAL") || j+1 >= len(q) || !isWordByte(q[j+1]) {
-			return -1 // @@session.x, @@local.x
+	if keywordIs(name, "SESSION") || keywordIs(name, "LOCAL") {
+		return -1
+	}
+	if k := skipSpaceAndComments(q, j); k < 0 || (k < len(q) && q[k] == '.') {
+		if k < 0 || !keywordIs(name, "GLOBAL") {
+			return -1 // a structured variable's component, or worse
 		}
-		name, j = word(q, j+1)
+		if k = skipSpaceAndComments(q, k+1); k < 0 || k >= len(q) || !isWordByte(q[k]) {
+			return -1
+		}
+		name, j = word(q, k)
 	}
 	if inSorted(sessionVars[:], name) {
 		return -1
 	}
 	return j
+}
+
+// multibyteQuote reports whether q has a backtick right after a non-ASCII
+// byte: in the multi-byte character sets whose second bytes include 0x60
+// (GBK, Big5, Shift-JIS) the two are one character, so where a quoted
+// identifier starts or ends would depend on the connection's character set.
+func multibyteQuote(q string) bool {
+	for i := 1; i < len(q); i++ {
+		if q[i] == '`' && q[i-1] >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // deniedWords make a SELECT a write, a locking read or session-bound (see

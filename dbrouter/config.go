@@ -219,9 +219,17 @@ func (e Endpoint) GoString() string {
 // [Endpoint.GoString]), so that no format shows the password.
 func (e Endpoint) Format(f fmt.State, verb rune) { formatRedacted(f, verb, e) }
 
-// MarshalJSON encodes the endpoint with its DSN redacted like String's.
+// MarshalJSON encodes the endpoint with its DSN redacted like String's
+// (and the Connector's type name, if set).
 func (e Endpoint) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct{ Name, DSN, Region, Connector string }{e.Name, redactDSN(e.DSN), e.Region, typeName(e.Connector)})
+	var conn string
+	if e.Connector != nil {
+		conn = typeName(e.Connector)
+	}
+	return json.Marshal(struct {
+		Name, DSN, Region string
+		Connector         string `json:",omitempty"`
+	}{e.Name, redactDSN(e.DSN), e.Region, conn})
 }
 
 // formatRedacted implements Format for the types that hold secrets.

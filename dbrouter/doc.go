@@ -257,6 +257,26 @@
 //     if it sets none), writer probes by WriterProbeTimeout, token waits by
 //     MaxWait, monitor queries by MonitorTimeout.
 //
+// # Untrusted input
+//
+// Positions that reach the router from outside (RequirePosition and
+// MergePositions, hence cache markers and leases; tokens; the shared
+// [WatermarkStore]) must parse for the router's dialect: decimal GTID
+// domains under MariaDB, source UUIDs under MySQL, "hb" under the
+// heartbeat, at most 64 streams. Anything else is rejected and counted in
+// [Stats].PositionsRejected, and the read goes to the writer. Wait queries
+// are built only from numbers and 16-byte UUIDs, so their text is always
+// one fixed shape. An attacker who can write to memcached (or the watermark
+// store) therefore cannot run SQL, crash the process or take locks on a
+// reader. What such an attacker can still do: send reads to the writer
+// (garbage positions), make reads wait up to MaxWait (positions far in the
+// future), make a cache accept a fill from a reader that is behind (drop a
+// marker's position), and, through the watermark store, make a reader look
+// fresher or staler than it is. Tokens are signed: without a key in
+// [Config].TokenKeys none of this is possible through them. A monitor that
+// fails anyway (a panicking driver or WatermarkStore) is logged, restarted
+// with backoff, and its reader gets no reads until it answers again.
+//
 // # Connection pools
 //
 // The router keeps one [*sql.DB] pool per endpoint: the writer's limits are

@@ -82,8 +82,9 @@ type Stats struct {
 	// TokensRejected counts corrupt, forged and expired tokens ignored.
 	TokensRejected int64
 	// PositionsRejected counts positions that did not parse for the
-	// router's dialect (from RequirePosition, MergePositions, a token or the
-	// shared WatermarkStore); reads that needed one went to the writer.
+	// router's dialect (from RequirePosition, MergePositions or a token;
+	// reads that needed one went to the writer) and malformed values of the
+	// shared WatermarkStore (ignored: the monitor queried the reader).
 	PositionsRejected int64
 	// WritePositionFailures counts writes whose replication position could
 	// not be read (the request's later reads then go to the writer).

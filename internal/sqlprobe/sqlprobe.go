@@ -9,6 +9,7 @@ package sqlprobe
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -18,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql" // the stack's servers
+	"github.com/go-sql-driver/mysql"
 )
 
 // Database is the schema the cases use on the primary.
@@ -31,8 +32,8 @@ const (
 	// Lock: after the statement, another connection sees the named user
 	// lock (Case.Probe) in use.
 	Lock Effect = iota
-	// RowLock: the statement, run in a transaction, holds InnoDB locks
-	// (information_schema.INNODB_TRX.trx_lock_structs > 0 for its thread).
+	// RowLock: the statement, run in a transaction, holds InnoDB row
+	// locks: another connection's SELECT * FROM t FOR UPDATE NOWAIT fails.
 	RowLock
 	// UserVar: the statement sets the user variable Case.Probe.
 	UserVar
@@ -81,6 +82,10 @@ var Cases = []Case{
 		Query: `SELECT 'a\', GET_LOCK('regiondb_l1', 0) #'`, Effect: Lock, Probe: "regiondb_l1"},
 	{Name: "ANSI_QUOTES", Setup: []string{"SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')"},
 		Query: `SELECT 1 AS "a\", GET_LOCK('regiondb_l2', 0) #"`, Effect: Lock, Probe: "regiondb_l2"},
+	// The connection's character set changes where a quoted name ends:
+	// in GBK, 0x81 0x60 is one character, not a byte and a backtick.
+	{Name: "GBK backtick", Setup: []string{"SET NAMES gbk"},
+		Query: "SELECT 1 AS a\x81` , GET_LOCK('regiondb_l6', 0) #`", Effect: Lock, Probe: "regiondb_l6"},
 	// Locking and writing clauses.
 	{Name: "FOR UPDATE", Query: "SELECT * FROM t WHERE id = 1 FOR UPDATE", Effect: RowLock},
 	{Name: "LOCK IN SHARE MODE", Query: "SELECT * FROM t LOCK IN SHARE MODE", Effect: RowLock},
@@ -107,6 +112,7 @@ var Cases = []Case{
 	{Name: "@@last_insert_id", Setup: []string{"INSERT INTO ai (v) VALUES (1)"}, Query: "SELECT @@last_insert_id", Effect: Session},
 	{Name: "@@insert_id", Setup: []string{"SET insert_id = 424242"}, Query: "SELECT @@insert_id", Effect: Session},
 	{Name: "@@session.insert_id", Setup: []string{"SET insert_id = 424242"}, Query: "SELECT @@session.insert_id", Effect: Session},
+	{Name: "spaced @@session . insert_id", Setup: []string{"SET insert_id = 424242"}, Query: "SELECT @@session /* c */ . insert_id", Effect: Session},
 	{Name: "@@warning_count", Setup: []string{"SELECT 1/0"}, Query: "SELECT @@warning_count", Effect: Session},
 	{Name: "@@error_count", Setup: []string{"SIGNAL SQLSTATE '45000'"}, Query: "SELECT @@error_count", Effect: Session},
 	{Name: "@@last_gtid", Setup: []string{"INSERT INTO ai (v) VALUES (1)"}, Query: "SELECT @@last_gtid", Effect: Session},
@@ -206,7 +212,7 @@ func (c Case) Observe(ctx context.Context, env Env) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer conn.Close()
+	defer discard(conn)
 	switch c.Effect {
 	case Lock:
 		defer conn.ExecContext(context.Background(), "DO RELEASE_ALL_LOCKS()")
@@ -219,14 +225,18 @@ func (c Case) Observe(ctx context.Context, env Env) (bool, error) {
 			return false, err
 		}
 		defer conn.ExecContext(context.Background(), "ROLLBACK")
-		var id int64
-		if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
-			return false, err
-		}
 		if err := run(ctx, conn, c.Setup, c.Query); err != nil {
 			return false, err
 		}
-		return answer(ctx, env.Primary, "SELECT COUNT(*) > 0 FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ? AND trx_lock_structs > 0", id)
+		// Another connection cannot lock the table's rows without
+		// waiting (information_schema.INNODB_TRX would do too, but InnoDB
+		// refreshes it at most every 100 ms).
+		_, err := result(ctx, env.Primary, "SELECT * FROM t FOR UPDATE NOWAIT")
+		var me *mysql.MySQLError
+		if errors.As(err, &me) && me.Number == 1205 {
+			return true, nil
+		}
+		return false, err
 	case UserVar:
 		if err := run(ctx, conn, c.Setup, c.Query); err != nil {
 			return false, err
@@ -281,6 +291,13 @@ func (c Case) Observe(ctx context.Context, env Env) (bool, error) {
 		return before != after, err
 	}
 	return false, errors.New("sqlprobe: unknown effect")
+}
+
+// discard closes conn instead of returning it to the pool: a case may have
+// changed its sql_mode or character set.
+func discard(conn *sql.Conn) {
+	conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
 }
 
 type querier interface {
