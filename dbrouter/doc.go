@@ -94,7 +94,9 @@
 // concurrent requests that need one; a scope's reads stay on the reader of
 // its previous read while that reader qualifies, so reads inside a request
 // need none. Reads still running when the token is taken are not covered,
-// and neither are bounded-staleness reads.
+// and neither are bounded-staleness reads. Another process that serves the
+// user's next request has not seen that position; its first read that needs
+// it sends one wait query, which returns at once when its reader has it.
 //
 // Which configurations give what (each process routes with its own Config):
 //

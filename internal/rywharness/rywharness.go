@@ -117,11 +117,13 @@ type Monotonic struct {
 }
 
 // Section is what a dbrouter configuration measured: reads of the user's
-// own row, violations among them, failed requests.
+// own row, violations among them, failed requests, and (local_only) reads
+// of another user's row that showed an older value than an earlier one.
 type Section struct {
-	Reads      int64 `json:"reads"`
-	Violations int64 `json:"violations"`
-	Errors     int64 `json:"errors"`
+	Reads       int64 `json:"reads"`
+	Violations  int64 `json:"violations"`
+	Errors      int64 `json:"errors"`
+	Regressions int64 `json:"regressions"`
 }
 
 // MonotonicControl is the monotonic sequence's result through the control
@@ -450,6 +452,7 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 	rep.LocalOnly.Reads += res[4].Reads
 	rep.LocalOnly.Violations += res[4].Violations
 	rep.LocalOnly.Errors += res[4].Errors
+	rep.LocalOnly.Regressions += res[4].Regressions
 	cfg.Logf("faults injected: %d; router stats: %+v", faults, rep.RouterStats)
 	for i, name := range []string{"router", "naive", "window2s", "tabs", "local_only"} {
 		r := res[i]

@@ -2,9 +2,12 @@
 // internal/rywharness) against the local stack and prints, as its last
 // line, {"router":{...},"naive":{...},"window2s":{...},"monotonic":{...},
 // "monotonic_control":{...},"tabs":{...},"tabs_control":{...},
-// "local_only":{...},"local_only_control":{...}}: violations, writer_share,
-// p50_ms, p99_ms, reads and errors per strategy, and reads, regressions or
-// violations of each guarantee and its control. It exits with status 1 when
+// "local_only":{...},"local_only_control":{...},"extra_round_trips_per_read":x,
+// "extra_round_trips_per_write":y,"round_trips":{...}}: violations,
+// writer_share, p50_ms, p99_ms, reads and errors per strategy; reads,
+// regressions or violations of each guarantee and its control; and the
+// statements the readers (the writer) received beyond the workload's, per
+// read (write), counted on their Questions counters. It exits with status 1 when
 // the run means nothing (more than 1 % of a strategy's requests failed, too
 // few reads, or a control that saw no failure). Run it with `make bench-ryw`.
 package main
