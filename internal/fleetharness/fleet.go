@@ -175,32 +175,7 @@ func setup(ctx context.Context, s *testserver.Stack) error {
 			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
-	return waitReplicated(ctx, s)
-}
-
-func waitReplicated(ctx context.Context, s *testserver.Stack) error {
-	m, err := sql.Open("mysql", s.DSN("m1", ""))
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	var pos string
-	if err := m.QueryRowContext(ctx, "SELECT @@global.gtid_binlog_pos").Scan(&pos); err != nil {
-		return err
-	}
-	for _, r := range []string{"r1", "r2"} {
-		db, err := sql.Open("mysql", s.DSN(r, ""))
-		if err != nil {
-			return err
-		}
-		var res sql.NullInt64
-		err = db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 10)", pos).Scan(&res)
-		db.Close()
-		if err != nil || res.Int64 != 0 {
-			return fmt.Errorf("%s did not catch up with %s: %v", r, pos, err)
-		}
-	}
-	return nil
+	return s.WaitReplicated(ctx)
 }
 
 func routerConfig(s *testserver.Stack) dbrouter.Config {
@@ -487,7 +462,7 @@ func overload(ctx context.Context, s *testserver.Stack, cfg Config) (Overload, e
 		}
 	}
 	defer admin.ExecContext(context.Background(), "DROP USER IF EXISTS 'fleet_small'@'127.0.0.1'")
-	if err := waitReplicated(ctx, s); err != nil {
+	if err := s.WaitReplicated(ctx); err != nil {
 		return Overload{}, err
 	}
 	dsn := "fleet_small:fleet_small@tcp(" + s.Addr("m1") + ")/" + Database
