@@ -330,6 +330,40 @@ func (d *driver) startInstances(ctx context.Context, bin string) error {
 	return nil
 }
 
+// waitReplicated waits until both readers have applied every write the
+// writer has so far. The setup's writes (sign-ups, families, albums) are made
+// by one person on behalf of others, who learn of them by no link or token:
+// the scenario starts once they have reached every region, as a service's
+// users would have been set up long before they browse.
+func (d *driver) waitReplicated(ctx context.Context) error {
+	primary, err := d.s.Primary(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := sql.Open("mysql", d.s.DSN(primary, ""))
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	var pos string
+	if err := w.QueryRowContext(ctx, "SELECT @@global.gtid_binlog_pos").Scan(&pos); err != nil {
+		return fmt.Errorf("demo: writer %s position: %w", primary, err)
+	}
+	for _, name := range []string{d.s.Reader(tokyo), d.s.Reader(virginia)} {
+		db, err := sql.Open("mysql", d.s.DSN(name, ""))
+		if err != nil {
+			return err
+		}
+		var res sql.NullInt64
+		err = db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 30)", pos).Scan(&res)
+		db.Close()
+		if err != nil || res.Int64 != 0 {
+			return fmt.Errorf("demo: the set-up did not reach reader %s within 30 s (%v, %v)", name, res, err)
+		}
+	}
+	return nil
+}
+
 // waitSchema waits until both readers have the service's tables.
 func (d *driver) waitSchema(ctx context.Context) error {
 	for _, name := range []string{d.s.Reader(tokyo), d.s.Reader(virginia)} {

@@ -201,6 +201,9 @@ func (d *driver) play(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.waitReplicated(ctx); err != nil {
+		return nil, err
+	}
 	d.logf("set up %d families (%d people)", 2+len(c.background), 5+2*len(c.background))
 	start := d.snapshots(ctx)
 

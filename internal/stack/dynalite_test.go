@@ -58,7 +58,7 @@ func TestDynaliteSurvivesAbortedRequests(t *testing.T) {
 			}
 			pid := serverPID(st, name)
 
-			n := abuse(t, endpoint, abortsPerServer)
+			n := abuse(t, endpoint, abortsPerServer, true)
 			if n.sdkCancelled == 0 || n.raw == 0 || n.thrownOn == 0 {
 				t.Fatalf("the abuse did not run every kind of abort: %+v", n)
 			}
@@ -80,33 +80,55 @@ func TestDynaliteSurvivesAbortedRequests(t *testing.T) {
 		})
 	}
 
-	t.Run("control: plain cli.js dies of the same abuse", func(t *testing.T) {
-		port := freePort(t)
-		cmd := exec.Command("node", filepath.Join(tools, "node_modules", "dynalite", "cli.js"), "--host", "127.0.0.1", "--port", strconv.Itoa(port))
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			<-exited
-		})
-		endpoint := "http://127.0.0.1:" + strconv.Itoa(port)
-		waitServing(t, endpoint)
-		abuse(t, endpoint, abortsPerServer)
+	// The controls play the aborts, and the bodies dynalite throws on,
+	// against a plain dynalite: each kind alone kills it.
+	t.Run("control: aborted requests kill plain cli.js", func(t *testing.T) {
+		endpoint, died := plainDynalite(t, tools)
+		abuse(t, endpoint, abortsPerServer, false)
+		died("aborted", "ECONNRESET")
+	})
+	t.Run("control: a null body kills plain cli.js", func(t *testing.T) {
+		endpoint, died := plainDynalite(t, tools)
+		rawAbort(strings.TrimPrefix(endpoint, "http://"), signedHeaders(4)+"null", false, true)
+		died("TypeError")
+	})
+}
+
+// plainDynalite starts dynalite's own cli.js on a free port. died fails the
+// test unless the process exits within 10 s with one of the words in its
+// output.
+func plainDynalite(t *testing.T, tools string) (endpoint string, died func(words ...string)) {
+	t.Helper()
+	port := freePort(t)
+	cmd := exec.Command("node", filepath.Join(tools, "node_modules", "dynalite", "cli.js"), "--host", "127.0.0.1", "--port", strconv.Itoa(port))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	endpoint = "http://127.0.0.1:" + strconv.Itoa(port)
+	waitServing(t, endpoint)
+	return endpoint, func(words ...string) {
+		t.Helper()
 		select {
 		case err := <-exited:
 			exited <- err // for the cleanup
-			if !strings.Contains(out.String(), "aborted") && !strings.Contains(out.String(), "ECONNRESET") {
-				t.Fatalf("plain dynalite exited (%v) but not of an aborted request:\n%s", err, out.String())
+			for _, w := range words {
+				if strings.Contains(out.String(), w) {
+					return
+				}
 			}
+			t.Fatalf("plain dynalite exited (%v), but its output has none of %q:\n%s", err, words, out.String())
 		case <-time.After(10 * time.Second):
-			t.Fatal("plain dynalite survived the abuse: the abuse does not abort requests mid-flight")
+			t.Fatal("plain dynalite survived: the abuse does not do what it claims")
 		}
-	})
+	}
 }
 
 // TestDynaliteRestartKeepsData kills a dynalite and starts it again: its data
@@ -139,9 +161,10 @@ type abuseCount struct {
 	raw, sdkCancelled, thrownOn int64
 }
 
-// abuse aborts n requests against a dynalite, from 8 connections at a time.
-// Refused connections (a dead server) end it early.
-func abuse(t *testing.T, endpoint string, n int) abuseCount {
+// abuse aborts n requests against a dynalite, from 8 connections at a time;
+// with throwing, one in six is instead a body dynalite throws on. Refused
+// connections (a dead server) end it early.
+func abuse(t *testing.T, endpoint string, n int, throwing bool) abuseCount {
 	t.Helper()
 	addr := strings.TrimPrefix(endpoint, "http://")
 	var cnt abuseCount
@@ -160,7 +183,11 @@ func abuse(t *testing.T, endpoint string, n int) abuseCount {
 					continue
 				}
 				var err error
-				switch i % 6 {
+				kind := i % 6
+				if kind == 4 && !throwing {
+					kind = 0
+				}
+				switch kind {
 				case 5:
 					ctx, cancel := context.WithCancel(context.Background())
 					_, err = sdk.PutItem(context.WithValue(ctx, cancelKey{}, cancel), &dynamodb.PutItemInput{TableName: aws.String(abuseTable),
@@ -289,16 +316,27 @@ func ddbClient(endpoint string, rt http.RoundTripper) *dynamodb.Client {
 	return dynamodb.New(o)
 }
 
+// createTable creates the table, dropping an older one, and waits until it
+// is ACTIVE (a PutItem on a CREATING table is ResourceNotFoundException, in
+// DynamoDB and in dynalite).
 func createTable(t *testing.T, c *dynamodb.Client, table string) {
 	t.Helper()
-	c.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
-	_, err := c.CreateTable(context.Background(), &dynamodb.CreateTableInput{
+	ctx := context.Background()
+	if _, err := c.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(table)}); err == nil {
+		if err := dynamodb.NewTableNotExistsWaiter(c).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
 		TableName:            aws.String(table),
 		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("id"), AttributeType: types.ScalarAttributeTypeS}},
 		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("id"), KeyType: types.KeyTypeHash}},
 		BillingMode:          types.BillingModePayPerRequest,
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dynamodb.NewTableExistsWaiter(c).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -96,9 +98,16 @@ func TestKilledStackLeavesNoServers(t *testing.T) {
 	dir := t.TempDir()
 
 	up := command(bin, dir, tools, "up")
+	var out syncBuffer
+	up.Stdout, up.Stderr = &out, &out
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stack output:\n%s", out.String())
+		}
+	})
 	children := waitChildren(t, dir, up.Process.Pid)
 	if len(children) != 7 {
 		t.Fatalf("want 7 servers, got %d", len(children))
@@ -112,6 +121,7 @@ func TestKilledStackLeavesNoServers(t *testing.T) {
 	// A second run in the same folder starts cleanly after the crash, and a
 	// signal stops it with its servers.
 	again := command(bin, dir, tools, "up")
+	again.Stdout, again.Stderr = &out, &out
 	if err := again.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,14 +164,22 @@ func waitChildren(t *testing.T, dir string, stackPID int) []int {
 	return nil
 }
 
-// waitGone waits until pid has exited (or is a zombie nobody reaps).
+// waitGone waits until pid has exited (or is a zombie nobody reaps, whose
+// other threads have exited too: a killed mariadbd's leader thread turns
+// zombie while its other threads still hold its files, its port among them).
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
+	dir := "/proc/" + strconv.Itoa(pid)
 	for time.Now().Before(deadline) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil || strings.Contains(string(b), ") Z ") {
+		b, err := os.ReadFile(dir + "/stat")
+		if err != nil {
 			return
+		}
+		if strings.Contains(string(b), ") Z ") {
+			if tasks, err := os.ReadDir(dir + "/task"); err != nil || len(tasks) <= 1 {
+				return
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -216,4 +234,23 @@ func TestUnexpectedDeathFailsTheRun(t *testing.T) {
 			t.Fatalf("stack run after a fault-control kill: %v, want success\n%s", err, out)
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a child's
+// stdout and stderr copiers and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex // protects b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -191,6 +191,10 @@ func TestReplicateTable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A PutItem on a CREATING table is ResourceNotFoundException.
+		if err := dynamodb.NewTableExistsWaiter(c).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String("testserver_repl")}, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
 		clients[region] = c
 	}
 	t.Cleanup(func() {
