@@ -161,52 +161,26 @@ func (c *Cache) Get(ctx context.Context, key string, load Loader) ([]byte, error
 	if trace.SpanFromContext(ctx).IsRecording() {
 		ctx, span = c.tel.startSpan(ctx, "cache.get")
 	}
-	var it *memcache.Item
-	if c.br.allow() {
-		it, err = c.mc.Get(mk)
-		switch {
-		case err == nil:
-			c.ok(ctx)
-			if v, err, ok := c.fresh(ctx, it, start, need); ok {
-				endSpan(span, err)
-				return v, err
-			}
-		case errors.Is(err, memcache.ErrCacheMiss):
-			c.ok(ctx)
-			it, err = nil, nil
-		default:
-			c.fault(ctx, err)
-			it, err = nil, errFaulted
+	it, why := c.fetch(ctx, mk)
+	if it != nil {
+		if o := c.fresh(it, start, need); o.hit != hitNone {
+			c.record(ctx, o)
+			endSpan(span, o.err)
+			return o.value, o.err
 		}
-	} else {
-		err = errBreakerOpen
 	}
-	if span == nil {
+	if span == nil { // a Get that loads, or waits, always has its span
 		ctx, span = c.tel.startSpan(ctx, "cache.get", trace.WithTimestamp(start))
 	}
-	var v []byte
-	if err != nil { // memcached was not asked or failed: load without it
-		c.tel.misses.Add(ctx, 1, c.tel.base...)
-		c.tel.skip(ctx, skipReason(err))
-		v, err = c.loadUncached(ctx, load, "")
+	var o outcome
+	if why != "" {
+		o = c.bypass(ctx, why, load, "")
 	} else {
-		v, err = c.slow(ctx, mk, it, load, need)
+		o = c.slow(ctx, mk, it, load, need)
 	}
-	endSpan(span, err)
-	return v, err
-}
-
-// errFaulted and errBreakerOpen say why Get did not use memcached.
-var (
-	errFaulted     = errors.New("cache: memcached fault")
-	errBreakerOpen = errors.New("cache: breaker open")
-)
-
-func skipReason(err error) string {
-	if err == errBreakerOpen {
-		return reasonBreakerOpen
-	}
-	return reasonFault
+	c.record(ctx, o)
+	endSpan(span, o.err)
+	return o.value, o.err
 }
 
 // Invalidate makes every region's cache stop serving key's current value:

@@ -93,6 +93,9 @@ func TestCrossRegion(t *testing.T) {
 	if res.StaleReadsPlain == 0 {
 		t.Fatalf("control: per-region plain cache-aside served no stale value in %d reads", res.ReadsPlain)
 	}
+	if res.StaleAfterBoundPlain == 0 {
+		t.Fatalf("control: no plain read stale after the bound in %d reads: the judgement cannot see it", res.ReadsPlain)
+	}
 	if res.StaleAfterBound != 0 || res.ConvergenceMs > res.BoundMs {
 		t.Fatalf("stale reads after the %v ms bound: %d; convergence %v ms", res.BoundMs, res.StaleAfterBound, res.ConvergenceMs)
 	}
@@ -213,5 +216,51 @@ func TestInvalidationsNotLost(t *testing.T) {
 	}
 	if res.Lost != 0 || res.Dropped != 0 {
 		t.Fatalf("%d invalidations lost, %d dropped", res.Lost, res.Dropped)
+	}
+}
+
+// TestStampedeSlowLoader: with a loader slower than LeaseWait, the callers
+// of the other processes stop waiting and load by themselves, at most once
+// per process, and nobody gets an error.
+func TestStampedeSlowLoader(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := cacheharness.Stampede(ctx, cacheharness.StampedeConfig{
+		Addr: e.MC1, Key: cacheharness.UniqueKey(e, "stampede:slow"), Processes: 3, PerProcess: 8,
+		LoadTime: cache.DefaultLeaseWait + 500*time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stampede, slow loader: %+v", res)
+	if res.Gets != 24 || res.Errors != 0 || res.WrongValues != 0 {
+		t.Fatalf("gets=%d errors=%d wrong=%d, want 24/0/0", res.Gets, res.Errors, res.WrongValues)
+	}
+	for i, n := range res.PerProcess {
+		if n > 1 {
+			t.Fatalf("process %d ran the loader %d times, want at most once", i, n)
+		}
+	}
+}
+
+// TestStaleRefillNoFallback: when the source cannot reach the invalidated
+// position (the replica stalls, no fallback to the writer), loads return
+// the replica's old row, but the cache never keeps it: no stale read is
+// served from memcached and the fills are refused.
+func TestStaleRefillNoFallback(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := cacheharness.StaleRefill(ctx, e, cacheharness.StaleConfig{NoFallback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stale refill without fallback: %+v", res)
+	if res.StaleReadsPlain == 0 || res.FillsRefused == 0 {
+		t.Fatalf("control stale %d, fills refused %d: want both > 0", res.StaleReadsPlain, res.FillsRefused)
+	}
+	if res.StaleHits != 0 {
+		t.Fatalf("%d stale reads served from memcached", res.StaleHits)
 	}
 }

@@ -10,35 +10,100 @@ import (
 )
 
 // This file holds the lease protocol: what a Get does when memcached did
-// not answer it with a fresh value it may use.
+// not answer it with a fresh value it may use. Get (cache.go) fetches the
+// item, asks fresh, and otherwise calls slow, which shares one resolve per
+// key and process; resolve returns one outcome, which Get records once.
+// Loads run in loadAndFill (under a lease), scopedLoad (a hit too old for
+// the caller's scope) or loadUncached (bypassing memcached).
 
-// fresh answers a Get from it if it holds a fresh value or absence that
-// reflects need ("" for none).
-func (c *Cache) fresh(ctx context.Context, it *memcache.Item, now time.Time, need string) ([]byte, error, bool) {
-	e, err := decodeItem(it.Flags, it.Value)
-	if err != nil || now.UnixMilli() >= e.deadline {
-		return nil, nil, false
-	}
-	switch e.kind {
-	case kindValue:
-		if need != "" && !c.scope.CoversPosition(string(e.pos), need) {
-			return nil, nil, false
-		}
-		c.tel.hits.Add(ctx, 1, c.tel.hitFresh...)
-		return e.payload, nil, true
-	case kindNegative:
-		if need != "" && !c.scope.CoversPosition(string(e.pos), need) {
-			return nil, nil, false
-		}
-		c.tel.hits.Add(ctx, 1, c.tel.hitNegative...)
-		return nil, ErrNotFound, true
-	}
-	return nil, nil, false
+// outcome is how the protocol answered one Get. [Cache.Get] records it
+// once (hits, misses, skips); what happens on the way (loads, lease waits,
+// refused fills, faults) is counted where it happens.
+type outcome struct {
+	value []byte
+	err   error
+	hit   hitKind // hitNone: memcached did not answer the Get
+	// skip is why the Get loaded without memcached ("" if it did not).
+	skip string
 }
 
-// flightResult is what a Get's load shares with concurrent Gets of its key.
+type hitKind uint8
+
+const (
+	hitNone hitKind = iota
+	hitFresh
+	hitStale
+	hitNegative
+)
+
+// loaded is the outcome of a load that went through the protocol.
+func loaded(v []byte, err error) outcome { return outcome{value: v, err: err} }
+
+// record counts o.
+func (c *Cache) record(ctx context.Context, o outcome) {
+	switch o.hit {
+	case hitFresh:
+		c.tel.hits.Add(ctx, 1, c.tel.hitFresh...)
+	case hitStale:
+		c.tel.hits.Add(ctx, 1, c.tel.hitStale...)
+	case hitNegative:
+		c.tel.hits.Add(ctx, 1, c.tel.hitNegative...)
+	default:
+		c.tel.misses.Add(ctx, 1, c.tel.base...)
+		if o.skip != "" {
+			c.tel.skip(ctx, o.skip)
+		}
+	}
+}
+
+// bypass loads without memcached for the reason given; pos, if known, is
+// the (authentic) position an invalidation requires.
+func (c *Cache) bypass(ctx context.Context, reason string, load Loader, pos string) outcome {
+	v, err := c.loadUncached(ctx, load, pos)
+	return outcome{value: v, err: err, skip: reason}
+}
+
+// fetch reads mk from memcached unless the breaker is open. It returns the
+// item (nil for a miss), or the reason to load without memcached.
+func (c *Cache) fetch(ctx context.Context, mk string) (*memcache.Item, string) {
+	if !c.br.allow() {
+		return nil, reasonBreakerOpen
+	}
+	it, err := c.mc.Get(mk)
+	switch {
+	case err == nil:
+		c.ok(ctx)
+		return it, ""
+	case errors.Is(err, memcache.ErrCacheMiss):
+		c.ok(ctx)
+		return nil, ""
+	default:
+		c.fault(ctx, err)
+		return nil, reasonFault
+	}
+}
+
+// fresh answers a Get from it if it holds a fresh value or absence that
+// reflects need ("" for none); otherwise its hit is hitNone. It neither
+// allocates nor counts (the hit path).
+func (c *Cache) fresh(it *memcache.Item, now time.Time, need string) outcome {
+	e, err := decodeItem(it.Flags, it.Value)
+	if err != nil || now.UnixMilli() >= e.deadline || (e.kind != kindValue && e.kind != kindNegative) {
+		return outcome{}
+	}
+	if need != "" && !c.scope.CoversPosition(string(e.pos), need) {
+		return outcome{}
+	}
+	if e.kind == kindNegative {
+		return outcome{err: ErrNotFound, hit: hitNegative}
+	}
+	return outcome{value: e.payload, hit: hitFresh}
+}
+
+// flightResult is what a Get's resolution shares with concurrent Gets of
+// its key.
 type flightResult struct {
-	value []byte
+	outcome
 	// invalidated: an invalidation refused the fill, so value may predate a
 	// write that some of the sharing callers must observe.
 	invalidated bool
@@ -51,46 +116,44 @@ type flightResult struct {
 // may use, once per key and process at a time. A caller whose ctx requires
 // a position (need) resolves alone: another caller's load may not reflect
 // it.
-func (c *Cache) slow(ctx context.Context, mk string, it *memcache.Item, load Loader, need string) ([]byte, error) {
+func (c *Cache) slow(ctx context.Context, mk string, it *memcache.Item, load Loader, need string) outcome {
 	if need != "" {
 		return c.resolve(ctx, mk, it, true, load, need, &flightResult{})
 	}
 	fetched := true
 	for attempt := 0; ; attempt++ {
 		ran := false // this caller's function ran the resolution (and the loader)
-		v, err, shared := c.flight.Do(mk, func() (res any, err error) {
+		v, _, shared := c.flight.Do(mk, func() (res any, _ error) {
 			ran = true
 			r := &flightResult{}
 			defer func() {
 				if p := recover(); p != nil {
 					r.panicked, r.panicValue = true, p
-					res, err = r, ErrLoaderPanic
+					r.outcome = outcome{err: ErrLoaderPanic}
+					res = r
 				}
 			}()
-			r.value, err = c.resolve(ctx, mk, it, fetched, load, "", r)
-			return r, err
+			r.outcome = c.resolve(ctx, mk, it, fetched, load, "", r)
+			return r, nil
 		})
-		r, _ := v.(*flightResult)
-		if r == nil {
-			r = &flightResult{}
-		}
+		r := v.(*flightResult)
 		if r.panicked && ran {
 			panic(r.panicValue) // the lease is released; joined callers got ErrLoaderPanic
 		}
+		o := r.outcome
 		if shared && attempt < 3 && ctx.Err() == nil && !r.panicked {
 			// The leader's context ended, not ours, or an invalidation refused
 			// the leader's fill: we may have joined its load after the
 			// invalidation, so its value may be older than the write. Load again.
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || r.invalidated {
+			if errors.Is(o.err, context.Canceled) || errors.Is(o.err, context.DeadlineExceeded) || r.invalidated {
 				fetched = false
 				continue
 			}
 		}
-		b := r.value
-		if shared && b != nil {
-			b = bytes.Clone(b)
+		if shared && o.value != nil {
+			o.value = bytes.Clone(o.value)
 		}
-		return b, err
+		return o
 	}
 }
 
@@ -119,62 +182,37 @@ func (c *Cache) decode(ctx context.Context, mk string, it *memcache.Item) entry 
 // a stale value while another caller reloads, or takes the lease and loads.
 // it is the item as last read (nil for a miss) when fetched is true. need
 // is the position the caller's ctx requires ("" for none).
-func (c *Cache) resolve(ctx context.Context, mk string, it *memcache.Item, fetched bool, load Loader, need string, fr *flightResult) ([]byte, error) {
+func (c *Cache) resolve(ctx context.Context, mk string, it *memcache.Item, fetched bool, load Loader, need string, fr *flightResult) outcome {
 	waitUntil := time.Now().Add(c.cfg.LeaseWait)
 	backoff := 2 * time.Millisecond
-	counted, waited := false, false
-	miss := func() { // once per resolution that does not end in a hit
-		if !counted {
-			counted = true
-			c.tel.misses.Add(ctx, 1, c.tel.base...)
-		}
-	}
+	waited := false
 	for spins := 0; ; spins++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return outcome{err: err}
 		}
 		if spins > 32 { // the item keeps changing under us (churn, eviction): give up on it
-			miss()
-			c.tel.skip(ctx, reasonContended)
-			return c.loadUncached(ctx, load, "")
+			return c.bypass(ctx, reasonContended, load, "")
 		}
 		if !fetched {
-			if !c.br.allow() {
-				miss()
-				c.tel.skip(ctx, reasonBreakerOpen)
-				return c.loadUncached(ctx, load, "")
-			}
-			var err error
-			it, err = c.mc.Get(mk)
-			switch {
-			case err == nil:
-				c.ok(ctx)
-			case errors.Is(err, memcache.ErrCacheMiss):
-				c.ok(ctx)
-				it = nil
-			default:
-				miss()
-				c.fault(ctx, err)
-				c.tel.skip(ctx, reasonFault)
-				return c.loadUncached(ctx, load, "")
+			var why string
+			if it, why = c.fetch(ctx, mk); why != "" {
+				return c.bypass(ctx, why, load, "")
 			}
 		}
 		fetched = false
 		now := time.Now()
 		if it == nil {
-			miss()
 			l := lease{token: newToken(), deadline: now.Add(c.cfg.LeaseTTL).UnixMilli()}
 			f, b := c.encodeLease(mk, l)
 			err := c.mc.Add(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: expiry(c.cfg.LeaseTTL)})
 			switch {
 			case err == nil:
-				return c.loadAndFill(ctx, mk, load, l, need, fr)
+				return loaded(c.loadAndFill(ctx, mk, load, l, need, fr))
 			case errors.Is(err, memcache.ErrNotStored):
 				continue // someone else won: look again
 			default:
 				c.fault(ctx, err)
-				c.tel.skip(ctx, reasonFault)
-				return c.loadUncached(ctx, load, "")
+				return c.bypass(ctx, reasonFault, load, "")
 			}
 		}
 		e := c.decode(ctx, mk, it)
@@ -183,15 +221,12 @@ func (c *Cache) resolve(ctx context.Context, mk string, it *memcache.Item, fetch
 		case kindValue, kindNegative:
 			if now.UnixMilli() < e.deadline {
 				if need != "" && !c.scope.CoversPosition(string(e.pos), need) {
-					miss()
-					return c.scopedLoad(ctx, mk, it, e, load, need)
+					return loaded(c.scopedLoad(ctx, mk, it, e, load, need))
 				}
 				if e.kind == kindNegative {
-					c.tel.hits.Add(ctx, 1, c.tel.hitNegative...)
-					return nil, ErrNotFound
+					return outcome{err: ErrNotFound, hit: hitNegative}
 				}
-				c.tel.hits.Add(ctx, 1, c.tel.hitFresh...)
-				return e.payload, nil
+				return outcome{value: e.payload, hit: hitFresh}
 			}
 			next = lease{stale: e.payload, hasStale: e.kind == kindValue && c.cfg.StaleTTL > 0}
 		case kindLease:
@@ -201,20 +236,17 @@ func (c *Cache) resolve(ctx context.Context, mk string, it *memcache.Item, fetch
 				break
 			}
 			if e.hasStale && need == "" {
-				c.tel.hits.Add(ctx, 1, c.tel.hitStale...)
-				return e.payload, nil
+				return outcome{value: e.payload, hit: hitStale}
 			}
 			if !waited {
 				waited = true
 				c.tel.leaseWaits.Add(ctx, 1, c.tel.base...)
 			}
 			if now.After(waitUntil) {
-				miss()
-				c.tel.skip(ctx, reasonLeaseWait)
-				return c.loadUncached(ctx, load, pos)
+				return c.bypass(ctx, reasonLeaseWait, load, pos)
 			}
 			if err := sleep(ctx, min(backoff, time.Until(waitUntil)+time.Millisecond)); err != nil {
-				return nil, err
+				return outcome{err: err}
 			}
 			backoff = min(2*backoff, 50*time.Millisecond)
 			spins = 0
@@ -223,20 +255,18 @@ func (c *Cache) resolve(ctx context.Context, mk string, it *memcache.Item, fetch
 			next = lease{pos: string(e.pos)}
 		default: // corrupt, forged or foreign: overwrite
 		}
-		miss()
 		next.token = newToken()
 		next.deadline = now.Add(c.cfg.LeaseTTL).UnixMilli()
 		f, b := c.encodeLease(mk, next)
 		err := c.mc.CompareAndSwap(&memcache.Item{Key: mk, Flags: f, Value: b, Expiration: c.leaseExpiry(next), CasID: it.CasID})
 		switch {
 		case err == nil:
-			return c.loadAndFill(ctx, mk, load, next, need, fr)
+			return loaded(c.loadAndFill(ctx, mk, load, next, need, fr))
 		case errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
 			continue // changed under us: look again
 		default:
 			c.fault(ctx, err)
-			c.tel.skip(ctx, reasonFault)
-			return c.loadUncached(ctx, load, next.pos)
+			return c.bypass(ctx, reasonFault, load, next.pos)
 		}
 	}
 }

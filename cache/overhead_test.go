@@ -30,8 +30,10 @@ func BenchmarkHitOverhead(b *testing.B) {
 		_ = mk
 		start := time.Now()
 		c.ok(ctx)
-		if _, err, ok := c.fresh(ctx, it, start, ""); !ok || err != nil {
+		o := c.fresh(it, start, "")
+		if o.hit != hitFresh || o.err != nil {
 			b.Fatal("not fresh")
 		}
+		c.record(ctx, o)
 	}
 }

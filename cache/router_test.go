@@ -113,6 +113,9 @@ func TestCrossRegionWithRouter(t *testing.T) {
 	if res.StaleReadsPlain == 0 {
 		t.Fatalf("control: per-region plain cache-aside served no stale value in %d reads", res.ReadsPlain)
 	}
+	if res.StaleAfterBoundPlain == 0 {
+		t.Fatalf("control: no plain read stale after the bound in %d reads: the judgement cannot see it", res.ReadsPlain)
+	}
 	if res.StaleAfterBound != 0 || res.ConvergenceMs > res.BoundMs {
 		t.Fatalf("stale reads after the %v ms bound: %d; convergence %v ms", res.BoundMs, res.StaleAfterBound, res.ConvergenceMs)
 	}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -22,6 +24,8 @@ type Env struct {
 	MC1, MC2       string
 	// Nonce makes keys and row ids unique per Env.
 	Nonce int64
+
+	runs atomic.Int64 // numbers the measurements run on this Env
 }
 
 // Open connects to the stack and creates the harness's table.
@@ -124,6 +128,12 @@ func (e *Env) WaitReplicas(ctx context.Context, pos string) error {
 // key returns a key unique to this Env.
 func (e *Env) key(name string) string {
 	return fmt.Sprintf("regiondb:cacheharness:%d:%s", e.Nonce, name)
+}
+
+// run returns a prefix that makes keys unique to one run of a measurement
+// (the same measurement may run several times on one Env).
+func (e *Env) run(name string) string {
+	return name + ":" + strconv.FormatInt(e.runs.Add(1), 10) + ":"
 }
 
 // id returns a row id unique to this Env.

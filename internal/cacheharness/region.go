@@ -44,14 +44,18 @@ type RegionResult struct {
 	// last stale read); 0 if it never served one.
 	ConvergenceMs float64 `json:"convergence_ms"`
 	BoundMs       float64 `json:"bound_ms"`
-	// StaleWithinBound counts stale reads that started within Bound after
-	// the invalidation returned; StaleAfterBound those after (must be 0).
+	// A read is stale if it returned version v and started after the
+	// invalidation of version v+1 returned (in either region): the first
+	// invalidation newer than its value. StaleWithinBound counts stale reads
+	// that started within Bound after that invalidation returned;
+	// StaleAfterBound those after (must be 0).
 	StaleWithinBound int64 `json:"stale_within_bound"`
 	StaleAfterBound  int64 `json:"stale_after_bound"`
 	// Control: per-region plain gomemcache cache-aside, deleting only in the
-	// writing region.
-	ReadsPlain      int64 `json:"reads_plain"`
-	StaleReadsPlain int64 `json:"stale_reads_plain"`
+	// writing region, read on the same schedule (each reader reads both).
+	ReadsPlain           int64 `json:"reads_plain"`
+	StaleReadsPlain      int64 `json:"stale_reads_plain"`
+	StaleAfterBoundPlain int64 `json:"stale_after_bound_plain"`
 }
 
 type readRec struct {
@@ -120,7 +124,8 @@ func CrossRegion(ctx context.Context, e *Env, cfg RegionConfig) (RegionResult, e
 		defer c.Close()
 		r.c = c
 	}
-	key, keyPlain := e.key("region:ours"), e.key("region:plain")
+	run := e.run("region")
+	key, keyPlain := e.key(run+"ours"), e.key(run+"plain")
 
 	var (
 		mu       sync.Mutex // protects recs, plain, invAt, firstErr
@@ -138,16 +143,17 @@ func CrossRegion(ctx context.Context, e *Env, cfg RegionConfig) (RegionResult, e
 			firstErr = err
 		}
 	}
-	floorAt := func(t time.Time) (v int64, at time.Time, by int) {
+	// staleSince returns when the first invalidation newer than v returned,
+	// if one had returned by t: a read that started at t and returned v is
+	// then stale, since that moment.
+	staleSince := func(v int64, t time.Time) (time.Time, bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		v = 1
-		for k, ti := range invAt {
-			if k > v && !ti.After(t) {
-				v, at, by = k, ti, invBy[k]
-			}
+		at, ok := invAt[v+1]
+		if !ok || at.IsZero() || at.After(t) {
+			return time.Time{}, false
 		}
-		return v, at, by
+		return at, true
 	}
 	type plainRec struct {
 		start time.Time
@@ -156,6 +162,8 @@ func CrossRegion(ctx context.Context, e *Env, cfg RegionConfig) (RegionResult, e
 	var plain []plainRec
 	for ri, r := range regions {
 		for range cfg.Readers {
+			// One reader reads both arms in turn: the control runs on the
+			// same schedule as the cache.
 			wg.Go(func() {
 				for {
 					select {
@@ -173,26 +181,15 @@ func CrossRegion(ctx context.Context, e *Env, cfg RegionConfig) (RegionResult, e
 						return
 					}
 					v, _ := strconv.ParseInt(string(b), 10, 64)
-					mu.Lock()
-					recs = append(recs, readRec{start: start, end: time.Now(), v: v, remote: ri == 1})
-					mu.Unlock()
-				}
-			})
-			wg.Go(func() {
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					start := time.Now()
-					v, err := plainGet(ctx, r.mc, keyPlain, r.replica, id)
+					end := time.Now()
+					pv, err := plainGet(ctx, r.mc, keyPlain, r.replica, id)
 					if err != nil {
 						fail(err)
 						return
 					}
 					mu.Lock()
-					plain = append(plain, plainRec{start, v})
+					recs = append(recs, readRec{start: start, end: end, v: v, remote: ri == 1})
+					plain = append(plain, plainRec{end, pv})
 					mu.Unlock()
 				}
 			})
@@ -229,8 +226,8 @@ func CrossRegion(ctx context.Context, e *Env, cfg RegionConfig) (RegionResult, e
 	var conv time.Duration
 	for _, rec := range recs {
 		res.Reads++
-		floor, at, _ := floorAt(rec.start)
-		if rec.v >= floor {
+		at, stale := staleSince(rec.v, rec.start)
+		if !stale {
 			continue
 		}
 		if rec.start.Sub(at) <= cfg.Bound {
@@ -242,8 +239,13 @@ func CrossRegion(ctx context.Context, e *Env, cfg RegionConfig) (RegionResult, e
 	}
 	for _, p := range plain {
 		res.ReadsPlain++
-		if floor, _, _ := floorAt(p.start); p.v < floor {
-			res.StaleReadsPlain++
+		at, stale := staleSince(p.v, p.start)
+		if !stale {
+			continue
+		}
+		res.StaleReadsPlain++
+		if p.start.Sub(at) > cfg.Bound {
+			res.StaleAfterBoundPlain++
 		}
 	}
 	res.ConvergenceMs = float64(conv.Microseconds()) / 1000

@@ -137,8 +137,9 @@ func RYWHits(ctx context.Context, e *Env, cfg RYWConfig) (res RYWResult, err err
 		}
 		return strconv.ParseInt(string(b), 10, 64)
 	}
+	run := e.run("ryw")
 	for u, id := range ids {
-		key := e.key("ryw:" + strconv.Itoa(u))
+		key := e.key(run + strconv.Itoa(u))
 		wg.Go(func() {
 			if _, err := read(ctx, key, id); err != nil { // cache version 1 in us-east-1
 				fail(err)
@@ -294,7 +295,8 @@ func InvalidationsLost(ctx context.Context, e *Env, cfg LostConfig) (res LostRes
 	}
 	defer tokyo.Close()
 
-	key := func(i int) string { return e.key("lost:" + strconv.Itoa(i)) }
+	run := e.run("lost")
+	key := func(i int) string { return e.key(run + strconv.Itoa(i)) }
 	pos := func(i int) string { return "0-1-" + strconv.Itoa(1_000_000+i) }
 	if err := e.Stack.Stop(ctx, "mc2"); err != nil {
 		return res, err

@@ -22,6 +22,9 @@ type StaleConfig struct {
 	Readers int
 	// Gap is the time between writes. If zero, 40 ms.
 	Gap time.Duration
+	// NoFallback makes the GTID stand-in's position-bound reads use the
+	// stalled replica instead of the writer (their fills must be refused).
+	NoFallback bool
 	// Consistency, if set, replaces the harness's GTID stand-in (for
 	// instance with a *dbrouter.Router); Load then must honour it.
 	Consistency cache.Consistency
@@ -41,8 +44,13 @@ type StaleResult struct {
 	InFlightStale      int64 `json:"in_flight_stale_reads"`
 	InFlightStalePlain int64 `json:"in_flight_stale_reads_plain"`
 
-	Reads           int64 `json:"reads"`
-	StaleReads      int64 `json:"stale_reads"`
+	Reads      int64 `json:"reads"`
+	StaleReads int64 `json:"stale_reads"`
+	// StaleHits counts the stale reads (in-flight ones included) during
+	// which no load ran in the process: served from memcached. Without a
+	// fallback to the writer a load can only return the stale replica's
+	// row; what the cache must never do is keep it.
+	StaleHits       int64 `json:"stale_hits"`
 	ReadsPlain      int64 `json:"reads_plain"`
 	StaleReadsPlain int64 `json:"stale_reads_plain"`
 	FillsRefused    int64 `json:"fills_refused"`
@@ -75,7 +83,7 @@ func StaleRefill(ctx context.Context, e *Env, cfg StaleConfig) (res StaleResult,
 	if err := e.Seed(ctx, e.id(3), 1); err != nil {
 		return res, err
 	}
-	g := &GTIDConsistency{Writer: e.Writer}
+	g := &GTIDConsistency{Writer: e.Writer, NoFallback: cfg.NoFallback}
 	cons, write, load := cache.Consistency(g), g.Write, func(ctx context.Context, id int64) (int64, error) {
 		return g.Read(ctx, e.R1, id)
 	}
@@ -93,7 +101,8 @@ func StaleRefill(ctx context.Context, e *Env, cfg StaleConfig) (res StaleResult,
 		return res, err
 	}
 	defer c.Close()
-	keyOurs, keyPlain := e.key("stale:ours"), e.key("stale:plain")
+	run := e.run("stale")
+	keyOurs, keyPlain := e.key(run+"ours"), e.key(run+"plain")
 
 	if err := e.Stack.Stall(ctx, "r1"); err != nil {
 		return res, err
@@ -104,11 +113,12 @@ func StaleRefill(ctx context.Context, e *Env, cfg StaleConfig) (res StaleResult,
 		}
 	}()
 
-	if err := inFlight(ctx, e, c, mc, write, load, &res); err != nil {
+	if err := inFlight(ctx, e, c, mc, run, write, load, &res); err != nil {
 		return res, err
 	}
 
 	var (
+		loadCalls   atomic.Int64 // loads of keyOurs in this process
 		invalidated atomic.Int64 // newest version whose invalidation returned
 		stop        = make(chan struct{})
 		wg          sync.WaitGroup
@@ -125,6 +135,7 @@ func StaleRefill(ctx context.Context, e *Env, cfg StaleConfig) (res StaleResult,
 	}
 	readOurs := func() (int64, error) {
 		b, err := c.Get(ctx, keyOurs, func(ctx context.Context) ([]byte, error) {
+			loadCalls.Add(1)
 			v, err := load(ctx, id)
 			return []byte(strconv.FormatInt(v, 10)), err
 		})
@@ -148,28 +159,38 @@ func StaleRefill(ctx context.Context, e *Env, cfg StaleConfig) (res StaleResult,
 		err = mc.Set(&memcache.Item{Key: keyPlain, Value: []byte(strconv.FormatInt(v, 10)), Expiration: 60})
 		return v, err
 	}
-	arm := func(read func() (int64, error), reads, stale *int64) {
+	// One reader reads both arms in turn, so the control runs on the same
+	// schedule as the cache (a read is stale if it started after the
+	// invalidation of a newer version returned).
+	readBoth := func() {
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			floor := invalidated.Load()
-			v, err := read()
-			if err != nil {
-				fail(err)
-				return
-			}
-			atomic.AddInt64(reads, 1)
-			if v < floor {
-				atomic.AddInt64(stale, 1)
+			for _, arm := range []struct {
+				read                func() (int64, error)
+				reads, stales, hits *int64
+			}{{readOurs, &res.Reads, &res.StaleReads, &res.StaleHits}, {readPlain, &res.ReadsPlain, &res.StaleReadsPlain, nil}} {
+				floor, calls := invalidated.Load(), loadCalls.Load()
+				v, err := arm.read()
+				if err != nil {
+					fail(err)
+					return
+				}
+				atomic.AddInt64(arm.reads, 1)
+				if v < floor {
+					atomic.AddInt64(arm.stales, 1)
+					if arm.hits != nil && loadCalls.Load() == calls {
+						atomic.AddInt64(arm.hits, 1)
+					}
+				}
 			}
 		}
 	}
 	for range cfg.Readers {
-		wg.Go(func() { arm(readOurs, &res.Reads, &res.StaleReads) })
-		wg.Go(func() { arm(readPlain, &res.ReadsPlain, &res.StaleReadsPlain) })
+		wg.Go(readBoth)
 	}
 	for v := int64(2); v <= int64(cfg.Writes)+1; v++ {
 		if err := sleepCtx(ctx, cfg.Gap); err != nil {
@@ -215,11 +236,11 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // inFlight runs the exact stale-refill interleaving once per arm on its own
 // row (r1 is stalled): load old row, write + invalidate, fill, read 20 times.
-func inFlight(ctx context.Context, e *Env, c *cache.Cache, mc *memcache.Client,
+func inFlight(ctx context.Context, e *Env, c *cache.Cache, mc *memcache.Client, run string,
 	write func(context.Context, int64, int64) (context.Context, error),
 	load func(context.Context, int64) (int64, error), res *StaleResult) error {
 	id := e.id(3) // seeded with 1 before r1 was stalled
-	keyOurs, keyPlain := e.key("inflight:ours"), e.key("inflight:plain")
+	keyOurs, keyPlain := e.key(run+"inflight:ours"), e.key(run+"inflight:plain")
 	// r1 is stalled: it has the row at version 1.
 	oldOnReplica := func(ctx context.Context) int64 {
 		v, err := readV(ctx, e.R1, id)
@@ -267,7 +288,9 @@ func inFlight(ctx context.Context, e *Env, c *cache.Cache, mc *memcache.Client,
 		return err
 	}
 	for range 20 {
+		loaded := false
 		b, err := c.Get(ctx, keyOurs, func(ctx context.Context) ([]byte, error) {
+			loaded = true
 			v, err := load(ctx, id)
 			return []byte(strconv.FormatInt(v, 10)), err
 		})
@@ -276,6 +299,9 @@ func inFlight(ctx context.Context, e *Env, c *cache.Cache, mc *memcache.Client,
 		}
 		if v, _ := strconv.ParseInt(string(b), 10, 64); v < 2 {
 			res.InFlightStale++
+			if !loaded {
+				res.StaleHits++
+			}
 		}
 		v, err := plainGet(ctx, mc, keyPlain, e.R1, id)
 		if err != nil {
