@@ -11,10 +11,10 @@ import (
 
 // fakeDB is an in-memory record store with a writer position, and
 // fakeConsistency its read-your-writes contract with every optional
-// capability of cache.Consistency. The real *dbrouter.Router does not yet
-// implement cache.ReadScope and cache.PositionObserver, and what these
-// tests need of it (a source that is exactly at a chosen position) no
-// local server gives on demand, hence the fake. Positions are decimal
+// capability of cache.Consistency. The real *dbrouter.Router implements
+// cache.ReadScope (router_test.go) but not yet cache.PositionObserver, and
+// what these tests need of it (a source that is exactly at a chosen
+// position) no local server gives on demand, hence the fake. Positions are decimal
 // sequence numbers ("" for none).
 type fakeDB struct {
 	mu       sync.Mutex // protects versions and pos

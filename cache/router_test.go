@@ -12,7 +12,10 @@ import (
 )
 
 // The real router satisfies the cache's contract.
-var _ cache.Consistency = (*dbrouter.Router)(nil)
+var (
+	_ cache.Consistency = (*dbrouter.Router)(nil)
+	_ cache.ReadScope   = (*dbrouter.Router)(nil)
+)
 
 // TestStaleRefillWithRouter runs the stale-refill race of TestStaleRefill
 // with the real *dbrouter.Router as the cache's Consistency and as the
