@@ -204,7 +204,8 @@ var fixedShapes = []*regexp.Regexp{
 	regexp.MustCompile(`^SELECT @@global\.gtid_(current|binlog)_pos$`),
 	regexp.MustCompile(`^SELECT @@global\.gtid_executed$`),
 	regexp.MustCompile(`^SELECT @@last_gtid$`),
-	regexp.MustCompile(`^SELECT seq( \+ 1)? FROM regiondb_heartbeat WHERE id = 1$`),
+	regexp.MustCompile(`^SELECT CONCAT\(IFNULL\(\(SELECT seq FROM regiondb_heartbeat WHERE id = 2\), 0\), ':', seq\) FROM regiondb_heartbeat WHERE id = 1$`),
+	regexp.MustCompile(`^SELECT CONCAT\(IF\(EXISTS\(SELECT 1 FROM regiondb_heartbeat WHERE id = 2\), @@server_id, 0\), ':', seq \+ 1\) FROM regiondb_heartbeat WHERE id = 1$`),
 	regexp.MustCompile(`^SELECT @@global\.read_only, @@global\.innodb_read_only$`),
 	regexp.MustCompile(`^SELECT MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),
 	regexp.MustCompile(`^SELECT WAIT_FOR_EXECUTED_GTID_SET\('` +
