@@ -6,7 +6,7 @@ TOOLS  := $(CURDIR)/.tools
 STACK  := $(TOOLS)/bin/stack
 export REGIONDB_TOOLS := $(TOOLS)
 
-.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache clean
+.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-compat clean
 
 all: test
 
@@ -46,6 +46,10 @@ bench-session: deps
 
 bench-cache: deps
 	$(STACK) run -- $(GO) run ./internal/cmd/bench-cache
+
+## bench-compat: GORM, sqlx, ent, bun, sqlc and otelsql on the routing *sql.DB (module compat/)
+bench-compat: deps
+	$(STACK) run -- sh -c 'cd compat && $(GO) run ./cmd/bench-compat'
 
 ## clean: remove the stack folder and the tools (no stack may be running)
 clean:
