@@ -207,6 +207,28 @@ func TestTelemetryMetrics(t *testing.T) {
 	if counts["reader/fresh_reader"] != 3 || counts["writer/writer_fallback"] != 1 || len(counts) != 2 {
 		t.Errorf("statements = %v", counts)
 	}
+	// The operation duration, in seconds, by operation name; failures
+	// with error.type and db.response.status_code.
+	_, o = env.tel.startStatement(ctx, "INSERT INTO t VALUES (?)", env.writer, telRouteWriter, telReasonWrite)
+	env.tel.endStatement(ctx, o, env.writer, telRouteWriter, telReasonWrite, &mysql.MySQLError{Number: 1062})
+	got = telCollect(t, env.reader)
+	dur, ok := got[metricOperationDuration].(metricdata.Histogram[float64])
+	if !ok {
+		t.Fatalf("%s missing", metricOperationDuration)
+	}
+	ops := map[string]uint64{}
+	for _, dp := range dur.DataPoints {
+		op, _ := dp.Attributes.Value("db.operation.name")
+		et, _ := dp.Attributes.Value("error.type")
+		sc, _ := dp.Attributes.Value("db.response.status_code")
+		ops[op.AsString()+"/"+et.AsString()+"/"+sc.AsString()] += dp.Count
+		if m, _ := dp.Max.Value(); m >= 1 {
+			t.Errorf("duration %v: not in seconds", dp.Max)
+		}
+	}
+	if ops["SELECT//"] != 4 || ops["INSERT/1062/1062"] != 1 {
+		t.Errorf("operation durations by name/error.type/status = %v", ops)
+	}
 	if fb := got[metricFallbacks].(metricdata.Sum[int64]); len(fb.DataPoints) != 1 || fb.DataPoints[0].Value != 1 {
 		t.Errorf("fallbacks = %+v", fb.DataPoints)
 	}
@@ -216,8 +238,8 @@ func TestTelemetryMetrics(t *testing.T) {
 	if tw := got[metricTokenWait].(metricdata.Histogram[float64]); len(tw.DataPoints) != 1 || tw.DataPoints[0].Count != 1 {
 		t.Errorf("token wait = %+v", tw.DataPoints)
 	}
-	if d := got[metricOperationDuration].(metricdata.Histogram[float64]); len(d.DataPoints) != 2 {
-		t.Errorf("operation duration has %d series, want 2 (reader, writer)", len(d.DataPoints))
+	if d := got[metricOperationDuration].(metricdata.Histogram[float64]); len(d.DataPoints) != 3 {
+		t.Errorf("operation duration has %d series, want 3 (reader SELECT, writer SELECT, writer INSERT failed)", len(d.DataPoints))
 	}
 	lag := got[metricReaderLag].(metricdata.Gauge[float64])
 	if len(lag.DataPoints) != 1 || lag.DataPoints[0].Value != 250 {
