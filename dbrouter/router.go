@@ -163,8 +163,8 @@ func Open(cfg Config) (*Router, error) {
 	}
 	rt.tel = newTelemetry(telemetryConfig{
 		tracerProvider: n.TracerProvider, meterProvider: n.MeterProvider,
-		queryText: n.RecordQueryText, dbSystem: dbSystem,
-		readers: rt.telReaders, pools: rt.telPools,
+		dbSystem: dbSystem,
+		readers:  rt.telReaders, pools: rt.telPools,
 	})
 	rt.sqldb = newRoutingDB(rt)
 	for _, w := range n.warnings {

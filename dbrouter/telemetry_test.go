@@ -30,7 +30,7 @@ type telTestEnv struct {
 	reader1 *telEndpoint
 }
 
-func newTelTestEnv(t *testing.T, queryText bool) *telTestEnv {
+func newTelTestEnv(t *testing.T) *telTestEnv {
 	t.Helper()
 	env := &telTestEnv{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(env.spans))
@@ -50,7 +50,7 @@ func newTelTestEnv(t *testing.T, queryText bool) *telTestEnv {
 		}
 		yield(telPoolStat{ep: env.reader1, route: telRouteReader, stats: sql.DBStats{MaxOpenConnections: 10, InUse: 1, Idle: 4}})
 	}
-	env.tel = newTelemetry(telemetryConfig{tracerProvider: tp, meterProvider: mp, queryText: queryText,
+	env.tel = newTelemetry(telemetryConfig{tracerProvider: tp, meterProvider: mp,
 		readers: readers, pools: pools})
 	t.Cleanup(env.tel.close)
 	return env
@@ -66,7 +66,7 @@ func telSpanAttr(attrs []attribute.KeyValue, key attribute.Key) (attribute.Value
 }
 
 func TestTelemetrySpans(t *testing.T) {
-	env := newTelTestEnv(t, false)
+	env := newTelTestEnv(t)
 	ctx := context.Background()
 	const q = "/* list */ SELECT name FROM users WHERE email = ?"
 	sctx, o := env.tel.startStatement(ctx, q, env.reader1, telRouteReader, telReasonTokenWait)
@@ -174,7 +174,7 @@ func telCollect(t *testing.T, r *sdkmetric.ManualReader) map[string]metricdata.A
 }
 
 func TestTelemetryMetrics(t *testing.T) {
-	env := newTelTestEnv(t, false)
+	env := newTelTestEnv(t)
 	ctx := context.Background()
 	for range 3 {
 		_, o := env.tel.startStatement(ctx, "SELECT 1", env.reader1, telRouteReader, telReasonFreshReader)
