@@ -52,10 +52,12 @@ type ConnsConfig struct {
 // pool (the router's db.client.connection.count metric with state "used";
 // the hand-split pools' Stats().InUse) and keeps the peak.
 //
-// The router keeps its default endpoint pools ([dbrouter.DefaultMaxOpenConns]
-// per endpoint): its requests hold a physical connection only per
-// statement, so they share a few. The hand-split pools are unlimited, as
-// they must be: each request holds a connection for its whole life, so a
+// The router keeps its default limit ([dbrouter.DefaultMaxOpenConns] per
+// endpoint) and keeps that many idle, so that connections taken and given
+// back per statement are reused rather than closed and reopened: its
+// requests hold a physical connection only per statement, so they share a
+// few. The hand-split pools are unlimited and keep every idle connection,
+// as they must: each request holds a connection for its whole life, so a
 // limit below the concurrent requests serialises them. RequestsPerS shows
 // that the router's limit did not buy its figure with throughput.
 func MeasureConns(ctx context.Context, s *testserver.Stack, cfg ConnsConfig) (*Conns, error) {
@@ -82,6 +84,8 @@ func MeasureConns(ctx context.Context, s *testserver.Stack, cfg ConnsConfig) (*C
 		Readers:       []dbrouter.Endpoint{{Name: "r1", DSN: s.DSN("r1", Database), Region: testserver.PrimaryRegion}},
 		TokenKeys:     []dbrouter.TokenKey{tokenKey},
 		MeterProvider: mp,
+		ReaderPool:    dbrouter.PoolConfig{MaxIdleConns: dbrouter.DefaultMaxOpenConns},
+		WriterPool:    dbrouter.PoolConfig{MaxIdleConns: dbrouter.DefaultMaxOpenConns},
 	})
 	if err != nil {
 		return nil, err
@@ -111,6 +115,9 @@ func MeasureConns(ctx context.Context, s *testserver.Stack, cfg ConnsConfig) (*C
 		return nil, err
 	}
 	defer r.Close()
+	for _, db := range []*sql.DB{w, r} {
+		db.SetMaxIdleConns(cfg.Requests)
+	}
 	out.HandSplit, err = peakConns(ctx, cfg, func(write bool) (*sql.Conn, error) {
 		if write {
 			return w.Conn(ctx)

@@ -72,10 +72,10 @@ func main() {
 			log.Fatalf("%s controls failed to run: %q %q", l.Name, w.Errors, n.Errors)
 		}
 	}
-	if out.VsGORMDBResolver, err = env.ComparePeer(ctx, compat.PeerConfig{}); err != nil {
+	if out.VsGORMDBResolver, err = env.ComparePeer(ctx, compat.PeerConfig{Pairs: 61}); err != nil {
 		log.Fatal(err)
 	}
-	if out.VsGORMDBResolverScoped, err = env.ComparePeer(ctx, compat.PeerConfig{Scoped: true}); err != nil {
+	if out.VsGORMDBResolverScoped, err = env.ComparePeer(ctx, compat.PeerConfig{Pairs: 61, Scoped: true}); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Fprintf(os.Stderr, "GORM point select + insert, regiondb / dbresolver: %.4f (in a read-your-writes scope: %.4f)\n",
