@@ -41,8 +41,12 @@ import (
 //
 // So physical connections follow the statements in flight per role, not
 // the requests that hold a *sql.Conn or a transaction of the routing pool
-// between statements. SetMaxOpenConns and the other pool settings of the
-// routing pool limit its logical connections; Stats reports them.
+// between statements. Because they are taken and given back per
+// statement, keep an endpoint pool's MaxIdleConns ([PoolConfig]) near its
+// MaxOpenConns under concurrency, or connections given back beyond the idle
+// limit are closed and soon reopened. SetMaxOpenConns and the other pool
+// settings of the routing pool limit its logical connections; Stats
+// reports them.
 //
 // Prepared statements (Prepare, PrepareContext, Tx.Prepare, GORM's
 // PrepareStmt) send nothing when prepared: each execution runs on the
