@@ -98,6 +98,15 @@ func BenchmarkReadCPU(b *testing.B) {
 			}
 		}
 	})
+	b.Run("impl=db-scope", func(b *testing.B) {
+		db := rt.DB()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := db.QueryRowContext(scoped, benchQuery, "k").Scan(&v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("impl=router-scope", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -131,7 +140,7 @@ func BenchmarkQueryRow(b *testing.B) {
 		q    interface {
 			QueryRowContext(context.Context, string, ...any) *sql.Row
 		}
-	}{{"impl=raw", raw}, {"impl=router", rt}} {
+	}{{"impl=raw", raw}, {"impl=router", rt}, {"impl=db", rt.DB()}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -286,7 +286,10 @@
 // zero values mean [DefaultMaxOpenConns], [DefaultMaxIdleConns],
 // [DefaultConnMaxLifetime], [DefaultConnMaxIdleTime]). After a failover the
 // new writer gets a writer pool of its own. The pools' use is visible in the
-// db.client.connection.count metric (state used or idle, per pool).
+// db.client.connection.count metric (state used or idle, per pool). The
+// routing pool ([Router.DB]) and the Router's own methods share these
+// pools: a connection of the routing pool holds one of them only while a
+// statement, its rows, a transaction or session state need it.
 //
 // # OpenTelemetry
 //

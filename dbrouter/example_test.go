@@ -101,3 +101,39 @@ func ExampleRouter_MergePositions() {
 	// 0:7,1:2
 	// 0:7
 }
+
+// Code written for a *sql.DB (a repository, a data layer such as GORM,
+// sqlx, ent or bun) takes the routing pool: its reads go to readers, its
+// writes and transactions to the writer, and a read after a write in the
+// same scope sees it.
+func ExampleRouter_DB() {
+	rt, err := dbrouter.Open(dbrouter.Config{
+		Region:  "us-east-1",
+		Writer:  dbrouter.Endpoint{Name: "writer", DSN: "app:pw@tcp(writer.example:3306)/photos"},
+		Readers: []dbrouter.Endpoint{{Name: "use1", DSN: "app:pw@tcp(reader-use1.example:3306)/photos", Region: "us-east-1"}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rt.Close()
+	db := rt.DB() // for example gorm.Open(mysql.New(mysql.Config{Conn: db}))
+
+	ctx := dbrouter.NewContext(context.Background()) // a request's scope; the middleware makes one
+	tx, err := db.BeginTx(ctx, nil)                  // on the writer
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO photos (id, title) VALUES (?, ?)", 7, "dunes"); err != nil {
+		tx.Rollback()
+		log.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil { // advances ctx's scope
+		log.Fatal(err)
+	}
+	var title string
+	// A reader that has applied the commit (or the writer) answers.
+	if err := db.QueryRowContext(ctx, "SELECT title FROM photos WHERE id = ?", 7).Scan(&title); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(title)
+}

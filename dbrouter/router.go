@@ -31,7 +31,8 @@ type Router struct {
 	search  *writerSearch
 	tel     *telemetry // nil: uninstrumented (only the overhead benchmark does that)
 
-	sqldb *sql.DB // the routing pool (see DB)
+	sqldb    *sql.DB      // the routing pool (see DB)
+	sessions sessionCache // which statements pin a connection (see sessionStmt)
 
 	readers []*reader // local region first, then the others, in Config order
 	nLocal  int       // readers[:nLocal] are local
@@ -181,8 +182,8 @@ func Open(cfg Config) (*Router, error) {
 	}
 	rt.tel = newTelemetry(telemetryConfig{
 		tracerProvider: n.TracerProvider, meterProvider: n.MeterProvider,
-		queryText: n.RecordQueryText, dbSystem: dbSystem,
-		readers: rt.telReaders, pools: rt.telPools,
+		dbSystem: dbSystem,
+		readers:  rt.telReaders, pools: rt.telPools,
 	})
 	rt.sqldb = newRoutingDB(rt)
 	for _, w := range n.warnings {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"sync"
+	"sync/atomic"
 )
 
 // DB returns the router's routing pool: a [*sql.DB] whose statements follow
@@ -39,8 +41,12 @@ import (
 //
 // So physical connections follow the statements in flight per role, not
 // the requests that hold a *sql.Conn or a transaction of the routing pool
-// between statements. SetMaxOpenConns and the other pool settings of the
-// routing pool limit its logical connections; Stats reports them.
+// between statements. Because they are taken and given back per
+// statement, keep an endpoint pool's MaxIdleConns ([PoolConfig]) near its
+// MaxOpenConns under concurrency, or connections given back beyond the idle
+// limit are closed and soon reopened. SetMaxOpenConns and the other pool
+// settings of the routing pool limit its logical connections; Stats
+// reports them.
 //
 // Prepared statements (Prepare, PrepareContext, Tx.Prepare, GORM's
 // PrepareStmt) send nothing when prepared: each execution runs on the
@@ -143,6 +149,26 @@ func (c *routingConn) unpin(err error) {
 	c.pin.release(err)
 }
 
+// sessionCache remembers sessionStmt per statement text, like classCache
+// for readOnly. The zero value is ready to use.
+type sessionCache struct {
+	m sync.Map     // string -> bool
+	n atomic.Int32 // entries stored
+}
+
+func (c *sessionCache) pins(q string) bool {
+	if v, ok := c.m.Load(q); ok {
+		return v.(bool)
+	}
+	pin := sessionStmt(q)
+	if c.n.Load() < classCacheSize {
+		if _, loaded := c.m.LoadOrStore(q, pin); !loaded {
+			c.n.Add(1)
+		}
+	}
+	return pin
+}
+
 // sessionStmt reports whether query leaves state on its session (see
 // [Router.DB]) and so pins the connection to the writer.
 func sessionStmt(q string) bool {
@@ -203,7 +229,7 @@ func (c *routingConn) ExecContext(ctx context.Context, query string, args []driv
 		c.unpin(err)
 		return res, err
 	}
-	keep := sessionStmt(query)
+	keep := c.rt.sessions.pins(query)
 	err := c.rt.execute(ctx, call, nil, func(ctx context.Context, t target) error {
 		p, err := onConn(ctx, t, keep, func(dc driver.Conn) (err error) {
 			res, err = execOn(ctx, dc, query, args)
@@ -235,7 +261,7 @@ func (c *routingConn) QueryContext(ctx context.Context, query string, args []dri
 		}
 		return rows, nil
 	}
-	keep := sessionStmt(query)
+	keep := c.rt.sessions.pins(query)
 	var pin *target
 	var w target
 	if keep {

@@ -258,3 +258,80 @@ func TestSessionStmt(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutingDBReaderDiesStack: with the local reader stopped, reads of the
+// routing pool are retried elsewhere like the Router's own (the caller sees
+// no error), also inside a held *sql.Conn.
+func TestRoutingDBReaderDiesStack(t *testing.T) {
+	s := testserver.Require(t)
+	rt := openRouter(t, stackConfig(t, s, testserver.PrimaryRegion))
+	db := rt.DB()
+	ctx := ctxT(t)
+	if id := serverID(t, ctx, db, "SELECT @@server_id"); id != idR1 {
+		t.Fatalf("first read on %d", id)
+	}
+	if err := s.Stop(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Start(context.Background(), "r1"); err != nil {
+			t.Errorf("restart r1: %v", err)
+		}
+	})
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i := range 4 {
+		var q interface {
+			QueryRowContext(context.Context, string, ...any) *sql.Row
+		} = db
+		if i%2 == 1 {
+			q = conn
+		}
+		var id int
+		if err := q.QueryRowContext(ctx, "SELECT @@server_id").Scan(&id); err != nil {
+			t.Fatalf("read %d with r1 down: %v", i, err)
+		}
+		if id == idR1 || id == 0 {
+			t.Errorf("read %d served by %d", i, id)
+		}
+	}
+}
+
+// TestRoutingDBWriterDemotedStack: the configured writer answers but is
+// read-only; the routing pool's first write and first transaction find the
+// writer and succeed.
+func TestRoutingDBWriterDemotedStack(t *testing.T) {
+	s := testserver.Require(t)
+	failFreshStack(t, s)
+	ctx := t.Context()
+	if err := s.Kill(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx, "m1"); err != nil { // back as a read-only replica of r1
+		t.Fatal(err)
+	}
+	rt := openRouter(t, stackConfig(t, s, testserver.PrimaryRegion))
+	db := rt.DB()
+	if _, err := db.ExecContext(ctx, "INSERT INTO kv (k, v) VALUES (?, 1)", key(t)); err != nil {
+		t.Fatalf("write through a demoted writer: %v", err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO kv (k, v) VALUES (?, 2)", key(t)+"-tx"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if st := rt.Stats(); st.Writer != "r1" || st.Failovers != 1 {
+		t.Fatalf("writer %q after %d failovers, want r1 after 1", st.Writer, st.Failovers)
+	}
+}

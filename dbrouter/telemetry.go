@@ -136,9 +136,6 @@ type telemetryConfig struct {
 	// tracerProvider and meterProvider: nil means the otel globals.
 	tracerProvider trace.TracerProvider
 	meterProvider  metric.MeterProvider
-	// queryText records the statement's text (never its arguments) as
-	// db.query.text.
-	queryText bool
 	// dbSystem is db.system.name: "mysql" (also for Aurora MySQL) or "mariadb".
 	dbSystem string
 	// readers and pools feed the observable instruments at each collection.
@@ -236,9 +233,8 @@ type telemetry struct {
 	// SDK is installed and spans are skipped without allocating.
 	globalTP trace.TracerProvider
 	// noopTP is set when the configured provider is the no-op one.
-	noopTP    bool
-	queryText bool
-	dbSystem  attribute.KeyValue
+	noopTP   bool
+	dbSystem attribute.KeyValue
 
 	opDuration metric.Float64Histogram
 	statements metric.Int64Counter
@@ -283,7 +279,7 @@ func isDefaultGlobalTracerProvider(tp trace.TracerProvider) bool {
 // newTelemetry creates the tracer, the meter and every instrument once.
 // Instrument creation errors go to otel.Handle, never to the caller.
 func newTelemetry(cfg telemetryConfig) *telemetry {
-	t := &telemetry{queryText: cfg.queryText}
+	t := &telemetry{}
 	if cfg.dbSystem == "" {
 		cfg.dbSystem = semconv.DBSystemNameMySQL.Value.AsString()
 	}

@@ -30,7 +30,7 @@ type telTestEnv struct {
 	reader1 *telEndpoint
 }
 
-func newTelTestEnv(t *testing.T, queryText bool) *telTestEnv {
+func newTelTestEnv(t *testing.T) *telTestEnv {
 	t.Helper()
 	env := &telTestEnv{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(env.spans))
@@ -50,7 +50,7 @@ func newTelTestEnv(t *testing.T, queryText bool) *telTestEnv {
 		}
 		yield(telPoolStat{ep: env.reader1, route: telRouteReader, stats: sql.DBStats{MaxOpenConnections: 10, InUse: 1, Idle: 4}})
 	}
-	env.tel = newTelemetry(telemetryConfig{tracerProvider: tp, meterProvider: mp, queryText: queryText,
+	env.tel = newTelemetry(telemetryConfig{tracerProvider: tp, meterProvider: mp,
 		readers: readers, pools: pools})
 	t.Cleanup(env.tel.close)
 	return env
@@ -66,7 +66,7 @@ func telSpanAttr(attrs []attribute.KeyValue, key attribute.Key) (attribute.Value
 }
 
 func TestTelemetrySpans(t *testing.T) {
-	env := newTelTestEnv(t, false)
+	env := newTelTestEnv(t)
 	ctx := context.Background()
 	const q = "/* list */ SELECT name FROM users WHERE email = ?"
 	sctx, o := env.tel.startStatement(ctx, q, env.reader1, telRouteReader, telReasonTokenWait)
@@ -174,7 +174,7 @@ func telCollect(t *testing.T, r *sdkmetric.ManualReader) map[string]metricdata.A
 }
 
 func TestTelemetryMetrics(t *testing.T) {
-	env := newTelTestEnv(t, false)
+	env := newTelTestEnv(t)
 	ctx := context.Background()
 	for range 3 {
 		_, o := env.tel.startStatement(ctx, "SELECT 1", env.reader1, telRouteReader, telReasonFreshReader)
@@ -207,6 +207,28 @@ func TestTelemetryMetrics(t *testing.T) {
 	if counts["reader/fresh_reader"] != 3 || counts["writer/writer_fallback"] != 1 || len(counts) != 2 {
 		t.Errorf("statements = %v", counts)
 	}
+	// The operation duration, in seconds, by operation name; failures
+	// with error.type and db.response.status_code.
+	_, o = env.tel.startStatement(ctx, "INSERT INTO t VALUES (?)", env.writer, telRouteWriter, telReasonWrite)
+	env.tel.endStatement(ctx, o, env.writer, telRouteWriter, telReasonWrite, &mysql.MySQLError{Number: 1062})
+	got = telCollect(t, env.reader)
+	dur, ok := got[metricOperationDuration].(metricdata.Histogram[float64])
+	if !ok {
+		t.Fatalf("%s missing", metricOperationDuration)
+	}
+	ops := map[string]uint64{}
+	for _, dp := range dur.DataPoints {
+		op, _ := dp.Attributes.Value("db.operation.name")
+		et, _ := dp.Attributes.Value("error.type")
+		sc, _ := dp.Attributes.Value("db.response.status_code")
+		ops[op.AsString()+"/"+et.AsString()+"/"+sc.AsString()] += dp.Count
+		if m, _ := dp.Max.Value(); m >= 1 {
+			t.Errorf("duration %v: not in seconds", dp.Max)
+		}
+	}
+	if ops["SELECT//"] != 4 || ops["INSERT/1062/1062"] != 1 {
+		t.Errorf("operation durations by name/error.type/status = %v", ops)
+	}
 	if fb := got[metricFallbacks].(metricdata.Sum[int64]); len(fb.DataPoints) != 1 || fb.DataPoints[0].Value != 1 {
 		t.Errorf("fallbacks = %+v", fb.DataPoints)
 	}
@@ -216,8 +238,8 @@ func TestTelemetryMetrics(t *testing.T) {
 	if tw := got[metricTokenWait].(metricdata.Histogram[float64]); len(tw.DataPoints) != 1 || tw.DataPoints[0].Count != 1 {
 		t.Errorf("token wait = %+v", tw.DataPoints)
 	}
-	if d := got[metricOperationDuration].(metricdata.Histogram[float64]); len(d.DataPoints) != 2 {
-		t.Errorf("operation duration has %d series, want 2 (reader, writer)", len(d.DataPoints))
+	if d := got[metricOperationDuration].(metricdata.Histogram[float64]); len(d.DataPoints) != 3 {
+		t.Errorf("operation duration has %d series, want 3 (reader SELECT, writer SELECT, writer INSERT failed)", len(d.DataPoints))
 	}
 	lag := got[metricReaderLag].(metricdata.Gauge[float64])
 	if len(lag.DataPoints) != 1 || lag.DataPoints[0].Value != 250 {

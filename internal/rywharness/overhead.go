@@ -36,9 +36,21 @@ type Overhead struct {
 	// goroutines and reconnections do not count).
 	ExtraAllocs float64 `json:"extra_allocs"`
 
+	// DBNsRatio and DBExtraAllocs compare the router's routing *sql.DB
+	// (Router.DB) with the raw *sql.DB the same way: the same query, the
+	// same scope, paired with raw queries in batches of their own.
+	DBNsRatio     float64 `json:"db_ns_ratio"`
+	DBExtraAllocs float64 `json:"db_extra_allocs"`
+	// Conns are the peak physical connections per role of the routing
+	// *sql.DB and of a hand-split pair under concurrent requests (see
+	// MeasureConns); nil when not measured.
+	Conns *Conns `json:"conns,omitempty"`
+
 	Rounds                  []float64 `json:"-"` // each round's ratio
-	RawNs, RouterNs         float64   `json:"-"` // medians over all pairs
+	DBRounds                []float64 `json:"-"`
+	RawNs, RouterNs, DBNs   float64   `json:"-"` // medians over all pairs
 	RawAllocs, RouterAllocs float64   `json:"-"`
+	DBRawAllocs, DBAllocs   float64   `json:"-"`
 }
 
 // MeasureOverhead runs a primary-key SELECT on the local reader r1 through a
@@ -71,29 +83,32 @@ func MeasureOverhead(ctx context.Context, s *testserver.Stack, cfg OverheadConfi
 	if err := setup(ctx, s, 1); err != nil {
 		return Overhead{}, err
 	}
-	o := Overhead{RawAllocs: 1e9, RouterAllocs: 1e9}
-	var rawNs, rtNs []float64
+	o := Overhead{RawAllocs: 1e9, RouterAllocs: 1e9, DBRawAllocs: 1e9, DBAllocs: 1e9}
+	var rawNs, rtNs, dbNs []float64
 	for round := range cfg.Rounds {
-		r, err := overheadRound(ctx, s, cfg, &o, &rawNs, &rtNs)
+		r, d, err := overheadRound(ctx, s, cfg, &o, &rawNs, &rtNs, &dbNs)
 		if err != nil {
 			return Overhead{}, err
 		}
-		cfg.Logf("round %d: ratio %.4f", round+1, r)
+		cfg.Logf("round %d: router ratio %.4f, routing *sql.DB ratio %.4f", round+1, r, d)
 		o.Rounds = append(o.Rounds, r)
+		o.DBRounds = append(o.DBRounds, d)
 	}
 	o.NsRatio = median(o.Rounds)
 	o.ExtraAllocs = o.RouterAllocs - o.RawAllocs
-	o.RawNs, o.RouterNs = median(rawNs), median(rtNs)
-	cfg.Logf("raw %.0f ns/op %.2f allocs/op; router %.0f ns/op %.2f allocs/op; median ratio %.4f over %d rounds of %d pairs of %d",
-		o.RawNs, o.RawAllocs, o.RouterNs, o.RouterAllocs, o.NsRatio, cfg.Rounds, cfg.Pairs, cfg.Batch)
+	o.DBNsRatio = median(o.DBRounds)
+	o.DBExtraAllocs = o.DBAllocs - o.DBRawAllocs
+	o.RawNs, o.RouterNs, o.DBNs = median(rawNs), median(rtNs), median(dbNs)
+	cfg.Logf("raw %.0f ns/op %.2f allocs/op; router %.0f ns/op %.2f allocs/op; routing *sql.DB %.0f ns/op %.2f allocs/op (raw %.2f); median ratios %.4f, %.4f over %d rounds of %d pairs of %d",
+		o.RawNs, o.RawAllocs, o.RouterNs, o.RouterAllocs, o.DBNs, o.DBAllocs, o.DBRawAllocs, o.NsRatio, o.DBNsRatio, cfg.Rounds, cfg.Pairs, cfg.Batch)
 	return o, nil
 }
 
-func overheadRound(ctx context.Context, s *testserver.Stack, cfg OverheadConfig, o *Overhead, rawNs, rtNs *[]float64) (float64, error) {
+func overheadRound(ctx context.Context, s *testserver.Stack, cfg OverheadConfig, o *Overhead, rawNs, rtNs, dbNs *[]float64) (float64, float64, error) {
 	const rotate = 50 * time.Millisecond
 	raw, err := sql.Open("mysql", s.DSN("r1", Database))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer raw.Close()
 	raw.SetConnMaxLifetime(rotate)
@@ -105,32 +120,63 @@ func overheadRound(ctx context.Context, s *testserver.Stack, cfg OverheadConfig,
 		ReaderPool: dbrouter.PoolConfig{ConnMaxLifetime: rotate},
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer rt.Close()
 
 	// A scope after a write: the write's position, applied by r1.
 	wctx := dbrouter.NewContext(ctx)
 	if _, err := rt.ExecContext(wctx, "UPDATE users SET v = v + 1 WHERE id = 1"); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	rctx, err := rt.WithToken(ctx, rt.Token(wctx))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var v int64
 	deadline := time.Now().Add(10 * time.Second)
 	for rt.Stats().ReadsLocal == 0 { // until r1 is known to have the write
 		if err := rt.QueryRowContext(rctx, selectQuery, 1).Scan(&v); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("rywharness: r1 never caught up")
+			return 0, 0, fmt.Errorf("rywharness: r1 never caught up")
 		}
 	}
 
 	runRaw := func() error { return raw.QueryRowContext(ctx, selectQuery, 1).Scan(&v) }
 	runRouter := func() error { return rt.QueryRowContext(rctx, selectQuery, 1).Scan(&v) }
+	rdb := rt.DB()
+	runDB := func() error { return rdb.QueryRowContext(rctx, selectQuery, 1).Scan(&v) }
+	for range 50 { // warm the pools
+		for _, f := range []func() error{runRaw, runRouter, runDB} {
+			if err := f(); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	before := rt.Stats()
+	rtRatio, err := pairs(cfg, runRaw, runRouter, rawNs, rtNs, &o.RawAllocs, &o.RouterAllocs)
+	if err != nil {
+		return 0, 0, err
+	}
+	dbRatio, err := pairs(cfg, runRaw, runDB, nil, dbNs, &o.DBRawAllocs, &o.DBAllocs)
+	if err != nil {
+		return 0, 0, err
+	}
+	after := rt.Stats()
+	if after.ReadsWriter != before.ReadsWriter || after.Waits != before.Waits || after.ReadsRemote != before.ReadsRemote {
+		return 0, 0, fmt.Errorf("rywharness: router reads left r1 during the measurement: %+v", after)
+	}
+	return rtRatio, dbRatio, nil
+}
+
+// pairs runs cfg.Pairs interleaved batches of raw and cand queries, the
+// j-th of each back to back in alternating order, and returns the median
+// over the pairs of median cand time over median raw time. It appends each
+// pair's medians to rawNs and candNs (when not nil) and lowers rawAllocs
+// and candAllocs to the least allocs/op seen.
+func pairs(cfg OverheadConfig, runRaw, runCand func() error, rawNs, candNs *[]float64, rawAllocs, candAllocs *float64) (float64, error) {
 	allocs := func(f func() error) (float64, error) {
 		const n = 20
 		var m0, m1 runtime.MemStats
@@ -143,22 +189,13 @@ func overheadRound(ctx context.Context, s *testserver.Stack, cfg OverheadConfig,
 		runtime.ReadMemStats(&m1)
 		return float64(m1.Mallocs-m0.Mallocs) / n, nil
 	}
-	for range 50 { // warm both pools
-		if err := runRaw(); err != nil {
-			return 0, err
-		}
-		if err := runRouter(); err != nil {
-			return 0, err
-		}
-	}
-	before := rt.Stats()
 	var ratios []float64
 	for i := range cfg.Pairs {
 		da, db := make([]float64, 0, cfg.Batch), make([]float64, 0, cfg.Batch)
 		for j := range cfg.Batch {
-			first, second := runRaw, runRouter
+			first, second := runRaw, runCand
 			if (i+j)%2 == 1 {
-				first, second = runRouter, runRaw
+				first, second = runCand, runRaw
 			}
 			t0 := time.Now()
 			if err := first(); err != nil {
@@ -177,20 +214,21 @@ func overheadRound(ctx context.Context, s *testserver.Stack, cfg OverheadConfig,
 		}
 		ma, mb := median(da), median(db)
 		ratios = append(ratios, mb/ma)
-		*rawNs, *rtNs = append(*rawNs, ma), append(*rtNs, mb)
+		if rawNs != nil {
+			*rawNs = append(*rawNs, ma)
+		}
+		if candNs != nil {
+			*candNs = append(*candNs, mb)
+		}
 		aa, err := allocs(runRaw)
 		if err != nil {
 			return 0, err
 		}
-		ba, err := allocs(runRouter)
+		ba, err := allocs(runCand)
 		if err != nil {
 			return 0, err
 		}
-		o.RawAllocs, o.RouterAllocs = min(o.RawAllocs, aa), min(o.RouterAllocs, ba)
-	}
-	after := rt.Stats()
-	if after.ReadsWriter != before.ReadsWriter || after.Waits != before.Waits || after.ReadsRemote != before.ReadsRemote {
-		return 0, fmt.Errorf("rywharness: router reads left r1 during the measurement: %+v", after)
+		*rawAllocs, *candAllocs = min(*rawAllocs, aa), min(*candAllocs, ba)
 	}
 	return median(ratios), nil
 }
