@@ -179,6 +179,22 @@ func (m *Manager) Remove(ctx context.Context, key string) error {
 	return m.change(ctx, key, nil)
 }
 
+// removeIfWritten removes key from the request's session if the session
+// will be written anyway (it has other changes); else it leaves it.
+func (m *Manager) removeIfWritten(ctx context.Context, key string) error {
+	st, err := m.state(ctx)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	dirty := len(st.changes) > 0 || st.renew
+	st.mu.Unlock()
+	if !dirty {
+		return nil
+	}
+	return m.change(ctx, key, nil)
+}
+
 func (m *Manager) change(ctx context.Context, key string, value *string) error {
 	st, err := m.state(ctx)
 	if err != nil {

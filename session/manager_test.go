@@ -256,6 +256,20 @@ func TestTokenCarrier(t *testing.T) {
 	}
 }
 
+// TestTokenCarrierWrites (issue 14): only a token that advances costs a
+// session write; keeping or removing it costs none.
+func TestTokenCarrierWrites(t *testing.T) {
+	e := openEnv(t)
+	res, err := sessionharness.CarrierWrites(context.Background(), e, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Advance != 1 || res.Unchanged != 0 || res.Removal != 0 {
+		t.Errorf("%+v: want 1 write per advancing request, none otherwise", res)
+	}
+}
+
 func TestStoreSpans(t *testing.T) {
 	e := openEnv(t)
 	sr := tracetest.NewSpanRecorder()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -112,9 +113,10 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 	// known[i][key] is the hash of the item region i last had (seen or written).
 	// changed[i][key] is when region i last changed the item by a local write.
 	var known [2]map[string]string
+	var last [2]map[string]map[string]types.AttributeValue // the item region i last had (nil: none)
 	var changedTime [2]map[string]time.Time
 	for i := range 2 {
-		known[i], changedTime[i] = map[string]string{}, map[string]time.Time{}
+		known[i], changedTime[i], last[i] = map[string]string{}, map[string]time.Time{}, map[string]map[string]types.AttributeValue{}
 	}
 	pending := [2]map[string]change{{}, {}} // pending[i]: due in region i
 	// lastOK[i] is the last scan of region i that worked; after scans that
@@ -143,6 +145,7 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 			for _, it := range items {
 				k, h := itemKey(it, keys), itemHash(it)
 				seen[k] = true
+				last[i][k] = it
 				if known[i][k] != h {
 					known[i][k] = h
 					if !first || i == 0 {
@@ -154,6 +157,7 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 			for k := range known[i] {
 				if !seen[k] && known[i][k] != "" {
 					known[i][k] = ""
+					last[i][k] = nil
 					changedTime[i][k] = stamp
 					pending[1-i][k] = change{seen: stamp, hash: ""}
 				}
@@ -168,7 +172,7 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				if time.Since(ch.seen) < delay {
 					continue
 				}
-				if changedTime[i][k].After(ch.seen) || known[i][k] == ch.hash {
+				if changedTime[i][k].After(ch.seen) || (changedTime[i][k].Equal(ch.seen) && !winsTie(ch.item, last[i][k], i)) || known[i][k] == ch.hash {
 					delete(pending[i], k)
 					continue // the target changed it later (it wins) or has it already
 				}
@@ -180,6 +184,7 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				}
 				if err == nil { // else kept and retried: a region that is down gets it when it is back
 					known[i][k] = ch.hash
+					last[i][k] = ch.item
 					delete(pending[i], k)
 				}
 			}
@@ -190,6 +195,33 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 		case <-tick.C:
 		}
 	}
+}
+
+// winsTie reports whether a change replaces the item target region i
+// changed between the same two scans. Global Tables go by the writes'
+// timestamps, which the scans cannot see: the items' own write time
+// (writeTimeAttr) decides when both have one, else the first region wins,
+// so that the regions converge either way.
+func winsTie(change, target map[string]types.AttributeValue, i int) bool {
+	a, okA := writeTime(change)
+	b, okB := writeTime(target)
+	if okA && okB && a != b {
+		return a > b
+	}
+	return i == 1
+}
+
+// writeTimeAttr is the attribute holding an item's write time (epoch ms)
+// in the tables the stack replicates (the session table's touched_ms).
+const writeTimeAttr = "touched_ms"
+
+func writeTime(it map[string]types.AttributeValue) (int64, bool) {
+	n, ok := it[writeTimeAttr].(*types.AttributeValueMemberN)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(n.Value, 10, 64)
+	return v, err == nil
 }
 
 func scanAll(ctx context.Context, c *dynamodb.Client, table string) ([]map[string]types.AttributeValue, error) {
