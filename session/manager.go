@@ -31,7 +31,9 @@ type Manager struct {
 // Manager has its own, so two Managers never see each other's sessions.
 type contextKey struct{ _ byte }
 
-// New returns a Manager for cfg. It copies and validates cfg and does no I/O.
+// New returns a Manager for cfg. It copies and validates cfg (an invalid
+// field gives a [*ConfigError], matched by [ErrInvalidConfig]) and does no
+// I/O.
 func New(cfg Config) (*Manager, error) {
 	c, err := cfg.normalize()
 	if err != nil {

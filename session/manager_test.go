@@ -35,8 +35,10 @@ func TestConfigValidation(t *testing.T) {
 		{"negative", session.Config{Table: "t", Region: tokyo, Clients: ok, MaxAttempts: -1}, "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := session.New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("New: %v, want an error naming %s", err, tc.field)
+			_, err := session.New(tc.cfg)
+			var ce *session.ConfigError
+			if !errors.Is(err, session.ErrInvalidConfig) || !errors.As(err, &ce) || !strings.Contains(ce.Field+" "+ce.Reason, tc.field) {
+				t.Fatalf("New: %v, want a *ConfigError naming %s", err, tc.field)
 			}
 		})
 	}
@@ -63,6 +65,7 @@ func TestMiddlewareLazyReadsAndWrites(t *testing.T) {
 	// plain HTTP (r.TLS == nil), as behind a TLS-terminating load
 	// balancer: the cookie must be Secure all the same.
 	cfg.InsecureCookie = false
+	//lint:ignore SA1019 the module keeps its fake clock for tests against the real dynalite (synctest cannot drive real network I/O)
 	cfg.Now = clock.Now
 	cfg.IdleTimeout = time.Hour
 	cfg.TouchInterval = time.Minute
@@ -139,6 +142,7 @@ func TestAbsoluteTimeout(t *testing.T) {
 	e := openEnv(t)
 	clock := sessionharness.NewClock(time.Now())
 	cfg := e.Config(tokyo, false)
+	//lint:ignore SA1019 the module keeps its fake clock for tests against the real dynalite (synctest cannot drive real network I/O)
 	cfg.Now = clock.Now
 	cfg.IdleTimeout, cfg.TouchInterval, cfg.AbsoluteTimeout = time.Hour, time.Minute, 2*time.Hour
 	rd := sdkmetric.NewManualReader()

@@ -546,6 +546,7 @@ func ReadOnly(ctx context.Context, e *Env, users, rounds int, think, touch time.
 	res := ReadOnlyResult{Users: users}
 	clock := NewClock(time.Now())
 	cfg := e.Config(Regions[0], false)
+	//lint:ignore SA1019 the module keeps its fake clock for tests against the real dynalite (synctest cannot drive real network I/O)
 	cfg.Now = clock.Now
 	cfg.TouchInterval = touch
 	cfg.IdleTimeout = max(time.Hour, 4*touch)
