@@ -49,7 +49,10 @@
 //
 // # Cost: lazy reads, rare writes
 //
-// A request that never calls an accessor costs no DynamoDB call. The first
+// A request that never calls an accessor costs no DynamoDB call, and does
+// not even parse the cookie: the middleware allocates a small handle, the
+// context value and the request copy (bench-session measures it against
+// scs's LoadAndSave: untouched_request_ns_ratio, untouched_request_allocs). The first
 // accessor call reads the session (one strongly consistent GetItem). The
 // session is written (one conditional PutItem) only if it changed, or, for
 // a request that only read it, if its last write is older than
