@@ -5,10 +5,9 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/alexedwards/scs/v2"
-	"github.com/alexedwards/scs/v2/memstore"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/regiondb/regiondb/internal/sessionharness"
 	"github.com/regiondb/regiondb/session"
 )
 
@@ -24,8 +23,7 @@ func BenchmarkMiddlewareUntouched(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sm := scs.New()
-	sm.Store = memstore.NewWithCleanupInterval(0) // no cleanup goroutine
+	sm := sessionharness.NewSCS() // scs.New's settings, its memstore without the goroutine
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	for _, bc := range []struct {
 		name   string

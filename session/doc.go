@@ -119,9 +119,12 @@
 //     arrives after DynamoDB's TTL removed the tombstone is expired.
 //
 // A region that cannot be reached at logout gets the tombstone through
-// replication. Ids that name no item get no tombstone (the write is
-// conditional on the item's existence), so made-up cookies leave nothing
-// behind. A logout costs one write per region.
+// replication. When the session exists in the region that destroys it, the
+// other regions get the tombstone even if the session has not reached them
+// yet (its versions on the way are older and lose to it); an id that names
+// no item there gets no tombstone anywhere it names none (the writes are
+// conditional), so made-up cookies leave nothing behind. A logout costs one
+// write per region.
 //
 // # Regions
 //

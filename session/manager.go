@@ -623,21 +623,23 @@ func (st *state) bury(ctx context.Context, key string, everywhere bool) error {
 	// wins ends that copy too when the regions reconcile.
 	mustExist := !(srv == m.fallback && m.br.isOpen())
 	st.writes++
-	err := srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, mustExist)
+	exists, err := srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, mustExist)
 	if srv == m.local && m.fallback != nil && !m.localResult(ctx, err, false) {
-		srv, mustExist = m.fallback, false
+		srv = m.fallback
 		st.writes++
-		err = srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, false)
+		exists, err = srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, false)
 	}
 	if err != nil || !everywhere {
 		return err
 	}
+	// A session that exists gets the tombstone in every other region even
+	// where it has not arrived yet: its versions on the way are older.
 	for _, o := range m.stores {
 		if o == srv || (o == m.local && m.br.isOpen()) {
 			continue
 		}
 		st.writes++
-		if err := o.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, true); err != nil {
+		if _, err := o.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, !exists); err != nil {
 			m.cfg.Logger.WarnContext(ctx, "session: writing a destroyed session's tombstone in another region failed; replication will deliver it",
 				slog.String("region", o.region), slog.Any("error", err))
 		}

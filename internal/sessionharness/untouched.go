@@ -55,8 +55,7 @@ func Untouched(pairs, batch int) (UntouchedResult, error) {
 	if err != nil {
 		return res, err
 	}
-	sm := scs.New()
-	sm.Store = memstore.NewWithCleanupInterval(0) // no cleanup goroutine
+	sm := NewSCS()
 	// A session for scs's cookie.
 	var scsToken string
 	h := sm.LoadAndSave(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,6 +114,21 @@ func formatCookie(id [24]byte, version uint64, region string) string {
 	mac.Write(b)
 	b = append(b, mac.Sum(nil)[:16]...)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// NewSCS returns an scs session manager with scs.New's settings and its
+// memory store, without the store's cleanup goroutine (scs.New starts one
+// that cannot be stopped reliably: its stop channel is made inside it).
+func NewSCS() *scs.SessionManager {
+	return &scs.SessionManager{
+		Lifetime: 24 * time.Hour,
+		Store:    memstore.NewWithCleanupInterval(0),
+		Codec:    scs.GobCodec{},
+		ErrorFunc: func(w http.ResponseWriter, _ *http.Request, _ error) {
+			http.Error(w, "", http.StatusInternalServerError)
+		},
+		Cookie: scs.SessionCookie{Name: "session", HttpOnly: true, Path: "/", SameSite: http.SameSiteLaxMode, Persist: true},
+	}
 }
 
 func mustRequest(ctx context.Context) *http.Request {

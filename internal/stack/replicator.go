@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -178,7 +179,21 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				}
 				var err error
 				if ch.item != nil {
-					_, err = r.clients[i].PutItem(ctx, &dynamodb.PutItemInput{TableName: &t.name, Item: ch.item})
+					in := &dynamodb.PutItemInput{TableName: &t.name, Item: ch.item}
+					if wt, ok := ch.item[writeTimeAttr].(*types.AttributeValueMemberN); ok {
+						// Last writer wins by write time, also against a write the
+						// target took since its last scan (Global Tables never let
+						// an older replicated write replace a newer one).
+						in.ConditionExpression = aws.String("attribute_not_exists(#t) OR #t <= :t")
+						in.ExpressionAttributeNames = map[string]string{"#t": writeTimeAttr}
+						in.ExpressionAttributeValues = map[string]types.AttributeValue{":t": wt}
+					}
+					_, err = r.clients[i].PutItem(ctx, in)
+					var cf *types.ConditionalCheckFailedException
+					if errors.As(err, &cf) { // the target's item is newer: it wins
+						delete(pending[i], k)
+						continue
+					}
 				} else {
 					_, err = r.clients[i].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &t.name, Key: keyOf(k, keys, ch, known)})
 				}
@@ -200,13 +215,19 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 // winsTie reports whether a change replaces the item target region i
 // changed between the same two scans. Global Tables go by the writes'
 // timestamps, which the scans cannot see: the items' own write time
-// (writeTimeAttr) decides when both have one, else the first region wins,
-// so that the regions converge either way.
+// (writeTimeAttr) decides when both have one; between an item and a
+// deletion (no time: somewhere in the window) the item wins; else the first
+// region wins, so that the regions converge either way.
 func winsTie(change, target map[string]types.AttributeValue, i int) bool {
 	a, okA := writeTime(change)
 	b, okB := writeTime(target)
-	if okA && okB && a != b {
+	switch {
+	case okA && okB && a != b:
 		return a > b
+	case change == nil && target != nil:
+		return false
+	case change != nil && target == nil:
+		return true
 	}
 	return i == 1
 }
