@@ -195,7 +195,17 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 						continue
 					}
 				} else {
-					_, err = r.clients[i].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &t.name, Key: keyOf(k, keys, ch, known)})
+					// The deletion happened after the scan before the one that
+					// saw it: an item the target wrote since then is newer.
+					_, err = r.clients[i].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &t.name, Key: keyOf(k, keys, ch, known),
+						ConditionExpression:       aws.String("attribute_not_exists(#t) OR #t <= :t"),
+						ExpressionAttributeNames:  map[string]string{"#t": writeTimeAttr},
+						ExpressionAttributeValues: map[string]types.AttributeValue{":t": &types.AttributeValueMemberN{Value: strconv.FormatInt(ch.seen.Add(-scanInterval).UnixMilli(), 10)}}})
+					var cf *types.ConditionalCheckFailedException
+					if errors.As(err, &cf) {
+						delete(pending[i], k)
+						continue
+					}
 				}
 				if err == nil { // else kept and retried: a region that is down gets it when it is back
 					known[i][k] = ch.hash
