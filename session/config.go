@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -153,7 +152,11 @@ type Config struct {
 	// error is logged. It never runs under an internal lock.
 	ErrorFunc func(w http.ResponseWriter, r *http.Request, err error)
 
-	// Now is the clock. If nil, time.Now. Tests inject a fake clock here.
+	// Now is the clock. If nil, time.Now.
+	//
+	// Deprecated: Now exists for this module's own tests and will be
+	// removed; nothing but tests should replace the clock. Tests of code
+	// that uses a Manager can run under testing/synctest instead.
 	Now func() time.Time
 
 	// Logger receives background events (a failed fallback read, a
@@ -166,25 +169,25 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 }
 
-// normalize returns a copy of c with defaults filled in, or an error naming
-// the first invalid field. needRegions is false for NewStore.
+// normalize returns a copy of c with defaults filled in, or a
+// [*ConfigError] naming the first invalid field. needRegions is false for NewStore.
 func (c Config) normalize() (Config, error) {
 	if c.Table == "" {
-		return c, errors.New("session: Config.Table is required")
+		return c, &ConfigError{Field: "Table", Reason: "required"}
 	}
 	if c.Region == "" {
-		return c, errors.New("session: Config.Region is required")
+		return c, &ConfigError{Field: "Region", Reason: "required"}
 	}
 	if c.Clients[c.Region] == nil {
-		return c, fmt.Errorf("session: Config.Clients has no client for Config.Region %q", c.Region)
+		return c, &ConfigError{Field: "Clients", Reason: fmt.Sprintf("no client for Config.Region %q", c.Region)}
 	}
 	clients := make(map[string]Client, len(c.Clients))
 	for r, cl := range c.Clients {
 		if cl == nil {
-			return c, fmt.Errorf("session: Config.Clients[%q] is nil", r)
+			return c, &ConfigError{Field: fmt.Sprintf("Clients[%q]", r), Reason: "nil client"}
 		}
 		if len(r) > maxRegionLen {
-			return c, fmt.Errorf("session: Config.Clients: region name %q longer than %d bytes", r, maxRegionLen)
+			return c, &ConfigError{Field: "Clients", Reason: fmt.Sprintf("region name %q longer than %d bytes", r, maxRegionLen)}
 		}
 		clients[r] = cl
 	}
@@ -193,7 +196,7 @@ func (c Config) normalize() (Config, error) {
 		c.CookieName = DefaultCookieName
 	}
 	if !validCookieName(c.CookieName) {
-		return c, fmt.Errorf("session: Config.CookieName %q is not a valid cookie name", c.CookieName)
+		return c, &ConfigError{Field: "CookieName", Reason: fmt.Sprintf("%q is not a valid cookie name", c.CookieName)}
 	}
 	if c.CookiePath == "" {
 		c.CookiePath = "/"
@@ -201,9 +204,18 @@ func (c Config) normalize() (Config, error) {
 	if c.CookieSameSite == 0 || c.CookieSameSite == http.SameSiteDefaultMode {
 		c.CookieSameSite = http.SameSiteLaxMode
 	}
-	if c.IdleTimeout < 0 || c.AbsoluteTimeout < 0 || c.TouchInterval < 0 || c.MaxBackoff < 0 ||
-		c.MaxAttempts < 0 || c.MaxConflictRetries < 0 || c.CallTimeout < 0 || c.ProbeInterval < 0 {
-		return c, errors.New("session: Config durations and counts must not be negative")
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"IdleTimeout", int64(c.IdleTimeout)}, {"AbsoluteTimeout", int64(c.AbsoluteTimeout)},
+		{"TouchInterval", int64(c.TouchInterval)}, {"MaxBackoff", int64(c.MaxBackoff)},
+		{"MaxAttempts", int64(c.MaxAttempts)}, {"MaxConflictRetries", int64(c.MaxConflictRetries)},
+		{"CallTimeout", int64(c.CallTimeout)}, {"ProbeInterval", int64(c.ProbeInterval)},
+	} {
+		if f.v < 0 {
+			return c, &ConfigError{Field: f.name, Reason: "must not be negative"}
+		}
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
@@ -215,7 +227,7 @@ func (c Config) normalize() (Config, error) {
 		c.TouchInterval = min(DefaultTouchInterval, c.IdleTimeout/4)
 	}
 	if c.TouchInterval >= c.IdleTimeout {
-		return c, fmt.Errorf("session: Config.TouchInterval (%v) must be less than Config.IdleTimeout (%v)", c.TouchInterval, c.IdleTimeout)
+		return c, &ConfigError{Field: "TouchInterval", Reason: fmt.Sprintf("%v must be less than IdleTimeout (%v)", c.TouchInterval, c.IdleTimeout)}
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts

@@ -5,6 +5,37 @@ import (
 	"fmt"
 )
 
+// ErrInvalidConfig is matched (with [errors.Is]) by the error [New] and
+// [NewStore] return for a Config that fails validation; the error is a
+// [*ConfigError] naming the field.
+var ErrInvalidConfig = errors.New("session: invalid config")
+
+// ConfigError describes one invalid field of a [Config].
+type ConfigError struct {
+	// Field is the name of the field, such as "Table" or
+	// `Clients["us-east-1"]`.
+	Field string
+	// Reason says what is wrong with it.
+	Reason string
+	// Err is the underlying error, if any.
+	Err error
+}
+
+// Error returns "session: invalid config: <field>: <reason>[: <cause>]".
+func (e *ConfigError) Error() string {
+	s := "session: invalid config: " + e.Field + ": " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Is reports whether target is [ErrInvalidConfig].
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
 // ErrNoMiddleware is returned by the [Manager] accessors when the request's
 // context did not pass through that Manager's [Manager.Middleware].
 var ErrNoMiddleware = errors.New("session: no session in the context (is the handler wrapped by Manager.Middleware?)")

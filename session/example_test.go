@@ -79,5 +79,5 @@ func ExampleStore_CreateTable() {
 func ExampleNew() {
 	_, err := session.New(session.Config{Region: "ap-northeast-1"})
 	fmt.Println(err)
-	// Output: session: Config.Table is required
+	// Output: session: invalid config: Table: required
 }

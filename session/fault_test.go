@@ -57,7 +57,8 @@ func TestStoreUnavailable(t *testing.T) {
 		if err := e.Stack.Start(ctx, "ddb1"); err != nil {
 			t.Fatalf("restart ddb1: %v", err)
 		}
-		// dynalite keeps its tables in memory: create the table again.
+		// The stack keeps dynalite's data on disk; re-creating the table is a
+		// no-op then, and needed on a stack that does not.
 		if err := continuing.Store(tokyo).CreateTable(ctx); err != nil {
 			t.Fatalf("re-create the table: %v", err)
 		}

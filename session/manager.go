@@ -31,7 +31,9 @@ type Manager struct {
 // Manager has its own, so two Managers never see each other's sessions.
 type contextKey struct{ _ byte }
 
-// New returns a Manager for cfg. It copies and validates cfg and does no I/O.
+// New returns a Manager for cfg. It copies and validates cfg (an invalid
+// field gives a [*ConfigError], matched by [ErrInvalidConfig]) and does no
+// I/O.
 func New(cfg Config) (*Manager, error) {
 	c, err := cfg.normalize()
 	if err != nil {
@@ -59,11 +61,47 @@ func (m *Manager) Store(region string) *Store { return m.stores[region] }
 
 func (m *Manager) now() time.Time { return m.cfg.Now() }
 
+// request is what the middleware allocates for every request: small, so
+// that a request that never uses its session costs little. Its session
+// state is allocated on first use.
+type request struct {
+	m   *Manager
+	req *http.Request // as received: its cookie is parsed on first use
+	rw  responseWriter
+
+	mu sync.Mutex // protects st
+	st *state
+}
+
+// session returns the request's state, allocating it on first use.
+func (q *request) session() *state {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.st == nil {
+		q.st = &state{m: q.m, req: q.req}
+	}
+	return q.st
+}
+
+// used returns the request's state, or nil if the session was never used.
+func (q *request) used() *state {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.st
+}
+
+// commit saves the session if it was used (see state.commit).
+func (q *request) commit(ctx context.Context, h http.Header) error {
+	if st := q.used(); st != nil {
+		return st.commit(ctx, h)
+	}
+	return nil
+}
+
 // state is one request's session.
 type state struct {
 	m   *Manager
 	req *http.Request // as received: its cookie is parsed on first use
-	rw  responseWriter
 
 	mu          sync.Mutex // protects the fields below
 	parsed      bool       // the cookie was parsed
@@ -86,11 +124,11 @@ type state struct {
 }
 
 func (m *Manager) state(ctx context.Context) (*state, error) {
-	st, ok := ctx.Value(m.key).(*state)
+	q, ok := ctx.Value(m.key).(*request)
 	if !ok {
 		return nil, ErrNoMiddleware
 	}
-	return st, nil
+	return q.session(), nil
 }
 
 // Middleware returns next wrapped so that every request carries a session.
@@ -103,12 +141,16 @@ func (m *Manager) state(ctx context.Context) (*state, error) {
 // the handler's response. The response has "Vary: Cookie".
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st := &state{m: m, req: r}
+		q := &request{m: m, req: r}
 		w.Header().Add("Vary", "Cookie")
-		r = r.WithContext(context.WithValue(r.Context(), m.key, st))
-		rw := &st.rw
-		rw.ResponseWriter, rw.st, rw.r = w, st, r
+		r = r.WithContext(context.WithValue(r.Context(), m.key, q))
+		rw := &q.rw
+		rw.ResponseWriter, rw.q, rw.r = w, q, r
 		next.ServeHTTP(rw, r)
+		st := q.used()
+		if st == nil {
+			return // the session was never used: nothing to save or count
+		}
 		ctx := r.Context()
 		if !rw.wroteHeader {
 			rw.wroteHeader = true
@@ -176,6 +218,22 @@ func (m *Manager) Put(ctx context.Context, key, value string) error {
 
 // Remove deletes key from the request's session; a missing key is not an error.
 func (m *Manager) Remove(ctx context.Context, key string) error {
+	return m.change(ctx, key, nil)
+}
+
+// removeIfWritten removes key from the request's session if the session
+// will be written anyway (it has other changes); else it leaves it.
+func (m *Manager) removeIfWritten(ctx context.Context, key string) error {
+	st, err := m.state(ctx)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	dirty := len(st.changes) > 0 || st.renew
+	st.mu.Unlock()
+	if !dirty {
+		return nil
+	}
 	return m.change(ctx, key, nil)
 }
 
@@ -565,21 +623,23 @@ func (st *state) bury(ctx context.Context, key string, everywhere bool) error {
 	// wins ends that copy too when the regions reconcile.
 	mustExist := !(srv == m.fallback && m.br.isOpen())
 	st.writes++
-	err := srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, mustExist)
+	exists, err := srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, mustExist)
 	if srv == m.local && m.fallback != nil && !m.localResult(ctx, err, false) {
-		srv, mustExist = m.fallback, false
+		srv = m.fallback
 		st.writes++
-		err = srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, false)
+		exists, err = srv.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, false)
 	}
 	if err != nil || !everywhere {
 		return err
 	}
+	// A session that exists gets the tombstone in every other region even
+	// where it has not arrived yet: its versions on the way are older.
 	for _, o := range m.stores {
 		if o == srv || (o == m.local && m.br.isOpen()) {
 			continue
 		}
 		st.writes++
-		if err := o.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, true); err != nil {
+		if _, err := o.putTomb(ctx, key, now, m.cfg.AbsoluteTimeout, !exists); err != nil {
 			m.cfg.Logger.WarnContext(ctx, "session: writing a destroyed session's tombstone in another region failed; replication will deliver it",
 				slog.String("region", o.region), slog.Any("error", err))
 		}
@@ -756,7 +816,7 @@ func (st *state) setCookie(h http.Header, value string, expires time.Time) {
 // responseWriter saves the session before the response's first byte.
 type responseWriter struct {
 	http.ResponseWriter
-	st          *state
+	q           *request
 	r           *http.Request
 	wroteHeader bool
 	err         error // the save failed and the response was replaced
@@ -771,9 +831,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	if !w.wroteHeader {
 		w.wroteHeader = true
-		if err := w.st.commit(w.r.Context(), w.Header()); err != nil {
+		if err := w.q.commit(w.r.Context(), w.Header()); err != nil {
 			w.err = err
-			w.st.m.fail(w.ResponseWriter, w.r, err)
+			w.q.m.fail(w.ResponseWriter, w.r, err)
 			return
 		}
 	}

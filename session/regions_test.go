@@ -117,3 +117,41 @@ func TestDestroyedSessionStaysDestroyed(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreachableHome: Tokyo's client for us-east-1 points at an endpoint
+// that accepts connections and never answers. Users alternating regions
+// are shown an older copy, or have a change refused, while the newer one
+// is out of reach, but lose no acknowledged change.
+func TestUnreachableHome(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := sessionharness.UnreachableHome(ctx, e, 4, 24, 8, 1200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.LostUpdates != 0 || res.LoggedOut != 0 {
+		t.Errorf("%+v: want no lost update and nobody logged out", res)
+	}
+	if res.Stale+res.Failed == 0 {
+		t.Errorf("%+v: no request met the unreachable home: the test cannot see it", res)
+	}
+}
+
+// TestCrossRegionWrites measures what Global Tables' last writer wins
+// keeps of two changes made at once in both regions: the regions must
+// converge (one item), and the test reports how many changes survive.
+func TestCrossRegionWrites(t *testing.T) {
+	e := openEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := sessionharness.CrossRegionWrites(ctx, e, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Converged != res.Trials || res.SameKeyConverged != res.Trials || res.Acknowledged != res.Trials {
+		t.Errorf("%+v: want every trial acknowledged and converged", res)
+	}
+}

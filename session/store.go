@@ -303,8 +303,9 @@ func (s *Store) put(ctx context.Context, key string, r record, cond condition) e
 // that expires when every copy of the session it ends must have expired
 // anyway (see the package doc, "Logout"). With mustExist, where the table
 // has no such item it writes nothing, so that made-up ids leave nothing
-// behind.
-func (s *Store) putTomb(ctx context.Context, key string, now time.Time, absolute time.Duration, mustExist bool) error {
+// behind; existed reports whether it wrote (the item existed, or
+// !mustExist).
+func (s *Store) putTomb(ctx context.Context, key string, now time.Time, absolute time.Duration, mustExist bool) (existed bool, err error) {
 	ms := now.UnixMilli()
 	tomb := record{found: true, tomb: true, version: tombVersion, createdMS: ms, touchedMS: ms, region: s.region,
 		expiresAt: (ms+absolute.Milliseconds())/1000 + 1}
@@ -316,11 +317,11 @@ func (s *Store) putTomb(ctx context.Context, key string, now time.Time, absolute
 		in.ConditionExpression = aws.String("attribute_exists(#k)")
 		in.ExpressionAttributeNames = map[string]string{"#k": AttrKey}
 	}
-	_, err := s.client.PutItem(ctx, in, s.optFn)
+	_, err = s.client.PutItem(ctx, in, s.optFn)
 	if err = s.end(span, opPut, err); isConditionFailed(err) {
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // del deletes the item (a no-op if it does not exist).

@@ -25,6 +25,7 @@ func TestStoreSCSContract(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	cfg := e.Config("ap-northeast-1", false)
+	//lint:ignore SA1019 the module keeps its fake clock for tests against the real dynalite (synctest cannot drive real network I/O)
 	cfg.Now = func() time.Time { return now }
 	st, err := session.NewStore(cfg)
 	if err != nil {

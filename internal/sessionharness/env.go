@@ -12,8 +12,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -85,6 +87,58 @@ func NewClient(s *testserver.Stack, region string, transport http.RoundTripper) 
 		o.HTTPClient = &http.Client{Transport: transport}
 	}
 	return dynamodb.New(o)
+}
+
+// newEndpointClient returns a DynamoDB client for region at endpoint.
+func newEndpointClient(region, endpoint string) *dynamodb.Client {
+	return dynamodb.New(dynamodb.Options{
+		Region:       region,
+		BaseEndpoint: aws.String(endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
+	})
+}
+
+// blackhole accepts TCP connections and never answers on them: a region
+// that cannot be reached (timeouts), as opposed to one that is absent.
+type blackhole struct {
+	net.Listener
+	mu    sync.Mutex // protects conns
+	conns []net.Conn
+	done  sync.WaitGroup
+}
+
+func newBlackhole() (*blackhole, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	b := &blackhole{Listener: ln}
+	b.done.Add(1)
+	go func() {
+		defer b.done.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, c)
+			b.mu.Unlock()
+		}
+	}()
+	return b, nil
+}
+
+// Close stops accepting and closes the held connections.
+func (b *blackhole) Close() error {
+	err := b.Listener.Close()
+	b.done.Wait()
+	b.mu.Lock()
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.mu.Unlock()
+	return err
 }
 
 // Open creates a fresh session table named prefix_<random> in both

@@ -66,7 +66,7 @@ func Outage(ctx context.Context, e *Env, fallback bool, plan OutagePlan) (Outage
 	cfg := e.Config(local, fallback)
 	cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
 	cfg.MaxBackoff = 50 * time.Millisecond
-	cfg.CallTimeout = 500 * time.Millisecond
+	cfg.CallTimeout = session.DefaultCallTimeout
 	m, err := session.New(cfg)
 	if err != nil {
 		return res, err

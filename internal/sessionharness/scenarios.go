@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +89,16 @@ type AlternatingResult struct {
 	Anomalies int   `json:"anomalies"` // looked logged out or saw older data
 	Fallbacks int64 `json:"cross_region_fallbacks"`
 	Writes    int64 `json:"writes"`
+
+	// AnomalyRate is Anomalies per request. The harness resynchronises
+	// with what the service shows after every anomaly, so each request is
+	// judged on its own: a rate, not a count that saturates.
+	AnomalyRate float64 `json:"anomaly_rate"`
+	LoggedOut   int     `json:"logged_out"`   // the session came back empty
+	Stale       int     `json:"stale"`        // older data than the user's last acknowledged change
+	Failed      int     `json:"failed"`       // answered other than 200
+	LostUpdates int     `json:"lost_updates"` // acknowledged increments missing after replication settled
+	P99MS       float64 `json:"p99_ms"`
 }
 
 // Alternating logs users in and then sends each user's requests to the two
@@ -99,12 +111,42 @@ type AlternatingResult struct {
 // pauseEvery steps a user pauses for pause (the user's think time), so that
 // replication delivers its changes in the middle of the run too.
 func Alternating(ctx context.Context, e *Env, fallback bool, users, steps, pauseEvery int, pause time.Duration) (AlternatingResult, error) {
+	var cfgs [2]session.Config
+	for i, r := range Regions {
+		cfgs[i] = e.Config(r, fallback)
+	}
+	return alternating(ctx, e, cfgs, users, steps, pauseEvery, pause)
+}
+
+// UnreachableHome is [Alternating] with Tokyo's Manager configured with a
+// us-east-1 client whose endpoint accepts connections and never answers
+// (an unreachable region, not an absent one): users logged in in
+// us-east-1 whose next request lands in Tokyo before replication must not
+// lose a change (a write on Tokyo's older copy would be dropped by last
+// writer wins, or drop the newer one); they are shown the older copy and
+// their changes are refused until the copy arrives.
+func UnreachableHome(ctx context.Context, e *Env, users, steps, pauseEvery int, pause time.Duration) (AlternatingResult, error) {
+	hole, err := newBlackhole()
+	if err != nil {
+		return AlternatingResult{}, err
+	}
+	defer hole.Close()
+	var cfgs [2]session.Config
+	for i, r := range Regions {
+		cfgs[i] = e.Config(r, true)
+		cfgs[i].CallTimeout = 300 * time.Millisecond
+	}
+	cfgs[0].Clients[Regions[1]] = newEndpointClient(Regions[1], "http://"+hole.Addr().String())
+	return alternating(ctx, e, cfgs, users, steps, pauseEvery, pause)
+}
+
+func alternating(ctx context.Context, e *Env, cfgs [2]session.Config, users, steps, pauseEvery int, think time.Duration) (AlternatingResult, error) {
 	var res AlternatingResult
 	var servers [2]*server
 	var readers [2]*sdkmetric.ManualReader
-	for i, r := range Regions {
+	for i := range Regions {
 		readers[i] = sdkmetric.NewManualReader()
-		cfg := e.Config(r, fallback)
+		cfg := cfgs[i]
 		cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(readers[i]))
 		m, err := session.New(cfg)
 		if err != nil {
@@ -116,7 +158,14 @@ func Alternating(ctx context.Context, e *Env, fallback bool, users, steps, pause
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	w0 := e.Count[Regions[0]].Writes.Load() + e.Count[Regions[1]].Writes.Load()
-	var mu sync.Mutex // protects res
+	var mu sync.Mutex // protects res and lat
+	var lat []time.Duration
+	type final struct {
+		name  string
+		acked int
+		ck    *http.Cookie
+	}
+	finals := make([]final, users)
 	var wg sync.WaitGroup
 	errs := make(chan error, users)
 	for u := range users {
@@ -124,15 +173,18 @@ func Alternating(ctx context.Context, e *Env, fallback bool, users, steps, pause
 		go func() {
 			defer wg.Done()
 			usr := newUser("user"+strconv.Itoa(u), tr)
-			status, body, err := usr.do(ctx, http.MethodPost, servers[0].URL, "/login", url.Values{"user": {usr.name}})
+			home := servers[1]
+			status, body, err := usr.do(ctx, http.MethodPost, home.URL, "/login", url.Values{"user": {usr.name}})
 			if err != nil || status != http.StatusOK {
 				errs <- fmt.Errorf("login: %d %q %v", status, body, err)
 				return
 			}
-			n, requests, anomalies := 0, 0, 0
+			var r AlternatingResult
+			var mine []time.Duration
+			n := 0
 			for i := range steps {
 				if pauseEvery > 0 && i > 0 && i%pauseEvery == 0 {
-					tm := time.NewTimer(pause)
+					tm := time.NewTimer(think)
 					select {
 					case <-tm.C:
 					case <-ctx.Done():
@@ -141,11 +193,12 @@ func Alternating(ctx context.Context, e *Env, fallback bool, users, steps, pause
 						return
 					}
 				}
-				srv := servers[(i+1)%2]
+				srv := servers[i%2]
 				var status int
 				var body string
 				var err error
 				want := n
+				t0 := time.Now()
 				if i%3 == 2 {
 					status, body, err = usr.do(ctx, http.MethodGet, srv.URL, "/read", nil)
 				} else {
@@ -156,21 +209,48 @@ func Alternating(ctx context.Context, e *Env, fallback bool, users, steps, pause
 					errs <- err
 					return
 				}
-				requests++
-				if status != http.StatusOK || body != usr.name+" "+strconv.Itoa(want) {
-					anomalies++
-					// Resynchronise with what the service now shows.
-					var name string
-					var got int
-					if _, err := fmt.Sscanf(body, "%s %d", &name, &got); err == nil && name == usr.name {
-						want = got
+				mine = append(mine, time.Since(t0))
+				r.Requests++
+				name, got, _ := strings.Cut(body, " ")
+				v, convErr := strconv.Atoi(got)
+				switch {
+				case status != http.StatusOK:
+					r.Failed++
+					r.Anomalies++
+					continue // nothing acknowledged; n stays
+				case name != usr.name:
+					// Looked logged out: count it, then log in again as
+					// a user would, so that the next request is judged on
+					// its own (no cascade of anomalies).
+					r.LoggedOut++
+					r.Anomalies++
+					status, body, err := usr.do(ctx, http.MethodPost, srv.URL, "/login", url.Values{"user": {usr.name}})
+					if err != nil || status != http.StatusOK {
+						errs <- fmt.Errorf("login again: %d %q %v", status, body, err)
+						return
 					}
+					n = 0
+					continue
+				case convErr != nil || v < want:
+					r.Stale++
+				}
+				if status != http.StatusOK || body != usr.name+" "+strconv.Itoa(want) {
+					r.Anomalies++
+				}
+				// Resynchronise with what the service now shows.
+				if name == usr.name && convErr == nil {
+					want = v
 				}
 				n = want
 			}
+			finals[u] = final{name: usr.name, acked: n, ck: usr.cookieOf(home.URL)}
 			mu.Lock()
-			res.Requests += requests
-			res.Anomalies += anomalies
+			res.Requests += r.Requests
+			res.Anomalies += r.Anomalies
+			res.Failed += r.Failed
+			res.LoggedOut += r.LoggedOut
+			res.Stale += r.Stale
+			lat = append(lat, mine...)
 			mu.Unlock()
 		}()
 	}
@@ -183,7 +263,140 @@ func Alternating(ctx context.Context, e *Env, fallback bool, users, steps, pause
 		res.Fallbacks += Sum(ctx, rd, "regiondb.session.cross_region_fallbacks")
 	}
 	res.Writes = e.Count[Regions[0]].Writes.Load() + e.Count[Regions[1]].Writes.Load() - w0
+	if res.Requests > 0 {
+		res.AnomalyRate = float64(res.Anomalies) / float64(res.Requests)
+	}
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		res.P99MS = float64(lat[len(lat)*99/100].Microseconds()) / 1000
+	}
+	// After replication settled, every acknowledged increment must be in
+	// the session, in both regions.
+	if err := pause(ctx, 3*time.Second); err != nil {
+		return res, err
+	}
+	for _, f := range finals {
+		if f.ck == nil {
+			continue
+		}
+		for _, srv := range servers {
+			status, body, _, err := doWith(ctx, tr, http.MethodGet, srv.URL+"/read", f.ck)
+			if err != nil {
+				return res, err
+			}
+			name, got, _ := strings.Cut(body, " ")
+			v, _ := strconv.Atoi(got)
+			if status != http.StatusOK || name != f.name {
+				res.LostUpdates += max(f.acked, 1)
+			} else if v < f.acked {
+				res.LostUpdates += f.acked - v
+			}
+		}
+	}
 	return res, nil
+}
+
+// CrossWritesResult is the outcome of [CrossRegionWrites].
+type CrossWritesResult struct {
+	Trials       int `json:"trials"`
+	Acknowledged int `json:"acknowledged"` // trials whose two changes were both answered 200
+	Converged    int `json:"converged"`    // both regions show the same session afterwards
+	BothKept     int `json:"both_kept"`    // both acknowledged changes survived
+	OneKept      int `json:"one_kept"`     // last writer wins kept one change: the other is lost
+	// SameKeyConverged counts trials of the same-key variant (each region
+	// sets the one key to its own value) that end with one value in both.
+	SameKeyConverged int `json:"same_key_converged"`
+}
+
+// CrossRegionWrites logs a user in, waits until the session replicated,
+// and then changes it in both regions at once (a different key each, both
+// requests based on the same version), and in a second round the same key
+// to different values. The conditional version check sees only its own
+// region's table, so both saves succeed; after replication settles the
+// regions must converge, and last writer wins keeps only one item: one of
+// the two acknowledged changes is lost. The result says how often.
+func CrossRegionWrites(ctx context.Context, e *Env, trials int) (CrossWritesResult, error) {
+	res := CrossWritesResult{Trials: trials}
+	var servers [2]*server
+	for i, r := range Regions {
+		m, err := session.New(e.Config(r, true))
+		if err != nil {
+			return res, err
+		}
+		servers[i] = newServer(m)
+		defer servers[i].Close()
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	for trial := range trials {
+		usr := newUser("cross"+strconv.Itoa(trial), tr)
+		if status, body, err := usr.do(ctx, http.MethodPost, servers[0].URL, "/login", url.Values{"user": {usr.name}}); err != nil || status != http.StatusOK {
+			return res, fmt.Errorf("login: %d %q %v", status, body, err)
+		}
+		ck := usr.cookieOf(servers[0].URL)
+		if err := e.waitItem(ctx, Regions[1], ck); err != nil {
+			return res, err
+		}
+		for round, keys := range [2][2]string{{"a", "b"}, {"k", "k"}} {
+			bar := newBarrier(2)
+			for _, s := range servers {
+				s.app.loaded = func() { bar.wait(ctx) }
+			}
+			var wg sync.WaitGroup
+			var ok [2]bool
+			for i, s := range servers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					status, _, _, err := doWith(ctx, tr, http.MethodPost, s.URL+"/put?key="+keys[i]+"&value=r"+strconv.Itoa(i), ck)
+					ok[i] = err == nil && status == http.StatusOK
+				}()
+			}
+			wg.Wait()
+			for _, s := range servers {
+				s.app.loaded = nil
+			}
+			if err := pause(ctx, 3*time.Second); err != nil {
+				return res, err
+			}
+			var seen [2][2]string
+			for i, s := range servers {
+				for j, k := range keys {
+					_, v, _, err := doWith(ctx, tr, http.MethodGet, s.URL+"/get?key="+k, ck)
+					if err != nil {
+						return res, err
+					}
+					seen[i][j] = v
+				}
+			}
+			if round == 1 {
+				if seen[0] == seen[1] && (seen[0][0] == "r0" || seen[0][0] == "r1") {
+					res.SameKeyConverged++
+				}
+				continue
+			}
+			if ok[0] && ok[1] {
+				res.Acknowledged++
+			}
+			if seen[0] == seen[1] {
+				res.Converged++
+			}
+			switch kept := btoi(seen[0][0] == "r0") + btoi(seen[0][1] == "r1"); kept {
+			case 2:
+				res.BothKept++
+			case 1:
+				res.OneKept++
+			}
+		}
+	}
+	return res, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ConcurrentResult is the outcome of [Concurrent] and [ConcurrentNaive].
@@ -333,6 +546,7 @@ func ReadOnly(ctx context.Context, e *Env, users, rounds int, think, touch time.
 	res := ReadOnlyResult{Users: users}
 	clock := NewClock(time.Now())
 	cfg := e.Config(Regions[0], false)
+	//lint:ignore SA1019 the module keeps its fake clock for tests against the real dynalite (synctest cannot drive real network I/O)
 	cfg.Now = clock.Now
 	cfg.TouchInterval = touch
 	cfg.IdleTimeout = max(time.Hour, 4*touch)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -112,9 +114,10 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 	// known[i][key] is the hash of the item region i last had (seen or written).
 	// changed[i][key] is when region i last changed the item by a local write.
 	var known [2]map[string]string
+	var last [2]map[string]map[string]types.AttributeValue // the item region i last had (nil: none)
 	var changedTime [2]map[string]time.Time
 	for i := range 2 {
-		known[i], changedTime[i] = map[string]string{}, map[string]time.Time{}
+		known[i], changedTime[i], last[i] = map[string]string{}, map[string]time.Time{}, map[string]map[string]types.AttributeValue{}
 	}
 	pending := [2]map[string]change{{}, {}} // pending[i]: due in region i
 	// lastOK[i] is the last scan of region i that worked; after scans that
@@ -143,6 +146,7 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 			for _, it := range items {
 				k, h := itemKey(it, keys), itemHash(it)
 				seen[k] = true
+				last[i][k] = it
 				if known[i][k] != h {
 					known[i][k] = h
 					if !first || i == 0 {
@@ -154,6 +158,7 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 			for k := range known[i] {
 				if !seen[k] && known[i][k] != "" {
 					known[i][k] = ""
+					last[i][k] = nil
 					changedTime[i][k] = stamp
 					pending[1-i][k] = change{seen: stamp, hash: ""}
 				}
@@ -168,18 +173,43 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				if time.Since(ch.seen) < delay {
 					continue
 				}
-				if changedTime[i][k].After(ch.seen) || known[i][k] == ch.hash {
+				if changedTime[i][k].After(ch.seen) || (changedTime[i][k].Equal(ch.seen) && !winsTie(ch.item, last[i][k], i)) || known[i][k] == ch.hash {
 					delete(pending[i], k)
 					continue // the target changed it later (it wins) or has it already
 				}
 				var err error
 				if ch.item != nil {
-					_, err = r.clients[i].PutItem(ctx, &dynamodb.PutItemInput{TableName: &t.name, Item: ch.item})
+					in := &dynamodb.PutItemInput{TableName: &t.name, Item: ch.item}
+					if wt, ok := ch.item[writeTimeAttr].(*types.AttributeValueMemberN); ok {
+						// Last writer wins by write time, also against a write the
+						// target took since its last scan (Global Tables never let
+						// an older replicated write replace a newer one).
+						in.ConditionExpression = aws.String("attribute_not_exists(#t) OR #t <= :t")
+						in.ExpressionAttributeNames = map[string]string{"#t": writeTimeAttr}
+						in.ExpressionAttributeValues = map[string]types.AttributeValue{":t": wt}
+					}
+					_, err = r.clients[i].PutItem(ctx, in)
+					var cf *types.ConditionalCheckFailedException
+					if errors.As(err, &cf) { // the target's item is newer: it wins
+						delete(pending[i], k)
+						continue
+					}
 				} else {
-					_, err = r.clients[i].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &t.name, Key: keyOf(k, keys, ch, known)})
+					// The deletion happened after the scan before the one that
+					// saw it: an item the target wrote since then is newer.
+					_, err = r.clients[i].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &t.name, Key: keyOf(k, keys, ch, known),
+						ConditionExpression:       aws.String("attribute_not_exists(#t) OR #t <= :t"),
+						ExpressionAttributeNames:  map[string]string{"#t": writeTimeAttr},
+						ExpressionAttributeValues: map[string]types.AttributeValue{":t": &types.AttributeValueMemberN{Value: strconv.FormatInt(ch.seen.Add(-scanInterval).UnixMilli(), 10)}}})
+					var cf *types.ConditionalCheckFailedException
+					if errors.As(err, &cf) {
+						delete(pending[i], k)
+						continue
+					}
 				}
 				if err == nil { // else kept and retried: a region that is down gets it when it is back
 					known[i][k] = ch.hash
+					last[i][k] = ch.item
 					delete(pending[i], k)
 				}
 			}
@@ -190,6 +220,39 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 		case <-tick.C:
 		}
 	}
+}
+
+// winsTie reports whether a change replaces the item target region i
+// changed between the same two scans. Global Tables go by the writes'
+// timestamps, which the scans cannot see: the items' own write time
+// (writeTimeAttr) decides when both have one; between an item and a
+// deletion (no time: somewhere in the window) the item wins; else the first
+// region wins, so that the regions converge either way.
+func winsTie(change, target map[string]types.AttributeValue, i int) bool {
+	a, okA := writeTime(change)
+	b, okB := writeTime(target)
+	switch {
+	case okA && okB && a != b:
+		return a > b
+	case change == nil && target != nil:
+		return false
+	case change != nil && target == nil:
+		return true
+	}
+	return i == 1
+}
+
+// writeTimeAttr is the attribute holding an item's write time (epoch ms)
+// in the tables the stack replicates (the session table's touched_ms).
+const writeTimeAttr = "touched_ms"
+
+func writeTime(it map[string]types.AttributeValue) (int64, bool) {
+	n, ok := it[writeTimeAttr].(*types.AttributeValueMemberN)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(n.Value, 10, 64)
+	return v, err == nil
 }
 
 func scanAll(ctx context.Context, c *dynamodb.Client, table string) ([]map[string]types.AttributeValue, error) {

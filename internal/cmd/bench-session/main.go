@@ -5,8 +5,11 @@
 // users alternating regions while the table replicates with a 1 s delay
 // (with the cookie's version/home-region mechanism, and without it as
 // control), and lost updates under concurrent changes (conditional merge,
-// and a blind read-modify-write as control). Its last stdout line is one
-// JSON object:
+// and a blind read-modify-write as control); a regional outage (us-east-1's
+// dynalite stopped for 20 s of 60, with the fallback to Tokyo's replica and
+// without), a home region that is unreachable, concurrent writes from both
+// regions, and a logout racing a change (tombstones, and the old algorithm
+// as control). Its last stdout line is one JSON object:
 //
 //	{"writes_per_readonly_request":...,"cross_region_anomalies":0,"cross_region_anomalies_without":...}
 //
@@ -36,7 +39,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	e, err := sessionharness.Open(ctx, s, "bench_sessions", time.Second)
 	if err != nil {
