@@ -79,7 +79,7 @@ func (e *Env) ComparePeer(ctx context.Context, cfg PeerConfig) (float64, error) 
 		return 0, err
 	}
 	firstID = seed.ID
-	if err := waitReplicated(ctx, e.S); err != nil {
+	if err := e.S.WaitReplicated(ctx); err != nil {
 		return 0, err
 	}
 	runOurs := func() error { return op(ours, cfg.Scoped) }

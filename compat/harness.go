@@ -96,7 +96,7 @@ func Setup(ctx context.Context, s *testserver.Stack) (*Env, error) {
 			return nil, fmt.Errorf("%s: %w", q, err)
 		}
 	}
-	if err := waitReplicated(ctx, s); err != nil {
+	if err := s.WaitReplicated(ctx); err != nil {
 		return nil, err
 	}
 	e := &Env{S: s, admin: map[string]*sql.DB{}}
@@ -116,31 +116,6 @@ func (e *Env) Close() {
 	for _, a := range e.admin {
 		a.Close()
 	}
-}
-
-func waitReplicated(ctx context.Context, s *testserver.Stack) error {
-	m, err := sql.Open("mysql", s.DSN("m1", ""))
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	var pos string
-	if err := m.QueryRowContext(ctx, "SELECT @@global.gtid_binlog_pos").Scan(&pos); err != nil {
-		return err
-	}
-	for _, r := range []string{"r1", "r2"} {
-		db, err := sql.Open("mysql", s.DSN(r, ""))
-		if err != nil {
-			return err
-		}
-		var res sql.NullInt64
-		err = db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 10)", pos).Scan(&res)
-		db.Close()
-		if err != nil || res.Int64 != 0 {
-			return fmt.Errorf("%s did not catch up with %s: %v %v", r, pos, res, err)
-		}
-	}
-	return nil
 }
 
 // RouterConfig is the router of the suite: writer m1, local reader r1
