@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime/debug"
 	"strings"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -64,23 +63,6 @@ type telemetry struct {
 	spanAttrs  []attribute.KeyValue
 }
 
-func moduleVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	const mod = "github.com/regiondb/regiondb"
-	if bi.Main.Path == mod {
-		return bi.Main.Version
-	}
-	for _, d := range bi.Deps {
-		if d.Path == mod {
-			return d.Version
-		}
-	}
-	return ""
-}
-
 func newTelemetry(cfg *Config) *telemetry {
 	tp, mp := cfg.TracerProvider, cfg.MeterProvider
 	if tp == nil {
@@ -89,7 +71,7 @@ func newTelemetry(cfg *Config) *telemetry {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	v := moduleVersion()
+	v := otelattr.Version()
 	t := &telemetry{
 		tracer:     tp.Tracer(ScopeName, trace.WithInstrumentationVersion(v)),
 		regionAttr: attrRegion.String(cfg.Region),

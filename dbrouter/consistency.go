@@ -86,11 +86,7 @@ func (rt *Router) upperBound(ctx context.Context, r *reader, after time.Time) (*
 	var err error
 	if r == nil {
 		p, err = rt.wsample.after(ctx, after, func(ctx context.Context) (*position, error) {
-			p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
-			if err == nil {
-				rt.observeWriter(p)
-			}
-			return p, err
+			return rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
 		})
 	} else {
 		p, err = r.sample.after(ctx, after, func(ctx context.Context) (*position, error) {
@@ -144,7 +140,6 @@ func (rt *Router) WithToken(ctx context.Context, token string) (context.Context,
 	t.restored = merge(t.restored, p)
 	t.mu.Unlock()
 	t.advance(p, false)
-	rt.observeWriter(p)
 	return ctx, nil
 }
 

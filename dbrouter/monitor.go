@@ -293,7 +293,6 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 		p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
 		if err == nil {
 			wpos = p
-			rt.observeWriter(p)
 		}
 	}
 	start := time.Now()
@@ -498,17 +497,4 @@ func (rt *Router) queryPosition(ctx context.Context, db *sql.DB, q string, parse
 	// NULL or no row (a heartbeat row not yet replicated) is "nothing
 	// applied": the reader serves no read that needs a position.
 	return parse(s.String)
-}
-
-// observeWriter records a position the writer is known to have reached.
-func (rt *Router) observeWriter(p *position) {
-	for {
-		cur := rt.writerPos.Load()
-		if cur.covers(p) {
-			return
-		}
-		if rt.writerPos.CompareAndSwap(cur, merge(cur, p)) {
-			return
-		}
-	}
 }

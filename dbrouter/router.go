@@ -38,10 +38,9 @@ type Router struct {
 	nLocal  int       // readers[:nLocal] are local
 	rr      atomic.Uint32
 
-	writerPos atomic.Pointer[position] // highest writer position seen
-	wsample   sampler                  // writer position reads, for bounding what the writer served
-	changed   notifier                 // monitor state changes
-	opened    time.Time
+	wsample sampler  // writer position reads, for bounding what the writer served
+	changed notifier // monitor state changes
+	opened  time.Time
 
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
@@ -52,7 +51,6 @@ type Router struct {
 
 	classes        classCache
 	monitorQueries atomic.Int64
-	sharedLoads    atomic.Int64
 	stats          counters
 }
 
@@ -330,9 +328,10 @@ func (rt *Router) PingContext(ctx context.Context) error {
 func (rt *Router) Ping() error { return rt.PingContext(context.Background()) }
 
 // Writer returns the current writer's pool, for code that needs a
-// [*sql.Conn] or other *sql.DB methods. Writes made through it do not
-// advance read-your-writes positions, and it does not follow a later
-// failover: call Writer again.
+// [*sql.Conn] or other *sql.DB methods of the writer alone. Writes made
+// through it with a context that has a read-your-writes scope advance the
+// scope like the router's own. It does not follow a later failover: call
+// Writer again, or use [Router.DB], which does.
 func (rt *Router) Writer() *sql.DB { return rt.wdb() }
 
 // readerFailed is the failure hook of reads: if db is a reader's pool and

@@ -7,7 +7,6 @@ import (
 	"iter"
 	"net"
 	"reflect"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -247,24 +246,6 @@ type telemetry struct {
 	reg          metric.Registration
 }
 
-// instrumentationVersion returns the version of this module as the main
-// program was built with it, or "" when unknown.
-func instrumentationVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	if bi.Main.Path == "github.com/regiondb/regiondb" {
-		return bi.Main.Version
-	}
-	for _, d := range bi.Deps {
-		if d.Path == "github.com/regiondb/regiondb" {
-			return d.Version
-		}
-	}
-	return ""
-}
-
 // isDefaultGlobalTracerProvider reports whether tp is the global
 // delegating TracerProvider that otel.GetTracerProvider returns until an SDK
 // is installed with otel.SetTracerProvider. Its type is internal to otel,
@@ -284,7 +265,7 @@ func newTelemetry(cfg telemetryConfig) *telemetry {
 		cfg.dbSystem = semconv.DBSystemNameMySQL.Value.AsString()
 	}
 	t.dbSystem = semconv.DBSystemNameKey.String(cfg.dbSystem)
-	version := instrumentationVersion()
+	version := otelattr.Version()
 
 	tp := cfg.tracerProvider
 	if tp == nil {

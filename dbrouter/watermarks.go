@@ -98,7 +98,6 @@ func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) bool {
 		rt.stats.positionsRejected.Add(1)
 		return false
 	}
-	rt.sharedLoads.Add(1)
 	if st.wm != nil {
 		for {
 			old := r.wm.Load()

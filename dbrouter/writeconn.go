@@ -86,7 +86,6 @@ func (c *writeConn) capture(ctx context.Context, t *tracker, global bool) {
 		t.writerOnly.Store(true)
 		return
 	}
-	c.rt.observeWriter(p)
 	t.advance(p, true)
 }
 

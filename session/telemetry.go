@@ -35,10 +35,10 @@ type telemetry struct {
 
 func newTelemetry(c Config) *telemetry {
 	t := &telemetry{
-		tracer: c.TracerProvider.Tracer(ScopeName),
+		tracer: c.TracerProvider.Tracer(ScopeName, trace.WithInstrumentationVersion(otelattr.Version())),
 		attrs:  metric.WithAttributeSet(attribute.NewSet(regionKey.String(c.Region))),
 	}
-	m := c.MeterProvider.Meter(ScopeName)
+	m := c.MeterProvider.Meter(ScopeName, metric.WithInstrumentationVersion(otelattr.Version()))
 	var err error
 	handle := func(e error) {
 		if e != nil {
