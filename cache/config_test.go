@@ -48,8 +48,8 @@ func TestConfigNormalize(t *testing.T) {
 			got, err := tt.cfg.normalize()
 			if tt.wantField != "" {
 				var ce *ConfigError
-				if !errors.As(err, &ce) || ce.Field != tt.wantField {
-					t.Fatalf("error %v, want a *ConfigError for %s", err, tt.wantField)
+				if !errors.As(err, &ce) || ce.Field != tt.wantField || !errors.Is(err, ErrInvalidConfig) {
+					t.Fatalf("error %v, want a *ConfigError for %s matching ErrInvalidConfig", err, tt.wantField)
 				}
 				return
 			}

@@ -54,7 +54,13 @@ func (e *KeyError) Error() string {
 // Unwrap returns [ErrInvalidKey].
 func (e *KeyError) Unwrap() error { return ErrInvalidKey }
 
-// ConfigError reports an invalid [Config] field given to [New].
+// ErrInvalidConfig is matched (with [errors.Is]) by the error [New] returns
+// for a Config that fails validation; the error is a [*ConfigError] naming
+// the field.
+var ErrInvalidConfig = errors.New("cache: invalid config")
+
+// ConfigError reports an invalid [Config] field given to [New]. It matches
+// [ErrInvalidConfig].
 type ConfigError struct {
 	// Field names the Config field, e.g. "Client" or "Remotes[1].Client".
 	Field string
@@ -64,3 +70,6 @@ type ConfigError struct {
 
 // Error implements error.
 func (e *ConfigError) Error() string { return "cache: invalid Config." + e.Field + ": " + e.Reason }
+
+// Is reports whether target is [ErrInvalidConfig].
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
