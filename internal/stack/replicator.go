@@ -173,7 +173,13 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 				if time.Since(ch.seen) < delay {
 					continue
 				}
-				if changedTime[i][k].After(ch.seen) || (changedTime[i][k].Equal(ch.seen) && !winsTie(ch.item, last[i][k], i)) || known[i][k] == ch.hash {
+				// Between two items with write times, the conditional put
+				// below decides (last writer wins by write time); the scan
+				// times decide only what it cannot.
+				_, chTime := writeTime(ch.item)
+				_, targetTime := writeTime(last[i][k])
+				bySeen := changedTime[i][k].After(ch.seen) || (changedTime[i][k].Equal(ch.seen) && !winsTie(ch.item, last[i][k], i))
+				if (bySeen && !(chTime && targetTime)) || known[i][k] == ch.hash {
 					delete(pending[i], k)
 					continue // the target changed it later (it wins) or has it already
 				}
@@ -184,7 +190,13 @@ func (r *replicator) run(ctx context.Context, t *tableRepl) {
 						// Last writer wins by write time, also against a write the
 						// target took since its last scan (Global Tables never let
 						// an older replicated write replace a newer one).
-						in.ConditionExpression = aws.String("attribute_not_exists(#t) OR #t <= :t")
+						// Equal write times: the first region's item wins, so that
+						// both converge.
+						cmp := "<"
+						if i == 1 {
+							cmp = "<="
+						}
+						in.ConditionExpression = aws.String("attribute_not_exists(#t) OR #t " + cmp + " :t")
 						in.ExpressionAttributeNames = map[string]string{"#t": writeTimeAttr}
 						in.ExpressionAttributeValues = map[string]types.AttributeValue{":t": wt}
 					}
