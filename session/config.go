@@ -43,8 +43,8 @@ const (
 	// unavailable, a request waits for a session's newest version to
 	// reach the fallback region's replica.
 	DefaultReplicationWait = 1500 * time.Millisecond
-	// DefaultTokenKey is the session key under which [TokenCarrier] keeps
-	// the read-your-writes token.
+	// DefaultTokenKey is the default of [Config.TokenKey]: the session key
+	// under which [Manager.TokenCarrier] keeps the read-your-writes token.
 	DefaultTokenKey = "regiondb.ryw_token"
 )
 
@@ -89,6 +89,11 @@ type Config struct {
 	// CookieSameSite is the cookie's SameSite attribute. If zero (or
 	// http.SameSiteDefaultMode), http.SameSiteLaxMode.
 	CookieSameSite http.SameSite
+	// TokenKey is the session key under which [Manager.TokenCarrier] keeps
+	// dbrouter's read-your-writes token. If empty, [DefaultTokenKey] is
+	// used.
+	TokenKey string
+
 	// InsecureCookie, if true, omits the cookie's Secure attribute (plain
 	// HTTP during development). False (the default): the cookie is Secure
 	// whatever the request's TLS state, which is right behind a load
@@ -194,6 +199,9 @@ func (c Config) normalize() (Config, error) {
 	c.Clients = clients
 	if c.CookieName == "" {
 		c.CookieName = DefaultCookieName
+	}
+	if c.TokenKey == "" {
+		c.TokenKey = DefaultTokenKey
 	}
 	if !validCookieName(c.CookieName) {
 		return c, &ConfigError{Field: "CookieName", Reason: fmt.Sprintf("%q is not a valid cookie name", c.CookieName)}

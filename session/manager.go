@@ -712,7 +712,7 @@ func (st *state) save(ctx context.Context, h http.Header, now time.Time) error {
 				continue
 			}
 		} else {
-			if !errors.Is(err, errConflict) {
+			if !errors.Is(err, errConditionFailed) {
 				return err
 			}
 			m.tel.conflicts.Add(ctx, 1, m.tel.attrs)

@@ -270,9 +270,9 @@ type condition struct {
 	version uint64 // with exists: the item's version must be this
 }
 
-var errConflict = errors.New("session: condition failed")
+var errConditionFailed = errors.New("session: condition failed")
 
-// put writes the item if cond holds; errConflict if it did not.
+// put writes the item if cond holds; errConditionFailed if it did not.
 func (s *Store) put(ctx context.Context, key string, r record, cond condition) error {
 	it := encodeItem(key, r)
 	if n := itemSize(it); n > MaxItemSize {
@@ -294,7 +294,7 @@ func (s *Store) put(ctx context.Context, key string, r record, cond condition) e
 	ctx, span := s.start(ctx, opPut)
 	_, err := s.client.PutItem(ctx, in, s.optFn)
 	if err = s.end(span, opPut, err); isConditionFailed(err) {
-		return errConflict
+		return errConditionFailed
 	}
 	return err
 }

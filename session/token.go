@@ -38,9 +38,9 @@ type TokenCarrier struct {
 	key string
 }
 
-// TokenCarrier returns a carrier that keeps the token under [DefaultTokenKey].
+// TokenCarrier returns a carrier that keeps the token under [Config.TokenKey].
 func (m *Manager) TokenCarrier() *TokenCarrier {
-	return &TokenCarrier{m: m, key: DefaultTokenKey}
+	return &TokenCarrier{m: m, key: m.cfg.TokenKey}
 }
 
 // LoadToken returns the token kept in r's session, or "" if there is none
