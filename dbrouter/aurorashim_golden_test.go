@@ -18,6 +18,8 @@ var updateGolden = flag.Bool("update-aurora-golden", false, "rewrite testdata/au
 var auroraSQL = []string{
 	probeAuroraIDQuery,
 	probeAuroraTopologyQuery,
+	auroraHostsQuery,
+	auroraGlobalQuery,
 }
 
 // TestAuroraShimOnlyRenames asserts that what the shim runs differs from the
