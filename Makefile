@@ -6,7 +6,7 @@ TOOLS  := $(CURDIR)/.tools
 STACK  := $(TOOLS)/bin/stack
 export REGIONDB_TOOLS := $(TOOLS)
 
-.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-fleet bench-security clean
+.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-fleet bench-security bench-aurora clean
 
 all: test
 
@@ -54,6 +54,10 @@ bench-fleet: deps
 ## bench-security: hostile positions, tokens, watermarks and cache items against the readers; the classifier against real effects
 bench-security: deps
 	$(STACK) run -- $(GO) run ./internal/cmd/bench-security
+
+## bench-aurora: the Aurora paths on the stack through the Aurora shim (load-balanced reader, heartbeat rollback, stale-DNS failover, probes, writer connections)
+bench-aurora: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-aurora
 
 ## clean: remove the stack folder and the tools (no stack may be running)
 clean:

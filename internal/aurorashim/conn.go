@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // connector wraps a go-sql-driver/mysql connector.
@@ -38,7 +39,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		return nil, err
 	}
 	c.shim.counted(id)
-	return &conn{baseConn: bc}, nil
+	return &conn{baseConn: bc, shim: c.shim, id: id}, nil
 }
 
 func (c *connector) Driver() driver.Driver { return c.base.Driver() }
@@ -58,7 +59,17 @@ type baseConn interface {
 }
 
 // conn rewrites the statements of a driver connection.
-type conn struct{ baseConn }
+type conn struct {
+	baseConn
+	shim   *Shim
+	id     string    // the instance's id
+	closed sync.Once // counts the close once
+}
+
+func (c *conn) Close() error {
+	c.closed.Do(func() { c.shim.opened(c.id, -1) })
+	return c.baseConn.Close()
+}
 
 var _ baseConn = (*conn)(nil)
 

@@ -3,6 +3,7 @@ package aurorashim
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -12,7 +13,9 @@ import (
 // endpoint names (host:port as written in DSNs, such as
 // "mycluster.cluster-xyz.ap-northeast-1.rds.test:3306") to stack addresses.
 // A name may map to several addresses (a load-balanced reader endpoint):
-// dials then take them in turn. [Resolver.Repoint] can keep the old answer
+// each dial then takes one at random, as DNS round robin looks to clients
+// that cache answers differently (strict turns would lock into a phase
+// with whoever else dials the name). [Resolver.Repoint] can keep the old answer
 // for a while, like a client's DNS cache after Aurora moves an endpoint.
 // Addresses it does not know are dialled as they are. Safe for concurrent
 // use; its zero value is ready.
@@ -27,7 +30,6 @@ type Resolver struct {
 
 type answer struct {
 	addrs      []string
-	next       int
 	stale      []string  // the old answer, served until staleUntil
 	staleUntil time.Time //
 	dials      map[string]int64
@@ -81,8 +83,8 @@ func (a *answer) current(now time.Time) []string {
 	return a.addrs
 }
 
-// Lookup returns the address a dial of name would use now, and advances a
-// load-balanced name to its next address.
+// Lookup returns the address a dial of name would use now (for a
+// load-balanced name, one of its addresses at random).
 func (r *Resolver) Lookup(name string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -94,8 +96,7 @@ func (r *Resolver) Lookup(name string) string {
 	if len(addrs) == 0 {
 		return name
 	}
-	addr := addrs[a.next%len(addrs)]
-	a.next++
+	addr := addrs[rand.IntN(len(addrs))]
 	a.dials[addr]++
 	return addr
 }

@@ -120,8 +120,55 @@ type Shim struct {
 	Resolver *Resolver
 
 	connects atomic.Int64
-	mu       sync.Mutex       // protects counts
+	mu       sync.Mutex       // protects counts, open and peak
 	counts   map[string]int64 // connections opened per instance id
+	open     map[string]int64 // connections open per instance id
+	peak     map[string]int64 // most connections open at once per instance id
+}
+
+// Failover moves the writer role to server as Aurora does: the current
+// writer stops taking writes first (read_only, like a writer that
+// restarts), then the stack promotes server, then every server's tables
+// are rewritten (the writer row moves).
+func (s *Shim) Failover(ctx context.Context, server string) error {
+	old, err := s.Stack.Primary(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.SetWritable(ctx, old, false); err != nil {
+		return err
+	}
+	if err := s.Stack.Promote(ctx, server); err != nil {
+		return err
+	}
+	return s.Sync(ctx)
+}
+
+// SetWritable sets server's read_only (innodb_read_only through the shim).
+func (s *Shim) SetWritable(ctx context.Context, server string, writable bool) error {
+	v := "1"
+	if writable {
+		v = "0"
+	}
+	return s.admin(ctx, server, "SET GLOBAL read_only = "+v)
+}
+
+// PeakOpen returns the most connections of this shim's connectors that
+// were open at once to the instance with id.
+func (s *Shim) PeakOpen(id string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak[id]
+}
+
+func (s *Shim) opened(id string, d int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open == nil {
+		s.open, s.peak = map[string]int64{}, map[string]int64{}
+	}
+	s.open[id] += d
+	s.peak[id] = max(s.peak[id], s.open[id])
 }
 
 // Setup creates the shim's tables on every instance's server (dropping old
@@ -280,4 +327,5 @@ func (s *Shim) counted(id string) {
 	}
 	s.counts[id]++
 	s.mu.Unlock()
+	s.opened(id, 1)
 }
