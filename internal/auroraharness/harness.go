@@ -48,17 +48,23 @@ type Config struct {
 
 // Report is the figures of issue 16 that the stack can show.
 type Report struct {
-	LBReaderViolations    int64            `json:"lb_reader_violations"`
-	LBReaderControl       int64            `json:"lb_reader_control"`
-	LBReaderReads         int64            `json:"lb_reader_reads_by_readers"`
-	RollbackStaleReads    int64            `json:"rollback_stale_reads"`
-	RollbackControl       int64            `json:"rollback_control"`
-	FailoverFlaps         int64            `json:"failover_flaps"`
-	FailoverErrorWindowMS int64            `json:"failover_error_window_ms"`
-	StaleDNSMS            int64            `json:"failover_stale_dns_ms"`
-	ProbesPerProcessPerS  float64          `json:"probes_per_process_per_s"`
-	ProbesPerEndpointPerS float64          `json:"probes_per_endpoint_per_s"`
-	WriterConnsPerRegion  map[string]int64 `json:"writer_conns_per_region"`
+	LBReaderViolations    int64 `json:"lb_reader_violations"`
+	LBReaderControl       int64 `json:"lb_reader_control"`
+	LBReaderReads         int64 `json:"lb_reader_reads_by_readers"`
+	RollbackStaleReads    int64 `json:"rollback_stale_reads"`
+	RollbackControl       int64 `json:"rollback_control"`
+	FailoverFlaps         int64 `json:"failover_flaps"`
+	FailoverErrorWindowMS int64 `json:"failover_error_window_ms"`
+	StaleDNSMS            int64 `json:"failover_stale_dns_ms"`
+	// The failover under today's configuration (cluster endpoints only).
+	FailoverControlFlaps         int64 `json:"failover_control_flaps"`
+	FailoverControlErrorWindowMS int64 `json:"failover_control_error_window_ms"`
+	// The endpoints that took the successful writes, in order.
+	FailoverWriters        []string         `json:"failover_writers"`
+	FailoverControlWriters []string         `json:"failover_control_writers"`
+	ProbesPerProcessPerS   float64          `json:"probes_per_process_per_s"`
+	ProbesPerEndpointPerS  float64          `json:"probes_per_endpoint_per_s"`
+	WriterConnsPerRegion   map[string]int64 `json:"writer_conns_per_region"`
 }
 
 func (c *Config) defaults() {

@@ -38,3 +38,27 @@ func TestCorrectness(t *testing.T) {
 			rep.RollbackControl, rep.RollbackStaleReads)
 	}
 }
+
+// TestFailoverStaleDNS: after a failover behind 5 s of stale DNS and two
+// writer rows, the router settles on the new instance once, well within the
+// stale window. (The control's outcome depends on where DNS balancing sends
+// its probes, so it is reported, not asserted.)
+func TestFailoverStaleDNS(t *testing.T) {
+	s := testserver.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t.Cleanup(func() {
+		if err := fresh(context.Background(), s); err != nil {
+			t.Errorf("reset: %v", err)
+		}
+	})
+	cfg := Config{Logf: t.Logf}
+	cfg.defaults()
+	flaps, window, writers, err := failover(ctx, s, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flaps != 0 || window > 5000 || len(writers) != 2 || writers[1] != "tokyo-b" {
+		t.Errorf("%d flaps, error window %d ms, writers %v; want 0 flaps, at most 5000 ms, [tokyo-a tokyo-b]", flaps, window, writers)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/regiondb/regiondb/dbrouter"
+	"github.com/regiondb/regiondb/internal/aurorashim"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 
@@ -217,58 +218,92 @@ func startWrites(ctx context.Context, rt *dbrouter.Router, stop <-chan struct{})
 }
 
 // Failover: an in-region failover (tokyo-a → tokyo-b) while the cluster
-// writer endpoint keeps naming tokyo-a for StaleDNS. The router opened with
-// OpenAurora must settle on tokyo-b once (no flapping), within a bounded
-// error window.
+// writer endpoint keeps naming tokyo-a for StaleDNS and every instance's
+// replica_host_status shows two writer rows (the old one older). The router
+// opened with OpenAurora must settle on tokyo-b once (no flapping), within
+// a bounded error window. The control is today's configuration (Open with
+// the cluster writer and reader endpoints): its writer search can take the
+// reader endpoint, which DNS balances onto the new writer, for the writer.
 func Failover(ctx context.Context, s *testserver.Stack, cfg Config, rep *Report) error {
-	if err := fresh(ctx, s); err != nil {
+	flaps, window, writers, err := failover(ctx, s, cfg, false)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	rep.FailoverControlFlaps, rep.FailoverControlErrorWindowMS, rep.FailoverControlWriters = flaps, window, writers
+	if rep.FailoverFlaps, rep.FailoverErrorWindowMS, rep.FailoverWriters, err = failover(ctx, s, cfg, true); err != nil {
 		return err
 	}
-	c, err := newCluster(ctx, s, true)
+	rep.StaleDNSMS = cfg.StaleDNS.Milliseconds()
+	cfg.Logf("bench-aurora: failover: error window %d ms, %d flaps (control: %d ms, %d flaps)",
+		rep.FailoverErrorWindowMS, rep.FailoverFlaps, window, flaps)
+	return nil
+}
+
+func failover(ctx context.Context, s *testserver.Stack, cfg Config, aurora bool) (flaps, windowMS int64, writers []string, err error) {
+	if err := fresh(ctx, s); err != nil {
+		return 0, 0, nil, err
+	}
+	c, err := newCluster(ctx, s, false)
 	if err != nil {
-		return err
+		return 0, 0, nil, err
 	}
 	ccfg, err := c.config(c.shim, testserver.PrimaryRegion)
 	if err != nil {
-		return err
+		return 0, 0, nil, err
 	}
-	rt, err := dbrouter.OpenAurora(ctx, c.instances(ccfg, c.shim))
+	var rt *dbrouter.Router
+	if aurora {
+		rt, err = dbrouter.OpenAurora(ctx, c.instances(ccfg, c.shim))
+	} else {
+		rt, err = dbrouter.Open(ccfg)
+	}
 	if err != nil {
-		return err
+		return 0, 0, nil, err
 	}
 	defer rt.Close()
 	if err := waitReady(ctx, rt); err != nil {
-		return err
+		return 0, 0, nil, err
 	}
 	stop := make(chan struct{})
 	loop := startWrites(ctx, rt, stop)
+	halt := func() {
+		close(stop)
+		loop.wg.Wait()
+	}
 	if err := pause(ctx, 300*time.Millisecond); err != nil {
-		return err
+		halt()
+		return 0, 0, nil, err
 	}
 	start := time.Now()
 	c.res.Repoint(writerEndpoint, cfg.StaleDNS, s.Addr("r1"))
 	if err := c.shim.Failover(ctx, "r1"); err != nil {
-		close(stop)
-		loop.wg.Wait()
-		return err
+		halt()
+		return 0, 0, nil, err
+	}
+	// The old writer's row lingers beside the new one's.
+	now := time.Now()
+	rows := []aurorashim.Row{
+		{ServerID: "tokyo-a", SessionID: aurorashim.WriterSession, Updated: now.Add(-time.Second)},
+		{ServerID: "tokyo-b", SessionID: aurorashim.WriterSession, Updated: now},
+		{ServerID: "tokyo-c", SessionID: "session-tokyo-c", Updated: now},
+	}
+	for _, sv := range []string{"m1", "r1", "r2"} {
+		if err := c.shim.SetRows(ctx, sv, rows, nil); err != nil {
+			halt()
+			return 0, 0, nil, err
+		}
 	}
 	// Run past the stale DNS window.
-	if err := pause(ctx, cfg.StaleDNS+time.Second); err != nil {
-		close(stop)
-		loop.wg.Wait()
-		return err
+	perr := pause(ctx, cfg.StaleDNS+time.Second)
+	halt()
+	if perr != nil {
+		return 0, 0, nil, perr
 	}
-	close(stop)
-	loop.wg.Wait()
-	var firstErr, lastErr time.Time
-	var flaps int64
+	var lastErr time.Time
 	prev := ""
-	changes := 0
+	changes := int64(0)
 	for _, e := range loop.events {
 		if e.err != nil && !e.at.Before(start) {
-			if firstErr.IsZero() {
-				firstErr = e.at
-			}
 			lastErr = e.at
 		}
 		if e.err == nil && e.writer != prev {
@@ -276,25 +311,19 @@ func Failover(ctx context.Context, s *testserver.Stack, cfg Config, rep *Report)
 				changes++
 			}
 			prev = e.writer
+			writers = append(writers, e.writer)
 		}
 	}
-	if changes > 1 {
-		flaps = int64(changes - 1)
-	}
-	if f := rt.Stats().Failovers; f > 1 {
-		flaps = max(flaps, f-1)
-	}
-	if prev != "tokyo-b" {
-		return fmt.Errorf("writes ended on %q, want tokyo-b", prev)
-	}
-	rep.FailoverFlaps = flaps
-	rep.StaleDNSMS = cfg.StaleDNS.Milliseconds()
-	if !firstErr.IsZero() {
+	// One writer change is the failover; more are flaps.
+	flaps = max(changes-1, rt.Stats().Failovers-1, 0)
+	if !lastErr.IsZero() {
 		// From the failover's start to the last failed write.
-		rep.FailoverErrorWindowMS = lastErr.Sub(start).Milliseconds()
+		windowMS = lastErr.Sub(start).Milliseconds()
 	}
-	cfg.Logf("bench-aurora: failover: error window %d ms, %d flaps, %d writes", rep.FailoverErrorWindowMS, flaps, len(loop.events))
-	return nil
+	if aurora && prev != "tokyo-b" {
+		return 0, 0, nil, fmt.Errorf("writes ended on %q, want tokyo-b", prev)
+	}
+	return flaps, windowMS, writers, nil
 }
 
 // Probes: the writer stops taking writes and nothing is promoted for

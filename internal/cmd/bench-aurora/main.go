@@ -6,12 +6,18 @@
 //	{"lb_reader_violations":0,"lb_reader_control":N,"lb_reader_reads_by_readers":R,
 //	 "rollback_stale_reads":0,"rollback_control":N,"failover_flaps":0,
 //	 "failover_error_window_ms":X,"failover_stale_dns_ms":5000,
+//	 "failover_control_flaps":F,"failover_control_error_window_ms":W,
+//	 "failover_writers":["tokyo-a","tokyo-b"],"failover_control_writers":[...],
 //	 "probes_per_process_per_s":Y,"probes_per_endpoint_per_s":Z,
 //	 "writer_conns_per_region":{"ap-northeast-1":A,"us-east-1":B}}
 //
 // lb_reader_control and rollback_control are the stale reads of the naive
 // controls (one watermark for a load-balanced endpoint; a heartbeat without
-// the writer's identity) and must be above zero. probes_per_process_per_s
+// the writer's identity) and must be above zero. The failover_control_*
+// keys are today's configuration (cluster endpoints only) in the same
+// failover: its writer search may take the reader endpoint, which DNS
+// balances onto the new writer, for the writer ("cluster-ro" among
+// failover_control_writers). probes_per_process_per_s
 // counts every connection the process opened to any instance while no
 // writer could be found (an upper bound of the probes);
 // probes_per_endpoint_per_s is the same per instance. Write forwarding is
