@@ -60,11 +60,15 @@ type Report struct {
 	FailoverControlFlaps         int64 `json:"failover_control_flaps"`
 	FailoverControlErrorWindowMS int64 `json:"failover_control_error_window_ms"`
 	// The endpoints that took the successful writes, in order.
-	FailoverWriters        []string         `json:"failover_writers"`
-	FailoverControlWriters []string         `json:"failover_control_writers"`
-	ProbesPerProcessPerS   float64          `json:"probes_per_process_per_s"`
-	ProbesPerEndpointPerS  float64          `json:"probes_per_endpoint_per_s"`
-	WriterConnsPerRegion   map[string]int64 `json:"writer_conns_per_region"`
+	FailoverWriters        []string `json:"failover_writers"`
+	FailoverControlWriters []string `json:"failover_control_writers"`
+	// ProbesPerProcessPerS is the connections one process opened to each
+	// instance per second while no writer could be found (what a writer
+	// coming up receives from each process of the fleet);
+	// ProbeConnsPerProcessPerS is the same summed over every instance.
+	ProbesPerProcessPerS     float64          `json:"probes_per_process_per_s"`
+	ProbeConnsPerProcessPerS float64          `json:"probe_conns_per_process_per_s"`
+	WriterConnsPerRegion     map[string]int64 `json:"writer_conns_per_region"`
 }
 
 func (c *Config) defaults() {

@@ -327,9 +327,9 @@ func failover(ctx context.Context, s *testserver.Stack, cfg Config, aurora bool)
 }
 
 // Probes: the writer stops taking writes and nothing is promoted for
-// Outage; every write triggers or joins a writer search. It counts the
-// probe connections the process opens per second (all endpoints, and per
-// endpoint).
+// Outage; every write triggers or joins a writer search. It counts every
+// connection the process opens meanwhile (an upper bound of the probes),
+// per instance and per second, and summed over the instances.
 func Probes(ctx context.Context, s *testserver.Stack, cfg Config, rep *Report) error {
 	if err := fresh(ctx, s); err != nil {
 		return err
@@ -374,8 +374,8 @@ func Probes(ctx context.Context, s *testserver.Stack, cfg Config, rep *Report) e
 	}
 	probes := float64(c.shim.Connects() - before)
 	endpoints := float64(len(c.shim.Instances))
-	rep.ProbesPerProcessPerS = round2(probes / elapsed)
-	rep.ProbesPerEndpointPerS = round2(probes / endpoints / elapsed)
+	rep.ProbesPerProcessPerS = round2(probes / endpoints / elapsed)
+	rep.ProbeConnsPerProcessPerS = round2(probes / elapsed)
 	cfg.Logf("bench-aurora: writer search: %.0f connections in %.1f s over %d searches", probes, elapsed, rt.Stats().WriterSearches-searches)
 	return nil
 }

@@ -8,7 +8,7 @@
 //	 "failover_error_window_ms":X,"failover_stale_dns_ms":5000,
 //	 "failover_control_flaps":F,"failover_control_error_window_ms":W,
 //	 "failover_writers":["tokyo-a","tokyo-b"],"failover_control_writers":[...],
-//	 "probes_per_process_per_s":Y,"probes_per_endpoint_per_s":Z,
+//	 "probes_per_process_per_s":Y,"probe_conns_per_process_per_s":Z,
 //	 "writer_conns_per_region":{"ap-northeast-1":A,"us-east-1":B}}
 //
 // lb_reader_control and rollback_control are the stale reads of the naive
@@ -18,9 +18,10 @@
 // failover: its writer search may take the reader endpoint, which DNS
 // balances onto the new writer, for the writer ("cluster-ro" among
 // failover_control_writers). probes_per_process_per_s
-// counts every connection the process opened to any instance while no
-// writer could be found (an upper bound of the probes);
-// probes_per_endpoint_per_s is the same per instance. Write forwarding is
+// counts the connections the process opened to each instance per second
+// while no writer could be found (an upper bound of the probes: what a
+// writer coming up gets from each process); probe_conns_per_process_per_s
+// is the same summed over the three instances. Write forwarding is
 // not implemented, so writer_conns_with_forwarding is not reported.
 package main
 
