@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -32,6 +33,11 @@ const auroraWriterSession = "MASTER_SESSION_ID"
 // topology from an instance that did not confirm it is the writer.
 const auroraConfirmRounds = 3
 
+// auroraReadTimeout bounds one topology read of OpenAurora (connect and
+// three queries), also under a ctx without a deadline: long enough for a
+// cross-region handshake.
+const auroraReadTimeout = 5 * time.Second
+
 // auroraTopology is what one instance says about its cluster.
 type auroraTopology struct {
 	self     string            // the answering instance's id
@@ -44,7 +50,8 @@ type auroraTopology struct {
 
 // OpenAurora opens a [Router] for an Aurora MySQL cluster (or Global
 // Database) that routes to each instance through its own endpoint, with one
-// watermark per instance. It does network I/O, bounded by ctx: through the
+// watermark per instance. It does network I/O, bounded by ctx (and each
+// endpoint's part by five seconds): through the
 // configured Writer (the cluster endpoint) or, if that does not answer, the
 // configured Readers (cluster reader endpoints), it reads the topology from
 // information_schema.replica_host_status (rows updated in the last 300 s;
@@ -250,6 +257,8 @@ func (b *auroraBuilder) endpoint(id, region string) (Endpoint, error) {
 // readAuroraTopology asks the instance behind c who it is and what the
 // cluster looks like, on one fresh connection.
 func readAuroraTopology(ctx context.Context, c driver.Connector, defRegion string) (*auroraTopology, error) {
+	ctx, cancel := context.WithTimeout(ctx, auroraReadTimeout)
+	defer cancel()
 	db := sql.OpenDB(c)
 	defer db.Close()
 	conn, err := db.Conn(ctx)

@@ -3,7 +3,10 @@ package dbrouter
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,17 +109,22 @@ func TestOpenAuroraStaleWriterDNS(t *testing.T) {
 	s := testserver.Require(t)
 	sh, cfg := auroraStack(t, s)
 	ctx := ctxT(t)
-	if err := s.Promote(ctx, "r1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := sh.Sync(ctx); err != nil {
+	if err := sh.Failover(ctx, "r1"); err != nil {
 		t.Fatal(err)
 	}
 	sh.Resolver.Repoint(auroraWriterEndpoint, 30*time.Second, s.Addr("r1"))
 	if got := sh.Resolver.Lookup(auroraWriterEndpoint); got != s.Addr("m1") {
 		t.Fatalf("resolver is not stale: %s", got)
 	}
+	var logs strings.Builder
+	var mu sync.Mutex
+	cfg.Logger = slog.New(slog.NewTextHandler(&auroraLogWriter{mu: &mu, w: &logs}, nil))
 	rt := openAurora(t, cfg)
+	mu.Lock()
+	if !strings.Contains(logs.String(), "writer endpoint led to a reader") || !strings.Contains(logs.String(), "instance=tokyo-a") {
+		t.Errorf("no stale-DNS warning in the log:\n%s", logs.String())
+	}
+	mu.Unlock()
 	if w := rt.Stats().Writer; w != "tokyo-b" {
 		t.Fatalf("writer %q, want tokyo-b", w)
 	}
@@ -136,10 +144,7 @@ func TestAuroraFailoverInstances(t *testing.T) {
 	sh, cfg := auroraStack(t, s)
 	rt := openAurora(t, cfg)
 	ctx := ctxT(t)
-	if err := s.Promote(ctx, "r1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := sh.Sync(ctx); err != nil {
+	if err := sh.Failover(ctx, "r1"); err != nil {
 		t.Fatal(err)
 	}
 	sh.Resolver.Repoint(auroraWriterEndpoint, 30*time.Second, s.Addr("r1"))
@@ -157,6 +162,29 @@ func TestAuroraFailoverInstances(t *testing.T) {
 	if st.Writer != "tokyo-b" || st.Failovers != 1 {
 		t.Fatalf("writer %q after %d failovers, want tokyo-b after 1", st.Writer, st.Failovers)
 	}
+}
+
+// TestOpenAuroraRegionWithoutPattern: an instance of a region without a
+// host pattern gets no endpoint (and is logged), the rest work.
+func TestOpenAuroraRegionWithoutPattern(t *testing.T) {
+	s := testserver.Require(t)
+	_, cfg := auroraStack(t, s)
+	delete(cfg.AuroraInstanceHosts, testserver.SecondaryRegion)
+	rt := openAurora(t, cfg)
+	if got := strings.Join(readerNames(rt), ","); got != "tokyo-b/ap-northeast-1" {
+		t.Fatalf("readers %s", got)
+	}
+}
+
+type auroraLogWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *auroraLogWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func TestOpenAuroraConfigErrors(t *testing.T) {
