@@ -6,7 +6,7 @@ TOOLS  := $(CURDIR)/.tools
 STACK  := $(TOOLS)/bin/stack
 export REGIONDB_TOOLS := $(TOOLS)
 
-.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-fleet bench-security bench-compat clean
+.PHONY: all deps demo test check stack bench-ryw bench-overhead bench-failover bench-session bench-cache bench-fleet bench-security bench-compat bench-aurora clean
 
 all: test
 
@@ -58,6 +58,10 @@ bench-security: deps
 ## bench-compat: GORM, sqlx, ent, bun, sqlc and otelsql on the routing *sql.DB (module compat/)
 bench-compat: deps
 	$(STACK) run -- sh -c 'cd compat && $(GO) run ./cmd/bench-compat'
+
+## bench-aurora: the Aurora paths on the stack through the Aurora shim (load-balanced reader, heartbeat rollback, stale-DNS failover, probes, writer connections)
+bench-aurora: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench-aurora
 
 ## clean: remove the stack folder and the tools (no stack may be running)
 clean:

@@ -162,6 +162,21 @@ type Config struct {
 	// instance that still reports itself writable during a failover.
 	Aurora bool
 
+	// AuroraInstanceHosts, with Aurora, makes [OpenAurora] route to each
+	// instance of the cluster through its own instance endpoint. It maps a
+	// region to the host pattern of the instance endpoints in that region,
+	// "?" standing for the instance id (@@aurora_server_id), with an
+	// optional port, such as "?.abcdefghijkl.us-east-1.rds.amazonaws.com"
+	// (the AWS wrappers' clusterInstanceHostPattern). [Open] refuses it:
+	// use OpenAurora. Nil means no instance topology.
+	AuroraInstanceHosts map[string]string
+
+	// NewConnector, if not nil, makes the connector of every endpoint that
+	// the router builds itself from a DSN (the Aurora instances of
+	// [OpenAurora]), such as a driver with IAM authentication or custom
+	// TLS. If nil, go-sql-driver/mysql is used as for a DSN of [Endpoint].
+	NewConnector func(dsn string) (driver.Connector, error) `json:"-"`
+
 	// RecordQueryText is ignored: every span records the statement's text
 	// as db.query.text with its literals replaced by "?" (never its
 	// arguments), as the database conventions recommend by default.
@@ -183,6 +198,9 @@ type Config struct {
 	// instrumentation. If nil, the global providers are used.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
+
+	// auroraInstances is set by OpenAurora on the Config it passes to Open.
+	auroraInstances bool
 }
 
 // Endpoint is one database server (or cluster endpoint).
@@ -316,6 +334,9 @@ func validate(cfg Config) (*normalized, error) {
 	if c.Aurora && c.Dialect == DialectMySQL {
 		return nil, &ConfigError{Field: "Dialect", Reason: "DialectMySQL cannot tell what an Aurora reader has applied " +
 			"(Aurora replicas do not replicate through the binary log): use DialectHeartbeat with Aurora"}
+	}
+	if len(c.AuroraInstanceHosts) > 0 && !c.auroraInstances {
+		return nil, &ConfigError{Field: "AuroraInstanceHosts", Reason: "set, but the router was not opened with OpenAurora"}
 	}
 	if c.HeartbeatTable != "" && !validIdent(c.HeartbeatTable) {
 		return nil, &ConfigError{Field: "HeartbeatTable", Reason: "not a plain table name"}

@@ -41,9 +41,11 @@ const (
 	probeReadOnlyQuery = "SELECT @@global.read_only, @@global.innodb_read_only"
 	// On Aurora MySQL the probe also asks the instance for its own id and
 	// the topology table for the writer's id (the row of the writer has
-	// SESSION_ID = 'MASTER_SESSION_ID').
+	// SESSION_ID = 'MASTER_SESSION_ID'; during a failover two rows may, and
+	// the newest wins).
 	probeAuroraIDQuery       = "SELECT @@aurora_server_id, @@global.innodb_read_only"
-	probeAuroraTopologyQuery = "SELECT SERVER_ID FROM information_schema.replica_host_status WHERE SESSION_ID = 'MASTER_SESSION_ID'"
+	probeAuroraTopologyQuery = "SELECT SERVER_ID FROM information_schema.replica_host_status WHERE SESSION_ID = 'MASTER_SESSION_ID' " +
+		"ORDER BY LAST_UPDATE_TIMESTAMP DESC LIMIT 1"
 )
 
 // writerCandidate is one configured endpoint that a writer search probes: the

@@ -128,6 +128,13 @@
 // loses the last beats cannot make a reader look fresher than it is. A reader whose heartbeat row is
 // missing or NULL serves no read that needs a position.
 //
+// On Aurora, open the router with [OpenAurora]: it reads the cluster's own
+// topology and routes to each instance through its instance endpoint, with
+// one watermark per instance, so that a DNS-balanced reader endpoint never
+// stands for several instances and stale DNS of the writer endpoint cannot
+// lead writes to a reader. Its documentation lists what remains unverified
+// without a real Aurora cluster; examples/aurora-check settles it.
+//
 // # Tokens across requests and regions
 //
 // [Router.Middleware] reads the token from the Regiondb-Token header (API

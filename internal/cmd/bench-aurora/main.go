@@ -1,0 +1,63 @@
+// Command bench-aurora runs the Aurora harness (package
+// internal/auroraharness) against the local stack made to look like Aurora
+// MySQL by internal/aurorashim. Run it with `make bench-aurora`. Its last
+// line is one JSON object:
+//
+//	{"lb_reader_violations":0,"lb_reader_control":N,"lb_reader_reads_by_readers":R,
+//	 "rollback_stale_reads":0,"rollback_control":N,"failover_flaps":0,
+//	 "failover_error_window_ms":X,"failover_stale_dns_ms":5000,
+//	 "failover_control_flaps":F,"failover_control_error_window_ms":W,
+//	 "failover_writers":["tokyo-a","tokyo-b"],"failover_control_writers":[...],
+//	 "probes_per_process_per_s":Y,"probe_conns_per_process_per_s":Z,
+//	 "writer_conns_per_region":{"ap-northeast-1":A,"us-east-1":B}}
+//
+// lb_reader_control and rollback_control are the stale reads of the naive
+// controls (one watermark for a load-balanced endpoint; a heartbeat without
+// the writer's identity) and must be above zero. The failover_control_*
+// keys are today's configuration (cluster endpoints only) in the same
+// failover: its writer search may take the reader endpoint, which DNS
+// balances onto the new writer, for the writer ("cluster-ro" among
+// failover_control_writers). probes_per_process_per_s
+// counts the connections the process opened to each instance per second
+// while no writer could be found (an upper bound of the probes: what a
+// writer coming up gets from each process); probe_conns_per_process_per_s
+// is the same summed over the three instances. Write forwarding is
+// not implemented, so writer_conns_with_forwarding is not reported.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/regiondb/regiondb/internal/auroraharness"
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+func main() {
+	reads := flag.Int("reads", 200, "write-then-read pairs per router in the read-your-writes scenarios")
+	stale := flag.Duration("stale-dns", 5*time.Second, "how long the cluster writer endpoint names the old writer after the failover")
+	outage := flag.Duration("outage", 6*time.Second, "how long the writer search finds no writer")
+	flag.Parse()
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	_ = mysql.SetLogger(&mysql.NopLogger{})
+	s, err := testserver.Lookup()
+	if err != nil {
+		logf("bench-aurora: %v", err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rep, err := auroraharness.Run(ctx, s, auroraharness.Config{Reads: *reads, StaleDNS: *stale, Outage: *outage, Logf: logf})
+	if err != nil {
+		logf("bench-aurora: %v", err)
+		os.Exit(1)
+	}
+	b, _ := json.Marshal(rep)
+	fmt.Println(string(b))
+}
