@@ -183,6 +183,11 @@ type Config struct {
 	// instrumentation. If nil, the global providers are used.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
+
+	// unguardedPromotedWait restores, for the control of a test only, the
+	// behaviour before issue 13: a reader that became the writer gets
+	// unguarded server-side waits, which time out on MariaDB.
+	unguardedPromotedWait bool
 }
 
 // Endpoint is one database server (or cluster endpoint).

@@ -73,6 +73,13 @@ func (rt *Router) writerFor(i int) *writerTarget {
 func (rt *Router) writerChanged(_, to int) {
 	w := rt.writerFor(to)
 	rt.wcur.Store(w)
+	for _, r := range rt.readers {
+		if r.cand == to {
+			// Now the writer: not behind anything (see Router.has).
+			r.lagNanos.Store(0)
+			r.recentLag.Store(0)
+		}
+	}
 	rt.stats.failovers.Add(1)
 	rt.tel.recordFailover(rt.ctx, w.tel)
 	rt.changed.broadcast()

@@ -137,6 +137,10 @@ func Open(cfg Config) (*Router, error) {
 		return nil, err
 	}
 	d, _ := newDialect(n.Dialect, n.HeartbeatTable)
+	if md, ok := d.(mariaDialect); ok && n.unguardedPromotedWait {
+		md.unguarded = true
+		d = md
+	}
 	rt := &Router{
 		cfg:     n.Config,
 		dialect: d,
@@ -169,7 +173,7 @@ func Open(cfg Config) (*Router, error) {
 				continue
 			}
 			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened}), local: local},
-				kick: make(chan struct{}, 1), tel: rt.candTel[i+1]}
+				kick: make(chan struct{}, 1), cand: i + 1, tel: rt.candTel[i+1]}
 			n.ReaderPool.apply(r.db)
 			r.idx = len(rt.readers)
 			r.healthy.Store(true)
@@ -393,7 +397,7 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 	}
 	if r != nil && t.touchedOther(rt, r) {
 		rt.settle(ctx, t)
-		if !r.wm.Load().covers(t.need.Load()) {
+		if !rt.has(r, t.need.Load()) {
 			tg, r = rt.routeRead(ctx, o, t, req)
 		}
 	}
@@ -429,7 +433,7 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 	}
 	if o.maxStaleness > 0 {
 		if r := rt.pickStale(o.maxStaleness); r != nil {
-			if req != nil && !r.wm.Load().covers(req.pos) {
+			if req != nil && !rt.has(r, req.pos) {
 				req.ok.Store(false)
 			}
 			return readerTarget(r, telReasonStaleness), r
@@ -438,7 +442,7 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 		// The reader of the scope's previous read needs no bound of what
 		// it served; a remote one is kept only while no local one
 		// qualifies.
-		if r := t.sticky(rt); r != nil && r.local && r.usable(rt.cfg.MaxLag) && r.wm.Load().covers(need) {
+		if r := t.sticky(rt); r != nil && r.local && r.usable(rt.cfg.MaxLag) && rt.has(r, need) {
 			return readerTarget(r, telReasonFreshReader), r
 		}
 		if r := rt.pick(need, need.empty() && !rt.cfg.PreferWriter); r != nil {
@@ -461,14 +465,14 @@ func (rt *Router) pick(need *position, remote bool) *reader {
 	if n := rt.nLocal; n > 0 {
 		start := int(rt.rr.Add(1))
 		for i := range n {
-			if r := rt.readers[(start+i)%n]; r.usable(maxLag) && (need.empty() || r.wm.Load().covers(need)) {
+			if r := rt.readers[(start+i)%n]; r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
 		}
 	}
 	if remote {
 		for _, r := range rt.readers[rt.nLocal:] {
-			if r.usable(maxLag) && (need.empty() || r.wm.Load().covers(need)) {
+			if r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
 		}
@@ -476,11 +480,26 @@ func (rt *Router) pick(need *position, remote bool) *reader {
 	return nil
 }
 
+// isWriter reports whether r is the endpoint the router currently writes to
+// (a reader that was promoted).
+func (rt *Router) isWriter(r *reader) bool {
+	return rt.wcur.Load().cand == r.cand && !rt.cfg.unguardedPromotedWait
+}
+
+// has reports whether r can serve a read that must observe need: r is known
+// to have applied it, or r is the current writer, which has every write
+// acknowledged since it became the writer (a read that no reader can serve
+// goes to the writer anyway, so serving it on the writer's reader pool
+// shows the same data, without a position wait).
+func (rt *Router) has(r *reader, need *position) bool {
+	return need.empty() || r.wm.Load().covers(need) || rt.isWriter(r)
+}
+
 // pickStale returns a reader (local first) known to be at most d behind.
 func (rt *Router) pickStale(d time.Duration) *reader {
 	limit := time.Now().Add(-d).UnixNano()
 	for _, r := range rt.readers {
-		if r.usable(rt.cfg.MaxLag) && r.freshAsOf.Load() >= limit {
+		if r.usable(rt.cfg.MaxLag) && (r.freshAsOf.Load() >= limit || rt.isWriter(r)) {
 			return r
 		}
 	}
