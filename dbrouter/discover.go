@@ -157,6 +157,18 @@ func (w *writerSearch) find(ctx context.Context) (int, error) {
 	}
 }
 
+// gone returns the error of the last search if it found no writer, and nil
+// when it found one or no search ended yet: while it is not nil, the
+// writer is known to be unreachable.
+func (w *writerSearch) gone() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failures == 0 || w.last == nil {
+		return nil
+	}
+	return w.last.err
+}
+
 // kick starts a search in the background, unless one is running or the
 // last one ended less than the interval ago. It does not wait.
 func (w *writerSearch) kick() {

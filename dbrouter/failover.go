@@ -21,6 +21,7 @@ type writerTarget struct {
 // target is where routing sends one statement: the pool, its telemetry
 // attributes, the role, and why.
 type target struct {
+	err    error // not nil: the statement cannot run anywhere (see Router.unavailable)
 	db     *sql.DB
 	ep     *telEndpoint
 	w      *writerTarget // the writer target, for the writer role
@@ -46,6 +47,19 @@ func (rt *Router) fallback(ctx context.Context, why telFallback) target {
 	rt.stats.readsWriter.Add(1)
 	rt.tel.recordFallback(ctx, why)
 	return rt.toWriter(telReasonFallback)
+}
+
+// unavailable returns the target of a read that no usable reader can serve
+// while the writer is known gone (serr is the last writer search's error):
+// it fails with an error matching ErrPositionUnavailable without being
+// sent, and kicks a writer search so that a promoted server is found even
+// when no write asks for one.
+func (rt *Router) unavailable(ctx context.Context, serr error) target {
+	rt.search.kick()
+	rt.tel.recordFallback(ctx, telFallbackNoReader)
+	t := rt.toWriter(telReasonFallback)
+	t.err = &positionUnavailableError{search: serr}
+	return t
 }
 
 // writerFor returns the writer-role pool of candidate i, opening it on first

@@ -277,9 +277,14 @@ func (rt *Router) QueryRowContext(ctx context.Context, query string, args ...any
 		return nil
 	})
 	if row == nil && err != nil {
-		// Closed: a Row can only carry an error through a pool, and the
-		// closed pools report it.
-		row = rt.wdb().QueryRowContext(ctx, query, args...)
+		// Closed, or no server can serve the read: a Row can only carry an
+		// error through a pool. The closed pools report the first; the
+		// routing pool routes the read again and reports the second.
+		if rt.closed.Load() {
+			row = rt.wdb().QueryRowContext(ctx, query, args...)
+		} else {
+			row = rt.sqldb.QueryRowContext(ctx, query, args...)
+		}
 	}
 	return row
 }
@@ -390,15 +395,19 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 	}
 	req, _ := ctx.Value(requireKey{}).(*requirement)
 	tg, r := rt.routeRead(ctx, o, t, req)
-	if o.maxStaleness > 0 || t == nil {
+	if o.maxStaleness > 0 || t == nil || tg.err != nil {
 		// Bounded-staleness reads opt out of the scope's guarantees.
 		rt.countRead(r)
 		return tg
 	}
 	if r != nil && t.touchedOther(rt, r) {
 		rt.settle(ctx, t)
-		if !rt.has(r, t.need.Load()) {
-			tg, r = rt.routeRead(ctx, o, t, req)
+		if t.writerOnly.Load() || !rt.has(r, t.need.Load()) {
+			// r may be behind what the scope's reads showed (or what
+			// they showed could not be bounded): route again.
+			if tg, r = rt.routeRead(ctx, o, t, req); tg.err != nil {
+				return tg
+			}
 		}
 	}
 	rt.countRead(r)
@@ -427,7 +436,7 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 	}
 	if req != nil {
 		if req.pos == nil {
-			return rt.fallback(ctx, telFallbackNoReader), nil
+			return rt.writerOrUnavailable(ctx), nil
 		}
 		need = merge(need, req.pos)
 	}
@@ -453,9 +462,19 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 			return rt.fallback(ctx, telFallbackNoReader), nil
 		}
 	} else {
-		return rt.fallback(ctx, telFallbackNoReader), nil
+		return rt.writerOrUnavailable(ctx), nil
 	}
 	return rt.waitAndPick(ctx, need, req, o.maxStaleness)
+}
+
+// writerOrUnavailable returns the writer as the fallback of a read that only
+// the writer can serve, or, while the writer is known gone, the target that
+// fails the read with ErrPositionUnavailable.
+func (rt *Router) writerOrUnavailable(ctx context.Context) target {
+	if serr := rt.search.gone(); serr != nil {
+		return rt.unavailable(ctx, serr)
+	}
+	return rt.fallback(ctx, telFallbackNoReader)
 }
 
 // pick returns a usable reader that has applied need (which may be empty):
@@ -525,6 +544,13 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 		}
 		return rt.pick(need, remote && !rt.cfg.PreferWriter)
 	}
+	if serr := rt.search.gone(); serr != nil {
+		// The writer is gone: no wait, and no fallback to it.
+		if r := pickNow(true); r != nil {
+			return readerTarget(r, telReasonFreshReader), r
+		}
+		return rt.unavailable(ctx, serr), nil
+	}
 	if len(cands) == 0 || bound <= 0 {
 		if r := pickNow(true); r != nil {
 			return readerTarget(r, telReasonFreshReader), r
@@ -564,6 +590,9 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 			rt.tel.recordTokenWait(ctx, time.Since(now))
 			if r := pickNow(true); r != nil {
 				return readerTarget(r, telReasonTokenWait), r
+			}
+			if serr := rt.search.gone(); serr != nil {
+				return rt.unavailable(ctx, serr), nil
 			}
 			return rt.fallback(ctx, telFallbackTokenTimeout), nil
 		case <-ctx.Done():
