@@ -191,3 +191,21 @@ func waitRelayed(t *testing.T, s *testserver.Stack, replica string) {
 		return false
 	})
 }
+
+// TestPositionUnavailableError: the error matches ErrPositionUnavailable and
+// the search's ErrNoWriter, names the endpoints' answers, and no other
+// sentinel.
+func TestPositionUnavailableError(t *testing.T) {
+	serr := &noWriterError{names: []string{"m1", "r2"}, errs: []error{errors.New("connection refused"), nil}}
+	err := error(&positionUnavailableError{search: serr})
+	if !errors.Is(err, ErrPositionUnavailable) || !errors.Is(err, ErrNoWriter) {
+		t.Fatalf("%v does not match ErrPositionUnavailable and ErrNoWriter", err)
+	}
+	if errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrOverloaded) {
+		t.Fatalf("%v matches an unrelated sentinel", err)
+	}
+	want := "dbrouter: no reachable server has what the read must observe: dbrouter: no writable server: m1: connection refused; r2: read-only"
+	if err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
+}
