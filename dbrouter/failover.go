@@ -106,7 +106,9 @@ func (rt *Router) writerChanged(_, to int) {
 // error for the caller: unchanged for the caller's own cancellation and for
 // ordinary SQL errors; matching ErrOutcomeUnknown for a write whose
 // connection broke after it was sent; the search's error (ErrNoWriter) when
-// no writer could be found.
+// no writer could be found. A read whose connection broke is retried once
+// when the search found another writer (after a failover), and gets the
+// search's error when it found none.
 func (rt *Router) writeFailed(ctx context.Context, t target, write bool, err error) (next target, retry bool, _ error) {
 	k := classifyFailure(ctx, err)
 	switch k {
@@ -127,9 +129,19 @@ func (rt *Router) writeFailed(ctx context.Context, t target, write bool, err err
 		}
 		return target{db: w.db, ep: w.tel, w: w, route: telRouteWriter, reason: t.reason}, true, nil
 	case failLost, failServerGone:
-		rt.search.kick()
 		if write {
+			rt.search.kick()
 			return t, false, newOutcomeUnknown(t.w.spec.Name, false, err)
+		}
+		// A read lost with its connection may run again, but only on
+		// another writer (a failover): on the same server it may be the
+		// read itself that broke it (a timeout), and it would run twice.
+		if i, serr := rt.search.find(ctx); serr == nil {
+			if w := rt.writerFor(i); w != t.w {
+				return target{db: w.db, ep: w.tel, w: w, route: telRouteWriter, reason: t.reason}, true, nil
+			}
+		} else if ctx.Err() == nil {
+			return t, false, serr
 		}
 	case failOverloaded:
 		return t, false, &overloadedError{endpoint: t.w.spec.Name, err: unwrapConnectError(err)}

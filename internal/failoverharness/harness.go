@@ -128,8 +128,9 @@ type Result struct {
 	// UnknownApplied counts outcome-unknown writes whose rows exist.
 	UnknownApplied int
 	// Reads, ReadErrors count the read-backs (Config.Scope) and the ones
-	// that failed or did not see their write.
-	Reads, ReadErrors int
+	// that failed or did not see their write; ReadMissed counts those that
+	// did not see it (a read-your-writes violation or a lost write).
+	Reads, ReadErrors, ReadMissed int
 	// ReadP90Before is the p90 latency of the read-backs that ended before
 	// the kill; ReadP90After of those that ended 2 to 10 s after the first
 	// write acknowledged after the kill (0: none).
@@ -253,15 +254,21 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 					"INSERT INTO %s.acked (id, writer, at) VALUES (%d, %d, NOW(6))", Database, id, w))
 				done := time.Now()
 				var rd *timedRead
-				readErr := false
+				var readErr error
+				missed := false
 				if err == nil && cfg.Scope != nil {
 					var got int
 					rerr := db.QueryRowContext(wctx, fmt.Sprintf("SELECT writer FROM %s.acked WHERE id = %d", Database, id)).Scan(&got)
 					end := time.Now()
-					if rerr == nil && got == w {
+					switch {
+					case rerr == nil && got == w:
 						rd = &timedRead{end: end, took: end.Sub(done)}
-					} else if loadCtx.Err() == nil {
-						readErr = true
+					case loadCtx.Err() != nil:
+					case rerr == nil || errors.Is(rerr, sql.ErrNoRows):
+						readErr = fmt.Errorf("read-back of acknowledged write %d did not see it (writer %d)", id, got)
+						missed = true
+					default:
+						readErr = fmt.Errorf("read-back: %w", rerr)
 					}
 				}
 				cancel()
@@ -277,9 +284,16 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 						res.Reads++
 						res.reads = append(res.reads, *rd)
 					}
-					if readErr {
+					if readErr != nil {
 						res.Reads++
 						res.ReadErrors++
+						if missed {
+							res.ReadMissed++
+						}
+						if len(res.Errors) < 8 && !seenErr[readErr.Error()] {
+							seenErr[readErr.Error()] = true
+							res.Errors = append(res.Errors, readErr.Error())
+						}
 					}
 					if k := killed.Load(); k != 0 && done.UnixNano() > k {
 						res.AckedAfterKill++
@@ -455,8 +469,8 @@ func (r Result) String() string {
 	sort.Strings(errs)
 	reads := ""
 	if r.Reads > 0 {
-		reads = fmt.Sprintf("; read-backs %d (%d failed), p90 %v before the kill, %v 2-10 s after recovery",
-			r.Reads, r.ReadErrors, r.ReadP90Before.Round(time.Microsecond), r.ReadP90After.Round(time.Microsecond))
+		reads = fmt.Sprintf("; read-backs %d (%d failed, %d missed their write), p90 %v before the kill, %v 2-10 s after recovery",
+			r.Reads, r.ReadErrors, r.ReadMissed, r.ReadP90Before.Round(time.Microsecond), r.ReadP90After.Round(time.Microsecond))
 	}
 	return fmt.Sprintf("%s; acked %d (%d after the kill), lost %d, outcome unknown %d (%d applied), failed %d (%d applied)%s; errors: %q",
 		rec, r.Acked, r.AckedAfterKill, r.Lost, r.Unknown, r.UnknownApplied, r.Failed, r.FailedButApplied, reads, errs)

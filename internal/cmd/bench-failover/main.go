@@ -30,14 +30,15 @@
 //	 "post_failover_read_p90_ratio":...,"failed_but_applied":0,"outcome_unknown":N,
 //	 "region_loss":{"reads_served":N,"reads_failed":F,"writes_failed_fast_ms":X,"recover_ms":Y},
 //	 "lossy_cases":{"<case>":{"acked":N,"acked_lost":L,"outcome_unknown":U,"failed":F,"failed_but_applied":0,"recover_ms":R}},
-//	 "control_failed_but_applied":C}
+//	 "control_failed_but_applied":C,"post_failover_reads_missed":0}
 //
 // control_failed_but_applied is the naive control's count: a plain *sql.DB
 // reports a write whose connection broke as failed although it may have
 // committed, so it is usually above 0, which shows the count can see it.
 //
 // It exits non-zero if the control recovered, the router did not, a write
-// was lost in step 2, a failure was not definite, the read ratio is over
+// was lost or a read-back missed its write (post_failover_reads_missed) in
+// step 2, a failure was not definite, the read ratio is over
 // 1.5, or region loss failed writes slower than 1 s or recovered slower
 // than 10 s. It resets the stack before and after each run.
 package main
@@ -144,6 +145,10 @@ func run() int {
 	if readRatio < 0 || readRatio > 1.5 {
 		logf("bench-failover: FAIL: post_failover_read_p90_ratio %.3f, want <= 1.5 (%v before, %v after)",
 			readRatio, res.ReadP90Before, res.ReadP90After)
+		fail = 1
+	}
+	if res.ReadMissed > 0 {
+		logf("bench-failover: FAIL: %d read-backs did not see their acknowledged write", res.ReadMissed)
 		fail = 1
 	}
 	failedButApplied, unknown := res.FailedButApplied, res.Unknown
@@ -254,11 +259,12 @@ func run() int {
 		RegionLoss               regionLossJSON      `json:"region_loss"`
 		LossyCases               map[string]caseJSON `json:"lossy_cases"`
 		ControlFailedButApplied  int                 `json:"control_failed_but_applied"`
+		ReadsMissed              int                 `json:"post_failover_reads_missed"`
 	}{res.Lost, recoverMS, ratio, round3(readRatio), failedButApplied, unknown, regionLossJSON{
 		ReadsServed: loss.ReadsServed, ReadsFailed: loss.ReadsFailed,
 		WritesFailedFastMS: ms(loss.WritesFailedSlowest, loss.WritesFailed > 0),
 		RecoverMS:          ms(loss.RecoverTime, loss.Recovered),
-	}, lossy, ctl.FailedButApplied})
+	}, lossy, ctl.FailedButApplied, res.ReadMissed})
 	fmt.Println(string(out))
 	return fail
 }
