@@ -90,6 +90,7 @@ type writerSearch struct {
 	lastDone time.Time     // when the last search ended
 	gap      time.Duration // least time after lastDone before the next search
 	failures int           // searches in a row that found no writer
+	goneAt   time.Time     // when the first of them ended
 	last     *writerSearchCall
 	closed   bool
 }
@@ -157,16 +158,17 @@ func (w *writerSearch) find(ctx context.Context) (int, error) {
 	}
 }
 
-// gone returns the error of the last search if it found no writer, and nil
-// when it found one or no search ended yet: while it is not nil, the
-// writer is known to be unreachable.
-func (w *writerSearch) gone() error {
+// gone returns since when searches have found no writer and the error of
+// the last one; the error is nil when the last
+// search found one or no search ended yet. While it is not nil, the writer
+// is known to be unreachable.
+func (w *writerSearch) gone() (since time.Time, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.failures == 0 || w.last == nil {
-		return nil
+		return time.Time{}, nil
 	}
-	return w.last.err
+	return w.goneAt, w.last.err
 }
 
 // kick starts a search in the background, unless one is running or the
@@ -227,6 +229,9 @@ func (w *writerSearch) search(call *writerSearchCall) {
 		w.failures = 0
 	} else {
 		w.failures++
+		if w.failures == 1 {
+			w.goneAt = w.cfg.now()
+		}
 		w.gap <<= min(w.failures-1, searchBackoffSteps)
 		w.gap += rand.N(w.gap/4 + 1)
 	}

@@ -268,9 +268,11 @@
 //     [WithMaxStaleness] bound a surviving reader meets are served by the
 //     survivors, and a read that must observe a position no usable reader
 //     has applied (its scope's writes, a token, [Router.RequirePosition], a
-//     staleness bound no survivor meets) fails at once with an error
-//     matching [ErrPositionUnavailable] instead of waiting MaxWait for a
-//     writer that is gone. Each such failure, and each failed position
+//     staleness bound no survivor meets) fails with an error matching
+//     [ErrPositionUnavailable] instead of waiting MaxWait for a writer that
+//     is gone: the readers get the time their recent lag allowed, counted
+//     from when the writer was found gone, to apply what they had received,
+//     and after that such reads fail at once. Each such failure, and each failed position
 //     query of the writer by a monitor, starts a writer search, so a
 //     replica promoted in another region is found without a restart. On the
 //     local stack, with m1 and r1 killed and r2 promoted 3 s later, a

@@ -23,9 +23,11 @@ var ErrNoWriter = errors.New("dbrouter: no writable server")
 // a token, [Router.RequirePosition]) or be at most [WithMaxStaleness] stale,
 // when no usable reader qualifies and the writer is known to be gone: the
 // last writer search found no writable server. Until a writer is found again
-// such a read fails at once instead of waiting [Config].MaxWait for a
-// position that no surviving server may ever apply (the writes it must see
-// may exist only on the servers that are gone). The error also matches
+// such a read does not wait [Config].MaxWait for a position that no
+// surviving server may ever apply (the writes it must see may exist only on
+// the servers that are gone): the readers get the time their lag allowed,
+// counted from when the writer was found gone, to apply what they had
+// received, and after that such reads fail at once. The error also matches
 // [ErrNoWriter] and unwraps to the search's error. Reads that need nothing,
 // and bounded-staleness reads that a reader is fresh enough for, are still
 // served by the surviving readers.

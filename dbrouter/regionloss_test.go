@@ -22,7 +22,7 @@ func readKV(rt *Router, ctx context.Context, k string) (int, time.Duration, erro
 // region (m1 and r1) is killed at once. A us-east-1 router keeps serving
 // reads from r2 (eventual ones, a scope whose writes r2 has, a read that
 // allows a minute of staleness); a scope that wrote something r2 never
-// applied gets ErrPositionUnavailable at once, not after MaxWait; writes fail
+// applied gets ErrPositionUnavailable quickly, not after MaxWait; writes fail
 // within 1 s with ErrNoWriter. After r2 is promoted across regions, the
 // routers of both regions write again within 10 s without a restart, and
 // the scope that failed reads again (on the new writer).
@@ -103,14 +103,17 @@ func TestRegionLossStack(t *testing.T) {
 		if !errors.Is(err, ErrPositionUnavailable) || !errors.Is(err, ErrNoWriter) {
 			t.Fatalf("scope B read %d: %v, want ErrPositionUnavailable", i, err)
 		}
-		if took > 200*time.Millisecond {
-			t.Errorf("scope B read %d failed after %v, want fast (MaxWait is %v)", i, took, cfgUS.MaxWait)
+		t.Logf("scope B read %d: ErrPositionUnavailable after %v", i, took.Round(time.Microsecond))
+		// The first read may wait for r2 as long as its lag said when the
+		// writer was found gone; the later ones fail at once.
+		if limit := map[bool]time.Duration{true: time.Second, false: 100 * time.Millisecond}[i == 0]; took > limit {
+			t.Errorf("scope B read %d failed after %v, want <= %v (MaxWait is %v)", i, took, limit, cfgUS.MaxWait)
 		}
 		_, took, err = readKV(us, WithMaxStaleness(ctx, time.Millisecond), kA)
 		if !errors.Is(err, ErrPositionUnavailable) {
 			t.Fatalf("control: read allowing 1 ms of staleness %d: %v, want ErrPositionUnavailable", i, err)
 		}
-		if took > 200*time.Millisecond {
+		if took > 100*time.Millisecond {
 			t.Errorf("control read %d failed after %v, want fast", i, took)
 		}
 	}

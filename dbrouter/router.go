@@ -40,7 +40,10 @@ type Router struct {
 	writerPos atomic.Pointer[position] // highest writer position seen
 	wsample   sampler                  // writer position reads, for bounding what the writer served
 	changed   notifier                 // monitor state changes
-	opened    time.Time
+
+	goneMu               sync.Mutex // protects goneSince, goneUntil
+	goneSince, goneUntil time.Time  // see goneDeadline
+	opened               time.Time
 
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
@@ -467,11 +470,23 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 	return rt.waitAndPick(ctx, need, req, o.maxStaleness)
 }
 
+// goneDeadline returns until when reads wait for readers after the writer
+// was found gone at since: since plus bound as the first read that asked
+// for this since computed it.
+func (rt *Router) goneDeadline(since time.Time, bound time.Duration) time.Time {
+	rt.goneMu.Lock()
+	defer rt.goneMu.Unlock()
+	if !rt.goneSince.Equal(since) {
+		rt.goneSince, rt.goneUntil = since, since.Add(bound)
+	}
+	return rt.goneUntil
+}
+
 // writerOrUnavailable returns the writer as the fallback of a read that only
 // the writer can serve, or, while the writer is known gone, the target that
 // fails the read with ErrPositionUnavailable.
 func (rt *Router) writerOrUnavailable(ctx context.Context) target {
-	if serr := rt.search.gone(); serr != nil {
+	if _, serr := rt.search.gone(); serr != nil {
 		return rt.unavailable(ctx, serr)
 	}
 	return rt.fallback(ctx, telFallbackNoReader)
@@ -544,12 +559,19 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 		}
 		return rt.pick(need, remote && !rt.cfg.PreferWriter)
 	}
-	if serr := rt.search.gone(); serr != nil {
-		// The writer is gone: no wait, and no fallback to it.
+	if since, serr := rt.search.gone(); serr != nil {
+		// The writer is gone, and no fallback to it. Readers may still
+		// apply what they received before it went: reads wait for that
+		// as long as the readers' lag said when the first read found the
+		// writer gone (not longer: the lag of a reader waited on grows
+		// with the wait), and after that fail at once.
 		if r := pickNow(true); r != nil {
 			return readerTarget(r, telReasonFreshReader), r
 		}
-		return rt.unavailable(ctx, serr), nil
+		bound = min(bound, time.Until(rt.goneDeadline(since, bound)))
+		if len(cands) == 0 || bound <= 0 {
+			return rt.unavailable(ctx, serr), nil
+		}
 	}
 	if len(cands) == 0 || bound <= 0 {
 		if r := pickNow(true); r != nil {
@@ -591,7 +613,7 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 			if r := pickNow(true); r != nil {
 				return readerTarget(r, telReasonTokenWait), r
 			}
-			if serr := rt.search.gone(); serr != nil {
+			if _, serr := rt.search.gone(); serr != nil {
 				return rt.unavailable(ctx, serr), nil
 			}
 			return rt.fallback(ctx, telFallbackTokenTimeout), nil
