@@ -54,9 +54,10 @@ func (rt *Router) fallback(ctx context.Context, why telFallback) target {
 // it fails with an error matching ErrPositionUnavailable without being
 // sent, and kicks a writer search so that a promoted server is found even
 // when no write asks for one.
-func (rt *Router) unavailable(ctx context.Context, serr error) target {
+func (rt *Router) unavailable(serr error) target {
 	rt.search.kick()
-	rt.tel.recordFallback(ctx, telFallbackNoReader)
+	// The span names the writer (the read's last resort) with the error;
+	// no writer fallback is counted: nothing is sent.
 	t := rt.toWriter(telReasonFallback)
 	t.err = &positionUnavailableError{search: serr}
 	return t

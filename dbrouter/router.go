@@ -487,7 +487,7 @@ func (rt *Router) goneDeadline(since time.Time, bound time.Duration) time.Time {
 // fails the read with ErrPositionUnavailable.
 func (rt *Router) writerOrUnavailable(ctx context.Context) target {
 	if _, serr := rt.search.gone(); serr != nil {
-		return rt.unavailable(ctx, serr)
+		return rt.unavailable(serr)
 	}
 	return rt.fallback(ctx, telFallbackNoReader)
 }
@@ -570,7 +570,7 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 		}
 		bound = min(bound, time.Until(rt.goneDeadline(since, bound)))
 		if len(cands) == 0 || bound <= 0 {
-			return rt.unavailable(ctx, serr), nil
+			return rt.unavailable(serr), nil
 		}
 	}
 	if len(cands) == 0 || bound <= 0 {
@@ -614,7 +614,7 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 				return readerTarget(r, telReasonTokenWait), r
 			}
 			if _, serr := rt.search.gone(); serr != nil {
-				return rt.unavailable(ctx, serr), nil
+				return rt.unavailable(serr), nil
 			}
 			return rt.fallback(ctx, telFallbackTokenTimeout), nil
 		case <-ctx.Done():
