@@ -201,6 +201,11 @@ type Config struct {
 
 	// auroraInstances is set by OpenAurora on the Config it passes to Open.
 	auroraInstances bool
+
+	// unguardedPromotedWait restores, for the control of a test only, the
+	// behaviour before issue 13: a reader that became the writer gets
+	// unguarded server-side waits, which time out on MariaDB.
+	unguardedPromotedWait bool
 }
 
 // Endpoint is one database server (or cluster endpoint).

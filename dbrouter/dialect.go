@@ -85,7 +85,9 @@ func newDialect(d Dialect, table string) (dialect, error) {
 	return nil, fmt.Errorf("unknown dialect %d", int(d))
 }
 
-type mariaDialect struct{}
+type mariaDialect struct {
+	unguarded bool // tests only: the wait without its read_only guard (see Config)
+}
 
 func (mariaDialect) lastWriteQuery() string { return "SELECT @@last_gtid" }
 func (mariaDialect) writerQuery() string    { return "SELECT @@global.gtid_binlog_pos" }
@@ -100,12 +102,22 @@ func (mariaDialect) parseReader(s string) (*position, error) { return parseMaria
 // MASTER_GTID_WAIT compares sequence numbers per domain and ignores the
 // server id (checked on MariaDB 10.11: '0-99-5' and '0-0-5' both return 0
 // on a replica at 0-1-1422), so positions without server ids work.
-func (mariaDialect) waitQuery(p *position, timeout time.Duration) string {
+//
+// On a primary it waits on gtid_slave_pos, which the primary's own commits
+// never enter, so a reader that was promoted would time out for every write
+// made on it since. The wait is therefore guarded: a writable server answers
+// NULL at once (no wait), and the monitor reads its gtid_current_pos, which
+// has its own commits.
+func (d mariaDialect) waitQuery(p *position, timeout time.Duration) string {
 	if p.empty() || !p.only(streamDomain) {
 		return ""
 	}
-	b := make([]byte, 0, 48+24*len(p.parts))
-	b = append(b, "SELECT MASTER_GTID_WAIT('"...)
+	b := make([]byte, 0, 80+24*len(p.parts))
+	if d.unguarded {
+		b = append(b, "SELECT (MASTER_GTID_WAIT('"...)
+	} else {
+		b = append(b, "SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT('"...)
+	}
 	for i, pp := range p.parts {
 		if i > 0 {
 			b = append(b, ',')
@@ -114,7 +126,7 @@ func (mariaDialect) waitQuery(p *position, timeout time.Duration) string {
 		b = append(b, "-0-"...)
 		b = strconv.AppendUint(b, pp.seq, 10)
 	}
-	return string(appendTimeout(b, timeout))
+	return string(append(appendTimeout(b, timeout), ')'))
 }
 
 func (mariaDialect) kind() streamKind { return streamDomain }

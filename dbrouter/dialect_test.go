@@ -142,7 +142,7 @@ func TestDialectsWithFakes(t *testing.T) {
 
 func TestWaitQueries(t *testing.T) {
 	p := mustPos(t, "0:8,1:5")
-	if got := (mariaDialect{}).waitQuery(p, 500*time.Millisecond); got != "SELECT MASTER_GTID_WAIT('0-0-8,1-0-5', 0.500)" {
+	if got := (mariaDialect{}).waitQuery(p, 500*time.Millisecond); got != "SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT('0-0-8,1-0-5', 0.500))" {
 		t.Errorf("mariadb: %s", got)
 	}
 	p = mustPos(t, uuidA+":42")

@@ -92,6 +92,7 @@ type writerSearch struct {
 	lastDone time.Time     // when the last search ended
 	gap      time.Duration // least time after lastDone before the next search
 	failures int           // searches in a row that found no writer
+	goneAt   time.Time     // when the first of them ended
 	last     *writerSearchCall
 	closed   bool
 }
@@ -159,6 +160,19 @@ func (w *writerSearch) find(ctx context.Context) (int, error) {
 	}
 }
 
+// gone returns since when searches have found no writer and the error of
+// the last one; the error is nil when the last
+// search found one or no search ended yet. While it is not nil, the writer
+// is known to be unreachable.
+func (w *writerSearch) gone() (since time.Time, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failures == 0 || w.last == nil {
+		return time.Time{}, nil
+	}
+	return w.goneAt, w.last.err
+}
+
 // kick starts a search in the background, unless one is running or the
 // last one ended less than the interval ago. It does not wait.
 func (w *writerSearch) kick() {
@@ -217,6 +231,9 @@ func (w *writerSearch) search(call *writerSearchCall) {
 		w.failures = 0
 	} else {
 		w.failures++
+		if w.failures == 1 {
+			w.goneAt = w.cfg.now()
+		}
 		w.gap <<= min(w.failures-1, searchBackoffSteps)
 		w.gap += rand.N(w.gap/4 + 1)
 	}

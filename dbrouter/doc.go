@@ -258,6 +258,38 @@
 //     error matching [ErrOutcomeUnknown]: it may or may not have been applied,
 //     and only the application can tell. When no writer is found the error
 //     matches [ErrNoWriter] and names each endpoint's answer.
+//   - A reader that became the writer (the search found it writable) serves
+//     any read-your-writes read without a position wait: it has every write
+//     acknowledged since it became the writer, and a read no reader can
+//     serve would go to it anyway. MariaDB's MASTER_GTID_WAIT waits on
+//     gtid_slave_pos, which a primary's own commits never enter, so the
+//     router's wait is guarded by @@read_only (a writable server answers at
+//     once and its gtid_current_pos is read instead). On the local stack,
+//     read-after-write latency 2 s after the first write that followed a
+//     failover is back to what it was before the kill
+//     (post_failover_read_p90_ratio of make bench-failover, about 0.4–0.5).
+//   - Loss of the writer's whole region. While the last writer search found
+//     no writable server, writes fail at once with [ErrNoWriter] (the search
+//     result is reused for WriterSearchInterval, then searches back off to
+//     one every 2–2.5 s), reads that need nothing and reads whose
+//     [WithMaxStaleness] bound a surviving reader meets are served by the
+//     survivors, and a read that must observe a position no usable reader
+//     has applied (its scope's writes, a token, [Router.RequirePosition], a
+//     staleness bound no survivor meets) fails with an error matching
+//     [ErrPositionUnavailable] instead of waiting MaxWait for a writer that
+//     is gone: the readers get the time their recent lag allowed, counted
+//     from when the writer was found gone, to apply what they had received,
+//     and after that such reads fail at once. Each such failure, and each failed position
+//     query of the writer by a monitor, starts a writer search, so a
+//     replica promoted in another region is found without a restart. On the
+//     local stack, with m1 and r1 killed and r2 promoted 3 s later, a
+//     us-east-1 router served every read that allowed 30 s of staleness,
+//     failed writes in under 40 ms, and both regions' routers wrote again
+//     about 1.1 s after the promotion (region_loss of make bench-failover).
+//     What the lost region had acknowledged but not replicated is lost with
+//     it: that is the database's loss (acked_lost of bench-failover's lossy
+//     cases), and a read of the scope that wrote it shows the new writer's
+//     data.
 //   - The caller's own cancellation or deadline is never taken for a server
 //     failure: it excludes no reader and starts no writer search; its error is
 //     returned as database/sql returns it.

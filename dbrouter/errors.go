@@ -18,6 +18,21 @@ var ErrOutcomeUnknown = errors.New("dbrouter: outcome unknown")
 // its timeout), for example while a failover is still promoting a replica.
 var ErrNoWriter = errors.New("dbrouter: no writable server")
 
+// ErrPositionUnavailable is matched (with [errors.Is]) by the error of a
+// read that must observe a replication position (a read-your-writes scope,
+// a token, [Router.RequirePosition]) or be at most [WithMaxStaleness] stale,
+// when no usable reader qualifies and the writer is known to be gone: the
+// last writer search found no writable server. Until a writer is found again
+// such a read does not wait [Config].MaxWait for a position that no
+// surviving server may ever apply (the writes it must see may exist only on
+// the servers that are gone): the readers get the time their lag allowed,
+// counted from when the writer was found gone, to apply what they had
+// received, and after that such reads fail at once. The error also matches
+// [ErrNoWriter] and unwraps to the search's error. Reads that need nothing,
+// and bounded-staleness reads that a reader is fresh enough for, are still
+// served by the surviving readers.
+var ErrPositionUnavailable = errors.New("dbrouter: no reachable server has what the read must observe")
+
 // ErrOverloaded is matched (with [errors.Is]) by the error of a statement
 // that an endpoint refused because it reached a capacity limit (MySQL errors
 // 1040 too many connections, 1203 max_user_connections, 1226 a resource
@@ -81,3 +96,17 @@ func (e *EndpointError) Error() string {
 
 // Unwrap returns the driver's error.
 func (e *EndpointError) Unwrap() error { return e.Err }
+
+// positionUnavailableError is the error of a read that no reachable server
+// can serve (see [ErrPositionUnavailable]).
+type positionUnavailableError struct {
+	search error // the last writer search's error (matches ErrNoWriter)
+}
+
+func (e *positionUnavailableError) Error() string {
+	return ErrPositionUnavailable.Error() + ": " + e.search.Error()
+}
+
+func (e *positionUnavailableError) Is(target error) bool { return target == ErrPositionUnavailable }
+
+func (e *positionUnavailableError) Unwrap() error { return e.search }

@@ -106,8 +106,11 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 	}
 	text, isQuery := c.spanText()
 	sctx, o := rt.tel.startCall(ctx, text, isQuery, t.ep, t.route, t.reason)
-	err := run(sctx, t)
-	if err != nil && pin == nil {
+	err := t.err
+	if err == nil {
+		err = run(sctx, t)
+	}
+	if err != nil && pin == nil && t.err == nil {
 		for b := rt.attempts(); err != nil; {
 			var retry bool
 			if t, retry, err = rt.failed(ctx, t, c, err, &b); !retry {
@@ -147,6 +150,9 @@ func (rt *Router) failed(ctx context.Context, t target, c stmtCall, err error, b
 	if b.readers > 0 && rt.readerFailed(ctx, t.db, err) {
 		b.readers--
 		n := rt.route(ctx, c.query, c.ro || c.op == opBegin)
+		if n.err != nil {
+			return t, false, n.err
+		}
 		if n.route == telRouteReader {
 			n.reason = telReasonRetry
 		}

@@ -21,6 +21,7 @@ type writerTarget struct {
 // target is where routing sends one statement: the pool, its telemetry
 // attributes, the role, and why.
 type target struct {
+	err    error // not nil: the statement cannot run anywhere (see Router.unavailable)
 	db     *sql.DB
 	ep     *telEndpoint
 	w      *writerTarget // the writer target, for the writer role
@@ -48,6 +49,20 @@ func (rt *Router) fallback(ctx context.Context, why telFallback) target {
 	return rt.toWriter(telReasonFallback)
 }
 
+// unavailable returns the target of a read that no usable reader can serve
+// while the writer is known gone (serr is the last writer search's error):
+// it fails with an error matching ErrPositionUnavailable without being
+// sent, and kicks a writer search so that a promoted server is found even
+// when no write asks for one.
+func (rt *Router) unavailable(serr error) target {
+	rt.search.kick()
+	// The span names the writer (the read's last resort) with the error;
+	// no writer fallback is counted: nothing is sent.
+	t := rt.toWriter(telReasonFallback)
+	t.err = &positionUnavailableError{search: serr}
+	return t
+}
+
 // writerFor returns the writer-role pool of candidate i, opening it on first
 // use (after a failover to a reader that was promoted).
 func (rt *Router) writerFor(i int) *writerTarget {
@@ -73,6 +88,13 @@ func (rt *Router) writerFor(i int) *writerTarget {
 func (rt *Router) writerChanged(_, to int) {
 	w := rt.writerFor(to)
 	rt.wcur.Store(w)
+	for _, r := range rt.readers {
+		if r.cand == to {
+			// Now the writer: not behind anything (see Router.has).
+			r.lagNanos.Store(0)
+			r.recentLag.Store(0)
+		}
+	}
 	rt.stats.failovers.Add(1)
 	rt.tel.recordFailover(rt.ctx, w.tel)
 	rt.changed.broadcast()
@@ -85,7 +107,9 @@ func (rt *Router) writerChanged(_, to int) {
 // error for the caller: unchanged for the caller's own cancellation and for
 // ordinary SQL errors; matching ErrOutcomeUnknown for a write whose
 // connection broke after it was sent; the search's error (ErrNoWriter) when
-// no writer could be found.
+// no writer could be found. A read whose connection broke is retried once
+// when the search found another writer (after a failover), and gets the
+// search's error when it found none.
 func (rt *Router) writeFailed(ctx context.Context, t target, write bool, err error) (next target, retry bool, _ error) {
 	k := classifyFailure(ctx, err)
 	switch k {
@@ -106,9 +130,19 @@ func (rt *Router) writeFailed(ctx context.Context, t target, write bool, err err
 		}
 		return target{db: w.db, ep: w.tel, w: w, route: telRouteWriter, reason: t.reason}, true, nil
 	case failLost, failServerGone:
-		rt.search.kick()
 		if write {
+			rt.search.kick()
 			return t, false, newOutcomeUnknown(t.w.spec.Name, false, err)
+		}
+		// A read lost with its connection may run again, but only on
+		// another writer (a failover): on the same server it may be the
+		// read itself that broke it (a timeout), and it would run twice.
+		if i, serr := rt.search.find(ctx); serr == nil {
+			if w := rt.writerFor(i); w != t.w {
+				return target{db: w.db, ep: w.tel, w: w, route: telRouteWriter, reason: t.reason}, true, nil
+			}
+		} else if ctx.Err() == nil {
+			return t, false, serr
 		}
 	case failOverloaded:
 		return t, false, &overloadedError{endpoint: t.w.spec.Name, err: unwrapConnectError(err)}

@@ -25,8 +25,9 @@ type endpointDB struct {
 // path use atomics only.
 type reader struct {
 	endpointDB
-	idx int
-	tel *telEndpoint // telemetry attributes
+	idx  int
+	cand int          // index in the writer candidates (see Router.cands)
+	tel  *telEndpoint // telemetry attributes
 
 	wm        atomic.Pointer[position] // applied position as last polled; nil until the first poll
 	healthy   atomic.Bool              // last poll succeeded
@@ -274,8 +275,12 @@ func (rt *Router) check(ctx context.Context, r *reader, background, fresh bool) 
 // query queries r: a server-side wait for the pending position if the
 // dialect has one and this is no background or freshness check, else a
 // position poll.
+//
+// A reader that is the current writer gets no server-side wait: it has every
+// write the router made since it became the writer, and MariaDB's wait would
+// time out on it (see mariaDialect.waitQuery).
 func (rt *Router) query(ctx context.Context, r *reader, background, fresh bool) bool {
-	if !background && !fresh && rt.waitApplied(ctx, r) {
+	if !background && !fresh && !rt.isWriter(r) && rt.waitApplied(ctx, r) {
 		return true
 	}
 	rt.poll(ctx, r, background || fresh)
@@ -293,6 +298,11 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 		p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
 		if err == nil {
 			wpos = p
+		} else if ctx.Err() == nil && classifyFailure(ctx, err).serverFailure() {
+			// The writer does not answer: find out whether another
+			// endpoint is writable (reads then stop waiting for
+			// positions that no survivor has; see Router.writerGone).
+			rt.search.kick()
 		}
 	}
 	start := time.Now()
@@ -471,6 +481,10 @@ func (rt *Router) update(ctx context.Context, r *reader, p, wpos *position, wAt,
 		}
 	}
 	r.mu.Unlock()
+	if rt.isWriter(r) {
+		// The writer is never behind itself.
+		lag, known = 0, true
+	}
 	if known {
 		r.lagNanos.Store(int64(lag))
 		old := time.Duration(r.recentLag.Load())

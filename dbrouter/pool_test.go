@@ -67,6 +67,7 @@ func TestPoolsDoNotChurn(t *testing.T) {
 		if _, err := rt.ExecContext(ctx, "REPLACE INTO kv VALUES (?, 1)", k); err != nil {
 			t.Fatal(err)
 		}
+		waitReplicated(t, s) // the loads' reads are eventual: the row must be on the readers
 		load := func(rounds int) {
 			var wg sync.WaitGroup
 			for g := range 8 {

@@ -40,7 +40,10 @@ type Router struct {
 
 	wsample sampler  // writer position reads, for bounding what the writer served
 	changed notifier // monitor state changes
-	opened  time.Time
+
+	goneMu               sync.Mutex // protects goneSince, goneUntil
+	goneSince, goneUntil time.Time  // see goneDeadline
+	opened               time.Time
 
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
@@ -136,6 +139,10 @@ func Open(cfg Config) (*Router, error) {
 		return nil, err
 	}
 	d, _ := newDialect(n.Dialect, n.HeartbeatTable)
+	if md, ok := d.(mariaDialect); ok && n.unguardedPromotedWait {
+		md.unguarded = true
+		d = md
+	}
 	rt := &Router{
 		cfg:     n.Config,
 		dialect: d,
@@ -168,7 +175,7 @@ func Open(cfg Config) (*Router, error) {
 				continue
 			}
 			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened}), local: local},
-				kick: make(chan struct{}, 1), tel: rt.candTel[i+1]}
+				kick: make(chan struct{}, 1), cand: i + 1, tel: rt.candTel[i+1]}
 			n.ReaderPool.apply(r.db)
 			r.idx = len(rt.readers)
 			r.healthy.Store(true)
@@ -272,9 +279,14 @@ func (rt *Router) QueryRowContext(ctx context.Context, query string, args ...any
 		return nil
 	})
 	if row == nil && err != nil {
-		// Closed: a Row can only carry an error through a pool, and the
-		// closed pools report it.
-		row = rt.wdb().QueryRowContext(ctx, query, args...)
+		// Closed, or no server can serve the read: a Row can only carry an
+		// error through a pool. The closed pools report the first; the
+		// routing pool routes the read again and reports the second.
+		if rt.closed.Load() {
+			row = rt.wdb().QueryRowContext(ctx, query, args...)
+		} else {
+			row = rt.sqldb.QueryRowContext(ctx, query, args...)
+		}
 	}
 	return row
 }
@@ -386,15 +398,19 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 	}
 	req, _ := ctx.Value(requireKey{}).(*requirement)
 	tg, r := rt.routeRead(ctx, o, t, req)
-	if o.maxStaleness > 0 || t == nil {
+	if o.maxStaleness > 0 || t == nil || tg.err != nil {
 		// Bounded-staleness reads opt out of the scope's guarantees.
 		rt.countRead(r)
 		return tg
 	}
 	if r != nil && t.touchedOther(rt, r) {
 		rt.settle(ctx, t)
-		if !r.wm.Load().covers(t.need.Load()) {
-			tg, r = rt.routeRead(ctx, o, t, req)
+		if t.writerOnly.Load() || !rt.has(r, t.need.Load()) {
+			// r may be behind what the scope's reads showed (or what
+			// they showed could not be bounded): route again.
+			if tg, r = rt.routeRead(ctx, o, t, req); tg.err != nil {
+				return tg
+			}
 		}
 	}
 	rt.countRead(r)
@@ -423,13 +439,13 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 	}
 	if req != nil {
 		if req.pos == nil {
-			return rt.fallback(ctx, telFallbackNoReader), nil
+			return rt.writerOrUnavailable(ctx), nil
 		}
 		need = merge(need, req.pos)
 	}
 	if o.maxStaleness > 0 {
 		if r := rt.pickStale(o.maxStaleness); r != nil {
-			if req != nil && !r.wm.Load().covers(req.pos) {
+			if req != nil && !rt.has(r, req.pos) {
 				req.ok.Store(false)
 			}
 			return readerTarget(r, telReasonStaleness), r
@@ -438,7 +454,7 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 		// The reader of the scope's previous read needs no bound of what
 		// it served; a remote one is kept only while no local one
 		// qualifies.
-		if r := t.sticky(rt); r != nil && r.local && r.usable(rt.cfg.MaxLag) && r.wm.Load().covers(need) {
+		if r := t.sticky(rt); r != nil && r.local && r.usable(rt.cfg.MaxLag) && rt.has(r, need) {
 			return readerTarget(r, telReasonFreshReader), r
 		}
 		if r := rt.pick(need, need.empty() && !rt.cfg.PreferWriter); r != nil {
@@ -449,9 +465,31 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 			return rt.fallback(ctx, telFallbackNoReader), nil
 		}
 	} else {
-		return rt.fallback(ctx, telFallbackNoReader), nil
+		return rt.writerOrUnavailable(ctx), nil
 	}
 	return rt.waitAndPick(ctx, need, req, o.maxStaleness)
+}
+
+// goneDeadline returns until when reads wait for readers after the writer
+// was found gone at since: since plus bound as the first read that asked
+// for this since computed it.
+func (rt *Router) goneDeadline(since time.Time, bound time.Duration) time.Time {
+	rt.goneMu.Lock()
+	defer rt.goneMu.Unlock()
+	if !rt.goneSince.Equal(since) {
+		rt.goneSince, rt.goneUntil = since, since.Add(bound)
+	}
+	return rt.goneUntil
+}
+
+// writerOrUnavailable returns the writer as the fallback of a read that only
+// the writer can serve, or, while the writer is known gone, the target that
+// fails the read with ErrPositionUnavailable.
+func (rt *Router) writerOrUnavailable(ctx context.Context) target {
+	if _, serr := rt.search.gone(); serr != nil {
+		return rt.unavailable(serr)
+	}
+	return rt.fallback(ctx, telFallbackNoReader)
 }
 
 // pick returns a usable reader that has applied need (which may be empty):
@@ -461,14 +499,14 @@ func (rt *Router) pick(need *position, remote bool) *reader {
 	if n := rt.nLocal; n > 0 {
 		start := int(rt.rr.Add(1))
 		for i := range n {
-			if r := rt.readers[(start+i)%n]; r.usable(maxLag) && (need.empty() || r.wm.Load().covers(need)) {
+			if r := rt.readers[(start+i)%n]; r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
 		}
 	}
 	if remote {
 		for _, r := range rt.readers[rt.nLocal:] {
-			if r.usable(maxLag) && (need.empty() || r.wm.Load().covers(need)) {
+			if r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
 		}
@@ -476,11 +514,26 @@ func (rt *Router) pick(need *position, remote bool) *reader {
 	return nil
 }
 
+// isWriter reports whether r is the endpoint the router currently writes to
+// (a reader that was promoted).
+func (rt *Router) isWriter(r *reader) bool {
+	return rt.wcur.Load().cand == r.cand && !rt.cfg.unguardedPromotedWait
+}
+
+// has reports whether r can serve a read that must observe need: r is known
+// to have applied it, or r is the current writer, which has every write
+// acknowledged since it became the writer (a read that no reader can serve
+// goes to the writer anyway, so serving it on the writer's reader pool
+// shows the same data, without a position wait).
+func (rt *Router) has(r *reader, need *position) bool {
+	return need.empty() || r.wm.Load().covers(need) || rt.isWriter(r)
+}
+
 // pickStale returns a reader (local first) known to be at most d behind.
 func (rt *Router) pickStale(d time.Duration) *reader {
 	limit := time.Now().Add(-d).UnixNano()
 	for _, r := range rt.readers {
-		if r.usable(rt.cfg.MaxLag) && r.freshAsOf.Load() >= limit {
+		if r.usable(rt.cfg.MaxLag) && (r.freshAsOf.Load() >= limit || rt.isWriter(r)) {
 			return r
 		}
 	}
@@ -505,6 +558,20 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 			return rt.pickStale(stale)
 		}
 		return rt.pick(need, remote && !rt.cfg.PreferWriter)
+	}
+	if since, serr := rt.search.gone(); serr != nil {
+		// The writer is gone, and no fallback to it. Readers may still
+		// apply what they received before it went: reads wait for that
+		// as long as the readers' lag said when the first read found the
+		// writer gone (not longer: the lag of a reader waited on grows
+		// with the wait), and after that fail at once.
+		if r := pickNow(true); r != nil {
+			return readerTarget(r, telReasonFreshReader), r
+		}
+		bound = min(bound, time.Until(rt.goneDeadline(since, bound)))
+		if len(cands) == 0 || bound <= 0 {
+			return rt.unavailable(serr), nil
+		}
 	}
 	if len(cands) == 0 || bound <= 0 {
 		if r := pickNow(true); r != nil {
@@ -545,6 +612,9 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 			rt.tel.recordTokenWait(ctx, time.Since(now))
 			if r := pickNow(true); r != nil {
 				return readerTarget(r, telReasonTokenWait), r
+			}
+			if _, serr := rt.search.gone(); serr != nil {
+				return rt.unavailable(serr), nil
 			}
 			return rt.fallback(ctx, telFallbackTokenTimeout), nil
 		case <-ctx.Done():

@@ -56,7 +56,7 @@ var untrustedPositions = []struct {
 // waitShapes are the only wait queries each dialect may send: numbers,
 // UUIDs and the timeout, nothing else.
 var waitShapes = map[Dialect]*regexp.Regexp{
-	DialectMariaDB: regexp.MustCompile(`^SELECT MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),
+	DialectMariaDB: regexp.MustCompile(`^SELECT IF\(@@global\.read_only = 0, NULL, MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)\)$`),
 	DialectMySQL: regexp.MustCompile(`^SELECT WAIT_FOR_EXECUTED_GTID_SET\('` +
 		`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20}` +
 		`(,[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),

@@ -7,7 +7,16 @@
 //
 // Writes whose error says their outcome is unknown (dbrouter.ErrOutcomeUnknown)
 // are counted apart: they were not acknowledged, so they may or may not
-// exist. An acknowledged write that is missing is a lost write.
+// exist. An acknowledged write that is missing is a lost write; a write
+// reported as failed (any other error) whose row exists is a failure that
+// was not definite (failed but applied), which a client must never report.
+//
+// Variants (Config) make the database itself lose or half-apply writes:
+// promoting r2 (asynchronous, lagging) instead of r1, something done before
+// the kill (such as delaying r1's link beyond the semi-sync timeout, so that
+// the primary falls back to asynchronous replication), a slow promotion
+// (PromoteDelay), the loss of the whole writer region (KillRegion). There
+// lost writes are the database's; the client's duty is to report honestly.
 //
 // The harness drives the stack's fault controls; callers reset the stack
 // afterwards (testserver.Stack.Reset).
@@ -18,6 +27,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -55,6 +65,19 @@ type Config struct {
 	PromoteDelay time.Duration
 	// WriteTimeout bounds each write [5s].
 	WriteTimeout time.Duration
+	// Promote is the replica promoted after the kill ["r1"].
+	Promote string
+	// KillRegion, if not "", kills every MariaDB server of that region
+	// (testserver.Stack.KillRegion) instead of m1 alone.
+	KillRegion string
+	// BeforeKill, if not nil, runs after the warm-up, just before the kill
+	// (to make the database lossy: stall or delay a replica).
+	BeforeKill func(ctx context.Context, s *testserver.Stack) error
+	// Scope, if not nil, makes each writer read its write back after it
+	// was acknowledged, in Scope(ctx) (for the router: dbrouter.NewContext,
+	// a read-your-writes scope), timing the reads (Result.ReadP90Before and
+	// ReadP90After).
+	Scope func(context.Context) context.Context
 	// OutcomeUnknown reports whether a write's error says its outcome is
 	// unknown (for the router: errors.Is(err, dbrouter.ErrOutcomeUnknown)).
 	// nil: every error counts as a plain failure.
@@ -79,6 +102,9 @@ func (c *Config) defaults() {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 5 * time.Second
 	}
+	if c.Promote == "" {
+		c.Promote = "r1"
+	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -96,6 +122,19 @@ type Result struct {
 	Failed int
 	// Lost counts acknowledged writes missing on the new primary.
 	Lost int
+	// FailedButApplied counts writes reported as failed (not as outcome
+	// unknown) whose rows exist on the new primary.
+	FailedButApplied int
+	// UnknownApplied counts outcome-unknown writes whose rows exist.
+	UnknownApplied int
+	// Reads, ReadErrors count the read-backs (Config.Scope) and the ones
+	// that failed or did not see their write; ReadMissed counts those that
+	// did not see it (a read-your-writes violation or a lost write).
+	Reads, ReadErrors, ReadMissed int
+	// ReadP90Before is the p90 latency of the read-backs that ended before
+	// the kill; ReadP90After of those that ended 2 to 10 s after the first
+	// write acknowledged after the kill (0: none).
+	ReadP90Before, ReadP90After time.Duration
 	// Recovered reports whether a write was acknowledged after the kill
 	// within RecoverTimeout.
 	Recovered bool
@@ -107,7 +146,16 @@ type Result struct {
 	// Errors holds up to 8 distinct error messages the writers got.
 	Errors []string
 
-	acked []int64 // ids of the acknowledged writes
+	acked   []int64 // ids of the acknowledged writes
+	failed  []int64 // ids of the writes reported as failed
+	unknown []int64 // ids of the outcome-unknown writes
+	reads   []timedRead
+}
+
+// timedRead is one read-back: when it ended and how long it took.
+type timedRead struct {
+	end  time.Time
+	took time.Duration
 }
 
 // Prepare creates the harness's database and table on the current primary.
@@ -128,6 +176,41 @@ func Prepare(ctx context.Context, s *testserver.Stack) error {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("failoverharness: prepare on %s: %w", p, err)
 		}
+	}
+	// Wait until the running replicas have the table, so that a run does
+	// not start while a monitor still finds no database there.
+	var pos string
+	if err := db.QueryRowContext(ctx, "SELECT @@global.gtid_binlog_pos").Scan(&pos); err != nil {
+		return fmt.Errorf("failoverharness: prepare on %s: %w", p, err)
+	}
+	st, err := s.State(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sv := range st.Servers {
+		if sv.Kind != testserver.KindMariaDB || sv.Role != "replica" || !sv.Running {
+			continue
+		}
+		if err := waitApplied(ctx, s.DSN(sv.Name, ""), pos); err != nil {
+			return fmt.Errorf("failoverharness: prepare: %s: %w", sv.Name, err)
+		}
+	}
+	return nil
+}
+
+// waitApplied waits up to 10 s until the server at dsn has applied pos.
+func waitApplied(ctx context.Context, dsn, pos string) error {
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var res sql.NullInt64
+	if err := db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 10)", pos).Scan(&res); err != nil {
+		return err
+	}
+	if !res.Valid || res.Int64 != 0 {
+		return fmt.Errorf("did not apply %s within 10 s", pos)
 	}
 	return nil
 }
@@ -162,11 +245,33 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 		wg.Go(func() {
 			for loadCtx.Err() == nil {
 				id := nextID.Add(1)
-				wctx, cancel := context.WithTimeout(loadCtx, cfg.WriteTimeout)
+				sctx := loadCtx
+				if cfg.Scope != nil {
+					sctx = cfg.Scope(loadCtx)
+				}
+				wctx, cancel := context.WithTimeout(sctx, cfg.WriteTimeout)
 				_, err := db.ExecContext(wctx, fmt.Sprintf(
 					"INSERT INTO %s.acked (id, writer, at) VALUES (%d, %d, NOW(6))", Database, id, w))
-				cancel()
 				done := time.Now()
+				var rd *timedRead
+				var readErr error
+				missed := false
+				if err == nil && cfg.Scope != nil {
+					var got int
+					rerr := db.QueryRowContext(wctx, fmt.Sprintf("SELECT writer FROM %s.acked WHERE id = %d", Database, id)).Scan(&got)
+					end := time.Now()
+					switch {
+					case rerr == nil && got == w:
+						rd = &timedRead{end: end, took: end.Sub(done)}
+					case loadCtx.Err() != nil:
+					case rerr == nil || errors.Is(rerr, sql.ErrNoRows):
+						readErr = fmt.Errorf("read-back of acknowledged write %d did not see it (writer %d)", id, got)
+						missed = true
+					default:
+						readErr = fmt.Errorf("read-back: %w", rerr)
+					}
+				}
+				cancel()
 				if loadCtx.Err() != nil && err != nil {
 					return // stopped mid-write: neither acked nor failed
 				}
@@ -175,6 +280,21 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 				case err == nil:
 					res.Acked++
 					res.acked = append(res.acked, id)
+					if rd != nil {
+						res.Reads++
+						res.reads = append(res.reads, *rd)
+					}
+					if readErr != nil {
+						res.Reads++
+						res.ReadErrors++
+						if missed {
+							res.ReadMissed++
+						}
+						if len(res.Errors) < 8 && !seenErr[readErr.Error()] {
+							seenErr[readErr.Error()] = true
+							res.Errors = append(res.Errors, readErr.Error())
+						}
+					}
 					if k := killed.Load(); k != 0 && done.UnixNano() > k {
 						res.AckedAfterKill++
 						if firstAck.IsZero() {
@@ -184,8 +304,10 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 					}
 				case cfg.OutcomeUnknown != nil && cfg.OutcomeUnknown(err):
 					res.Unknown++
+					res.unknown = append(res.unknown, id)
 				default:
 					res.Failed++
+					res.failed = append(res.failed, id)
 				}
 				if err != nil && len(res.Errors) < 8 && !seenErr[err.Error()] {
 					seenErr[err.Error()] = true
@@ -215,9 +337,22 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 		stopAndWait()
 		return Result{}, ctx.Err()
 	}
-	cfg.Logf("failoverharness: killing m1")
+	if cfg.BeforeKill != nil {
+		if err := cfg.BeforeKill(ctx, s); err != nil {
+			stopAndWait()
+			return Result{}, err
+		}
+	}
 	killStart := time.Now()
-	if err := s.Kill(ctx, "m1"); err != nil {
+	var err error
+	if cfg.KillRegion != "" {
+		cfg.Logf("failoverharness: killing region %s", cfg.KillRegion)
+		err = s.KillRegion(ctx, cfg.KillRegion)
+	} else {
+		cfg.Logf("failoverharness: killing m1")
+		err = s.Kill(ctx, "m1")
+	}
+	if err != nil {
 		stopAndWait()
 		return Result{}, err
 	}
@@ -228,11 +363,11 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 		case <-ctx.Done():
 		}
 	}
-	if err := s.Promote(ctx, "r1"); err != nil {
+	if err := s.Promote(ctx, cfg.Promote); err != nil {
 		stopAndWait()
 		return Result{}, err
 	}
-	cfg.Logf("failoverharness: r1 promoted %v after the kill", time.Since(killStart).Round(time.Millisecond))
+	cfg.Logf("failoverharness: %s promoted %v after the kill", cfg.Promote, time.Since(killStart).Round(time.Millisecond))
 
 	select {
 	case <-recovered:
@@ -254,49 +389,74 @@ func Run(ctx context.Context, s *testserver.Stack, db DB, cfg Config) (Result, e
 		res.Recovered = true
 		res.RecoverTime = firstAck.Sub(killStart)
 	}
+	var before, after []time.Duration
+	for _, r := range res.reads {
+		switch {
+		case r.end.Before(killStart):
+			before = append(before, r.took)
+		case !firstAck.IsZero() && r.end.Sub(firstAck) >= 2*time.Second && r.end.Sub(firstAck) <= 10*time.Second:
+			after = append(after, r.took)
+		}
+	}
+	res.ReadP90Before, res.ReadP90After = P90(before), P90(after)
 	p, err := s.Primary(ctx)
 	if err != nil {
 		return res, err
 	}
 	res.NewPrimary = p
-	lost, err := readBack(ctx, s.DSN(p, Database), res.acked)
+	have, err := readBack(ctx, s.DSN(p, Database))
 	if err != nil {
 		return res, err
 	}
-	res.Lost = lost
+	for _, id := range res.acked {
+		if !have[id] {
+			res.Lost++
+		}
+	}
+	for _, id := range res.failed {
+		if have[id] {
+			res.FailedButApplied++
+		}
+	}
+	for _, id := range res.unknown {
+		if have[id] {
+			res.UnknownApplied++
+		}
+	}
 	return res, nil
 }
 
-// readBack counts the ids that are missing from the acked table at dsn.
-func readBack(ctx context.Context, dsn string, ids []int64) (int, error) {
+// P90 returns the 90th percentile of d (0 for none).
+func P90(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)*9/10]
+}
+
+// readBack returns the ids in the acked table at dsn.
+func readBack(ctx context.Context, dsn string) (map[int64]bool, error) {
 	db, err := sql.Open("mysql", dsn)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer db.Close()
 	rows, err := db.QueryContext(ctx, "SELECT id FROM acked")
 	if err != nil {
-		return 0, fmt.Errorf("failoverharness: read back: %w", err)
+		return nil, fmt.Errorf("failoverharness: read back: %w", err)
 	}
 	defer rows.Close()
-	have := make(map[int64]bool, len(ids))
+	have := map[int64]bool{}
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
-			return 0, err
+			return nil, err
 		}
 		have[id] = true
 	}
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	lost := 0
-	for _, id := range ids {
-		if !have[id] {
-			lost++
-		}
-	}
-	return lost, nil
+	return have, rows.Err()
 }
 
 // String summarises the result on one line.
@@ -307,8 +467,13 @@ func (r Result) String() string {
 	}
 	errs := append([]string(nil), r.Errors...)
 	sort.Strings(errs)
-	return fmt.Sprintf("%s; acked %d (%d after the kill), lost %d, outcome unknown %d, failed %d; errors: %q",
-		rec, r.Acked, r.AckedAfterKill, r.Lost, r.Unknown, r.Failed, errs)
+	reads := ""
+	if r.Reads > 0 {
+		reads = fmt.Sprintf("; read-backs %d (%d failed, %d missed their write), p90 %v before the kill, %v 2-10 s after recovery",
+			r.Reads, r.ReadErrors, r.ReadMissed, r.ReadP90Before.Round(time.Microsecond), r.ReadP90After.Round(time.Microsecond))
+	}
+	return fmt.Sprintf("%s; acked %d (%d after the kill), lost %d, outcome unknown %d (%d applied), failed %d (%d applied)%s; errors: %q",
+		rec, r.Acked, r.AckedAfterKill, r.Lost, r.Unknown, r.UnknownApplied, r.Failed, r.FailedButApplied, reads, errs)
 }
 
 // ErrNotRecovered is returned by Check when the load did not recover.

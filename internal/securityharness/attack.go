@@ -208,6 +208,8 @@ var fixedShapes = []*regexp.Regexp{
 	regexp.MustCompile(`^SELECT CONCAT\(IF\(EXISTS\(SELECT 1 FROM regiondb_heartbeat WHERE id = 2\), @@server_id, 0\), ':', seq \+ 1\) FROM regiondb_heartbeat WHERE id = 1$`),
 	regexp.MustCompile(`^SELECT @@global\.read_only, @@global\.innodb_read_only$`),
 	regexp.MustCompile(`^SELECT MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),
+	// The router's wait since issue 13: guarded by read_only.
+	regexp.MustCompile(`^SELECT IF\(@@global\.read_only = 0, NULL, MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)\)$`),
 	regexp.MustCompile(`^SELECT WAIT_FOR_EXECUTED_GTID_SET\('` +
 		`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20}` +
 		`(,[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),

@@ -6,16 +6,41 @@
 //     not recover (this shows the harness can see a failed failover);
 //  2. the router, with default settings, runs the same load and fault; it
 //     must recover, and every acknowledged write must be on the new primary;
-//  3. the cost of OpenTelemetry without an SDK: the dbrouter benchmark
+//     each writer also reads its write back in a read-your-writes scope, and
+//     post_failover_read_p90_ratio is the p90 of those reads 2-10 s after
+//     the first write acknowledged after the kill over their p90 before it;
+//  3. cases where the database itself loses or half-applies writes, through
+//     the router: r2 promoted instead of r1 (asynchronous, lagging), r1's
+//     link delayed beyond the semi-sync timeout so that the primary falls
+//     back to asynchronous replication before the kill, and a promotion
+//     that comes 3 s after the kill. Acknowledged writes may be lost there
+//     (reported per case); a write the router reported as failed must not
+//     exist afterwards (failed_but_applied, over every router case, with
+//     outcome_unknown beside it);
+//  4. region loss: m1 and r1 killed at once, r2 promoted after 3 s, with
+//     a us-east-1 router (writers, and readers allowing 30 s of staleness)
+//     and an ap-northeast-1 router (writers);
+//  5. the cost of OpenTelemetry without an SDK: the dbrouter benchmark
 //     BenchmarkOtelNoopRatio (paired, interleaved batches of an instrumented
 //     and an uninstrumented router in one process), run with `go test`.
 //
 // Its last line is one JSON object:
 //
-//	{"acked_lost":0,"recover_ms":...,"otel_noop_ratio":...}
+//	{"acked_lost":0,"recover_ms":...,"otel_noop_ratio":...,
+//	 "post_failover_read_p90_ratio":...,"failed_but_applied":0,"outcome_unknown":N,
+//	 "region_loss":{"reads_served":N,"reads_failed":F,"writes_failed_fast_ms":X,"recover_ms":Y},
+//	 "lossy_cases":{"<case>":{"acked":N,"acked_lost":L,"outcome_unknown":U,"failed":F,"failed_but_applied":0,"recover_ms":R}},
+//	 "control_failed_but_applied":C,"post_failover_reads_missed":0}
 //
-// It exits non-zero if the control recovered, the router did not, or a
-// write was lost. It resets the stack before and after each run.
+// control_failed_but_applied is the naive control's count: a plain *sql.DB
+// reports a write whose connection broke as failed although it may have
+// committed, so it is usually above 0, which shows the count can see it.
+//
+// It exits non-zero if the control recovered, the router did not, a write
+// was lost or a read-back missed its write (post_failover_reads_missed) in
+// step 2, a failure was not definite, the read ratio is over
+// 1.5, or region loss failed writes slower than 1 s or recovered slower
+// than 10 s. It resets the stack before and after each run.
 package main
 
 import (
@@ -36,6 +61,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/regiondb/regiondb/dbrouter"
 	"github.com/regiondb/regiondb/internal/failoverharness"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
@@ -46,6 +72,7 @@ func main() {
 
 func run() int {
 	skipRatio := flag.Bool("skip-ratio", false, "do not measure otel_noop_ratio")
+	skipLossy := flag.Bool("skip-lossy", false, "do not run the lossy cases and region loss")
 	flag.Parse()
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	// The driver logs broken connections to stderr through a global logger;
@@ -94,13 +121,13 @@ func run() int {
 		logf("bench-failover: reset: %v", err)
 		return 1
 	}
-	db, closeDB, isUnknown, err := openRouter(s)
+	db, closeDB, isUnknown, err := openRouter(s, testserver.PrimaryRegion)
 	if err != nil {
 		logf("bench-failover: open router: %v", err)
 		return 1
 	}
 	res, err := failoverharness.Run(ctx, s, db, failoverharness.Config{RecoverTimeout: 30 * time.Second,
-		OutcomeUnknown: isUnknown, Logf: logf})
+		After: 10 * time.Second, Scope: dbrouter.NewContext, OutcomeUnknown: isUnknown, Logf: logf})
 	closeDB()
 	if err != nil {
 		logf("bench-failover: router: %v", err)
@@ -109,6 +136,98 @@ func run() int {
 	fmt.Printf("dbrouter: %v\n", res)
 	if err := res.Check(); err != nil {
 		logf("bench-failover: FAIL: %v", err)
+		fail = 1
+	}
+	readRatio := -1.0
+	if res.ReadP90Before > 0 && res.ReadP90After > 0 {
+		readRatio = float64(res.ReadP90After) / float64(res.ReadP90Before)
+	}
+	if readRatio < 0 || readRatio > 1.5 {
+		logf("bench-failover: FAIL: post_failover_read_p90_ratio %.3f, want <= 1.5 (%v before, %v after)",
+			readRatio, res.ReadP90Before, res.ReadP90After)
+		fail = 1
+	}
+	if res.ReadMissed > 0 {
+		logf("bench-failover: FAIL: %d read-backs did not see their acknowledged write", res.ReadMissed)
+		fail = 1
+	}
+	failedButApplied, unknown := res.FailedButApplied, res.Unknown
+
+	// 3. Cases where the database loses or half-applies writes.
+	lossy := map[string]caseJSON{}
+	var loss failoverharness.RegionLossResult
+	if !*skipLossy {
+		for _, c := range lossyCases() {
+			if err := reset(); err != nil {
+				logf("bench-failover: reset: %v", err)
+				return 1
+			}
+			db, closeDB, isUnknown, err := openRouter(s, testserver.PrimaryRegion)
+			if err != nil {
+				logf("bench-failover: open router: %v", err)
+				return 1
+			}
+			c.cfg.OutcomeUnknown, c.cfg.Logf = isUnknown, logf
+			r, err := failoverharness.Run(ctx, s, db, c.cfg)
+			closeDB()
+			if err != nil {
+				logf("bench-failover: %s: %v", c.name, err)
+				return 1
+			}
+			fmt.Printf("lossy case %s: %v\n", c.name, r)
+			if !r.Recovered {
+				logf("bench-failover: FAIL: %s did not recover", c.name)
+				fail = 1
+			}
+			failedButApplied += r.FailedButApplied
+			unknown += r.Unknown
+			lossy[c.name] = caseJSON{Acked: r.Acked, Lost: r.Lost, Unknown: r.Unknown, UnknownApplied: r.UnknownApplied,
+				Failed: r.Failed, FailedButApplied: r.FailedButApplied, RecoverMS: ms(r.RecoverTime, r.Recovered)}
+		}
+
+		// 4. Region loss.
+		if err := reset(); err != nil {
+			logf("bench-failover: reset: %v", err)
+			return 1
+		}
+		us, closeUS, isUnknown, err := openRouter(s, testserver.SecondaryRegion)
+		if err != nil {
+			logf("bench-failover: open router: %v", err)
+			return 1
+		}
+		tokyo, closeTokyo, _, err := openRouter(s, testserver.PrimaryRegion)
+		if err != nil {
+			logf("bench-failover: open router: %v", err)
+			return 1
+		}
+		loss, err = failoverharness.RunRegionLoss(ctx, s, us, []failoverharness.DB{us, tokyo}, failoverharness.RegionLossConfig{
+			ReadContext:    func(ctx context.Context) context.Context { return dbrouter.WithMaxStaleness(ctx, 30*time.Second) },
+			OutcomeUnknown: isUnknown, Logf: logf,
+		})
+		closeUS()
+		closeTokyo()
+		if err != nil {
+			logf("bench-failover: region loss: %v", err)
+			return 1
+		}
+		fmt.Printf("region loss: %v\n", loss)
+		failedButApplied += loss.FailedButApplied
+		unknown += loss.Unknown
+		switch {
+		case !loss.Recovered || loss.RecoverTime > 10*time.Second:
+			logf("bench-failover: FAIL: region loss: not every region wrote again within 10 s of the promotion")
+			fail = 1
+		case loss.WritesFailed == 0 || loss.WritesFailedSlowest > time.Second:
+			logf("bench-failover: FAIL: region loss: writes during the outage failed in %v (%d), want <= 1 s",
+				loss.WritesFailedSlowest, loss.WritesFailed)
+			fail = 1
+		case loss.ReadsServed == 0:
+			logf("bench-failover: FAIL: region loss: no read served from r2 during the outage")
+			fail = 1
+		}
+	}
+	if failedButApplied != 0 {
+		logf("bench-failover: FAIL: %d writes reported as failed exist", failedButApplied)
 		fail = 1
 	}
 	if err := s.Reset(ctx); err != nil {
@@ -131,10 +250,21 @@ func run() int {
 		recoverMS = float64(res.RecoverTime.Microseconds()) / 1000
 	}
 	out, _ := json.Marshal(struct {
-		AckedLost     int     `json:"acked_lost"`
-		RecoverMS     float64 `json:"recover_ms"`
-		OtelNoopRatio float64 `json:"otel_noop_ratio"`
-	}{res.Lost, recoverMS, ratio})
+		AckedLost                int                 `json:"acked_lost"`
+		RecoverMS                float64             `json:"recover_ms"`
+		OtelNoopRatio            float64             `json:"otel_noop_ratio"`
+		PostFailoverReadP90Ratio float64             `json:"post_failover_read_p90_ratio"`
+		FailedButApplied         int                 `json:"failed_but_applied"`
+		OutcomeUnknown           int                 `json:"outcome_unknown"`
+		RegionLoss               regionLossJSON      `json:"region_loss"`
+		LossyCases               map[string]caseJSON `json:"lossy_cases"`
+		ControlFailedButApplied  int                 `json:"control_failed_but_applied"`
+		ReadsMissed              int                 `json:"post_failover_reads_missed"`
+	}{res.Lost, recoverMS, ratio, round3(readRatio), failedButApplied, unknown, regionLossJSON{
+		ReadsServed: loss.ReadsServed, ReadsFailed: loss.ReadsFailed,
+		WritesFailedFastMS: ms(loss.WritesFailedSlowest, loss.WritesFailed > 0),
+		RecoverMS:          ms(loss.RecoverTime, loss.Recovered),
+	}, lossy, ctl.FailedButApplied, res.ReadMissed})
 	fmt.Println(string(out))
 	return fail
 }
@@ -170,4 +300,65 @@ func otelNoopRatio(ctx context.Context) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no otel_noop_ratio in the benchmark output:\n%s", stdout.Bytes())
+}
+
+// regionLossJSON is the "region_loss" object of the JSON line.
+type regionLossJSON struct {
+	ReadsServed        int     `json:"reads_served"`
+	ReadsFailed        int     `json:"reads_failed"`
+	WritesFailedFastMS float64 `json:"writes_failed_fast_ms"`
+	RecoverMS          float64 `json:"recover_ms"`
+}
+
+// caseJSON is one lossy case of the JSON line.
+type caseJSON struct {
+	Acked            int     `json:"acked"`
+	Lost             int     `json:"acked_lost"`
+	Unknown          int     `json:"outcome_unknown"`
+	UnknownApplied   int     `json:"outcome_unknown_applied"`
+	Failed           int     `json:"failed"`
+	FailedButApplied int     `json:"failed_but_applied"`
+	RecoverMS        float64 `json:"recover_ms"`
+}
+
+// ms returns d in milliseconds (3 decimals), or -1 when !ok.
+func ms(d time.Duration, ok bool) float64 {
+	if !ok {
+		return -1
+	}
+	return float64(d.Microseconds()) / 1000
+}
+
+func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+
+type lossyCase struct {
+	name string
+	cfg  failoverharness.Config
+}
+
+// lossyCases are the failovers in which the database itself may lose or
+// half-apply writes.
+func lossyCases() []lossyCase {
+	return []lossyCase{
+		// r2 replicates asynchronously over a 150 ms link: what it had not
+		// received when m1 died is gone.
+		{"promote_r2", failoverharness.Config{Promote: "r2", RecoverTimeout: 30 * time.Second}},
+		// r1's link 1.5 s behind, more than the 1 s semi-sync timeout: the
+		// primary falls back to asynchronous replication and acknowledges
+		// writes r1 never receives.
+		{"semisync_fallback", failoverharness.Config{RecoverTimeout: 30 * time.Second,
+			BeforeKill: func(ctx context.Context, s *testserver.Stack) error {
+				if err := s.SetLinkDelay(ctx, "r1", 1500*time.Millisecond); err != nil {
+					return err
+				}
+				// Let the primary time out on r1 and write asynchronously.
+				select {
+				case <-time.After(2500 * time.Millisecond):
+				case <-ctx.Done():
+				}
+				return ctx.Err()
+			}}},
+		// A promotion that takes seconds (detection and decision).
+		{"slow_promotion", failoverharness.Config{PromoteDelay: 3 * time.Second, RecoverTimeout: 30 * time.Second}},
+	}
 }

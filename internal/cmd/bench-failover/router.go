@@ -8,11 +8,11 @@ import (
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 
-// openRouter opens the router on the stack with default settings: writer
-// m1, readers r1 (local) and r2.
-func openRouter(s *testserver.Stack) (db failoverharness.DB, closeDB func(), isUnknown func(error) bool, err error) {
+// openRouter opens the router of region on the stack with default settings:
+// writer m1, readers r1 (ap-northeast-1) and r2 (us-east-1).
+func openRouter(s *testserver.Stack, region string) (db failoverharness.DB, closeDB func(), isUnknown func(error) bool, err error) {
 	rt, err := dbrouter.Open(dbrouter.Config{
-		Region: testserver.PrimaryRegion,
+		Region: region,
 		Writer: dbrouter.Endpoint{Name: "m1", DSN: s.DSN("m1", failoverharness.Database)},
 		Readers: []dbrouter.Endpoint{
 			{Name: "r1", DSN: s.DSN("r1", failoverharness.Database), Region: testserver.PrimaryRegion},
