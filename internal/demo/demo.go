@@ -61,9 +61,8 @@ type Config struct {
 	// violations: that proves the driver's checks can fail.
 	Control bool
 	// RegionalOutages adds, after the failover, "us-east-1's DynamoDB down
-	// for 10 s" and "Tokyo's databases down, then r2 promoted". Off by
-	// default until the session fallback and dbrouter's region-loss
-	// behaviour pass them.
+	// for 10 s" and "Tokyo's databases down, then r2 promoted". make demo
+	// plays them (internal/cmd/demo); TestDemo plays the shorter scenario.
 	RegionalOutages bool
 	// TokenInSession runs the instances with -token-in-session: the
 	// read-your-writes token in the session instead of its own cookie.

@@ -30,7 +30,7 @@ func main() {
 	scale := flag.Float64("scale", 1, "timeline scale: 1 plays the full scenario (about 45 s)")
 	people := flag.Int("people", 8, "background people (families of two)")
 	inSession := flag.Bool("token-in-session", false, "keep the read-your-writes token in the session instead of a cookie")
-	outages := flag.Bool("regional-outages", false, "add N. Virginia's DynamoDB down for 10 s and Tokyo's databases down (r2 promoted)")
+	outages := flag.Bool("regional-outages", true, "add N. Virginia's DynamoDB down for 10 s and Tokyo's databases down (r2 promoted); false plays the shorter scenario without them")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, demo.Config{OutDir: *out, Scale: *scale, People: *people, TokenInSession: *inSession, RegionalOutages: *outages, Progress: os.Stderr})
