@@ -164,50 +164,29 @@
 // [Router.MergePositions] implement the cache package's Consistency
 // contract, so a cache can refuse to refill from a replica that lags.
 //
-// # Monitors, waiting, and their cost
+// # Monitors and waiting
 //
-// One goroutine per reader keeps the reader's applied position (watermark),
-// lag and health; the read path only compares positions in memory. A
-// monitor queries its reader
-//   - every [Config.MonitorInterval] (default 15 s, ±10 %), after reading
-//     the writer's position, to measure lag and health (1 query to the
-//     reader, 1 to the writer);
-//   - on demand, only while a read waits for a position the reader is not
-//     known to have: with MASTER_GTID_WAIT (MariaDB) or
-//     WAIT_FOR_EXECUTED_GTID_SET (MySQL), one query that returns as soon as
-//     the reader has applied the highest position then awaited (all
-//     waiting reads of the process share it); with the heartbeat, a poll at
-//     most every [Config.PollInterval] (default 20 ms). While a position
-//     stays missing (a stalled reader) the queries back off to about an
-//     eighth of its age, capped at MonitorInterval.
+// One goroutine per reader keeps the reader's applied position, lag and
+// health; the read path only compares positions in memory. A monitor queries
+// its reader every [Config.MonitorInterval] (default 15 s) and, while a read
+// waits for a position the reader is not known to have, once more on demand
+// (a server-side wait that all waiting reads of the process share; with the
+// heartbeat, a poll at most every [Config.PollInterval]).
 //
 // A read that needs a position no local reader has waits a little over the
-// local readers' recent lag (5/4 of it plus two PollIntervals, at most
-// [Config.MaxWait], default 1 s), then takes any reader of another region
-// that has it (unless [Config.PreferWriter]), then the writer. Readers more
-// than [Config.MaxLag] (default 30 s) behind, or whose monitor queries fail,
-// get no reads until they catch up; with no usable reader, reads go to the
-// writer ([Stats].ReadsWriter counts them).
+// local readers' recent lag (at most [Config.MaxWait], default 1 s), then
+// takes any reader of another region that has it (unless
+// [Config.PreferWriter]), then the writer. Readers more than [Config.MaxLag]
+// (default 30 s) behind, or whose monitor queries fail, get no reads until
+// they catch up; with no usable reader, reads go to the writer
+// ([Stats].ReadsWriter counts them).
 //
-// The arithmetic for a fleet of 1 000 processes, per reader:
-//   - Background checks: 1 000 / 15 s = 67 queries/s without sharing.
-//   - On-demand queries without sharing: at most one outstanding per process;
-//     a process whose users read right after writing sends about one per
-//     such read (the measured 40 routers doing back-to-back write-then-read
-//     sent 4 000/s). That does not stay under 100 queries/s at 1 000 busy
-//     processes.
-//   - With a [WatermarkStore] shared by the fleet ([Config.Watermarks], for
-//     example memcached): a process first reads the shared watermark, and
-//     only the process that wins an atomic claim (memcached add) queries the
-//     reader, then publishes what it learned. The claim lasts PollInterval for
-//     demand and MonitorInterval for background checks, so the whole fleet
-//     sends at most 1 s / 20 ms = 50 demand queries/s plus 1/15 s background
-//     checks, about 50 queries/s per reader whatever the number of
-//     processes (TestMonitorLoadManyRouters: 40 routers, 49 queries/s
-//     measured on the reader's Questions counter). The price is on the
-//     waiting processes: one store read per PollInterval each while they
-//     wait, and up to about two PollIntervals of extra latency for a read
-//     right after a write.
+// A fleet shares what its monitors learn through a [WatermarkStore]
+// ([Config.Watermarks]; package dbrouter/memcachestore implements it on
+// memcached): only the process that wins a reader's claim queries it, so a
+// reader's monitor load follows the fleet's demand, not the number of
+// processes. The arithmetic and the measurements are in docs/dbrouter.md in
+// the repository, with the architecture of the package.
 //
 // # Failures
 //
@@ -245,9 +224,7 @@
 //     processes thus opens at most N connections per endpoint per interval
 //     during a failover. Writes then go to the new writer, without a restart
 //     ([Stats].Writer, [Stats].Failovers, the regiondb.dbrouter.failovers
-//     metric). On the local stack, kill -9 of the primary and promotion of a
-//     replica is followed by the first successful write about 0.5 s after the
-//     kill (make bench-failover), with no acknowledged write lost.
+//     metric).
 //   - Retries of writes. A statement is retried once, on the writer the
 //     search found, only if it provably never ran: no connection could be
 //     made, database/sql reported driver.ErrBadConn after its own retries
@@ -264,10 +241,7 @@
 //     serve would go to it anyway. MariaDB's MASTER_GTID_WAIT waits on
 //     gtid_slave_pos, which a primary's own commits never enter, so the
 //     router's wait is guarded by @@read_only (a writable server answers at
-//     once and its gtid_current_pos is read instead). On the local stack,
-//     read-after-write latency 2 s after the first write that followed a
-//     failover is back to what it was before the kill
-//     (post_failover_read_p90_ratio of make bench-failover, about 0.4–0.5).
+//     once and its gtid_current_pos is read instead).
 //   - Loss of the writer's whole region. While the last writer search found
 //     no writable server, writes fail at once with [ErrNoWriter] (the search
 //     result is reused for WriterSearchInterval, then searches back off to
@@ -279,17 +253,12 @@
 //     [ErrPositionUnavailable] instead of waiting MaxWait for a writer that
 //     is gone: the readers get the time their recent lag allowed, counted
 //     from when the writer was found gone, to apply what they had received,
-//     and after that such reads fail at once. Each such failure, and each failed position
-//     query of the writer by a monitor, starts a writer search, so a
-//     replica promoted in another region is found without a restart. On the
-//     local stack, with m1 and r1 killed and r2 promoted 3 s later, a
-//     us-east-1 router served every read that allowed 30 s of staleness,
-//     failed writes in under 40 ms, and both regions' routers wrote again
-//     about 1.1 s after the promotion (region_loss of make bench-failover).
-//     What the lost region had acknowledged but not replicated is lost with
-//     it: that is the database's loss (acked_lost of bench-failover's lossy
-//     cases), and a read of the scope that wrote it shows the new writer's
-//     data.
+//     and after that such reads fail at once. Each such failure, and each
+//     failed position query of the writer by a monitor, starts a writer
+//     search, so a replica promoted in another region is found without a
+//     restart. What the lost region had acknowledged but not replicated is
+//     lost with it: that is the database's loss, and a read of the scope
+//     that wrote it shows the new writer's data.
 //   - The caller's own cancellation or deadline is never taken for a server
 //     failure: it excludes no reader and starts no writer search; its error is
 //     returned as database/sql returns it.
@@ -361,8 +330,7 @@
 // while the global TracerProvider is still otel's default delegate, spans are
 // skipped after one atomic load (a router opened before the application
 // installs its SDK starts tracing once it is installed), and metric
-// instruments are skipped when not Enabled. make bench-failover reports the
-// cost against an uninstrumented router as otel_noop_ratio.
+// instruments are skipped when not Enabled.
 //
 // # Lifecycle
 //
