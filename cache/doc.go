@@ -49,8 +49,7 @@
 // clients are treated as misses and replaced.
 //
 // A Get that finds a fresh value returns it: one memcached round trip, the
-// same as a bare gomemcache Get (measured within a few percent, with no
-// extra allocation). Otherwise:
+// same as a bare gomemcache Get, with no extra allocation. Otherwise:
 //
 //   - concurrent Gets of the key in the process share one resolution
 //     (golang.org/x/sync/singleflight);
@@ -192,15 +191,9 @@
 // Without an SDK installed the hit path allocates nothing beyond
 // gomemcache's own Get.
 //
-// # Choice of protocol
+// # Design notes
 //
-// memcached 1.6's meta protocol has leases (mg N) and invalidate-to-stale
-// (md I) natively, but gomemcache speaks only the text protocol. This
-// package uses the text protocol's add and cas instead, for three reasons:
-// the hit path is gomemcache's own Get (so it costs what a bare Get costs);
-// an invalidation must carry a writer position, which md cannot, so markers
-// are stored items either way; and the caller's *memcache.Client (its
-// selector, pool, timeouts) is reused rather than duplicated by a second
-// transport. The price is on misses only: a fill takes four round trips
-// (get, add, get, cas) instead of two.
+// The package's architecture, why it speaks memcached's text protocol
+// (add and cas) rather than the meta protocol's leases, and what was
+// measured are in docs/cache.md in the repository.
 package cache
