@@ -3,7 +3,6 @@ package compat
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"gorm.io/plugin/dbresolver"
 
 	"github.com/regiondb/regiondb/dbrouter"
+	"github.com/regiondb/regiondb/internal/paired"
 )
 
 // PeerConfig sizes ComparePeer.
@@ -94,40 +94,11 @@ func (e *Env) ComparePeer(ctx context.Context, cfg PeerConfig) (float64, error) 
 	}
 	var ratios []float64
 	for i := range cfg.Pairs {
-		da, db := make([]float64, 0, cfg.Batch), make([]float64, 0, cfg.Batch)
-		for j := range cfg.Batch {
-			first, second := runPeer, runOurs
-			if (i+j)%2 == 1 {
-				first, second = runOurs, runPeer
-			}
-			t0 := time.Now()
-			if err := first(); err != nil {
-				return 0, err
-			}
-			t1 := time.Now()
-			if err := second(); err != nil {
-				return 0, err
-			}
-			t2 := time.Now()
-			d1, d2 := float64(t1.Sub(t0)), float64(t2.Sub(t1))
-			if (i+j)%2 == 1 {
-				d1, d2 = d2, d1
-			}
-			da, db = append(da, d1), append(db, d2)
+		peerNs, oursNs, err := paired.Batch(cfg.Batch, i, runPeer, runOurs)
+		if err != nil {
+			return 0, err
 		}
-		ratios = append(ratios, median(db)/median(da))
+		ratios = append(ratios, oursNs/peerNs)
 	}
-	return median(ratios), nil
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return paired.Median(ratios), nil
 }

@@ -5,10 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"runtime"
-	"slices"
 	"time"
 
 	"github.com/regiondb/regiondb/dbrouter"
+	"github.com/regiondb/regiondb/internal/paired"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 
@@ -94,11 +94,11 @@ func MeasureOverhead(ctx context.Context, s *testserver.Stack, cfg OverheadConfi
 		o.Rounds = append(o.Rounds, r)
 		o.DBRounds = append(o.DBRounds, d)
 	}
-	o.NsRatio = median(o.Rounds)
+	o.NsRatio = paired.Median(o.Rounds)
 	o.ExtraAllocs = o.RouterAllocs - o.RawAllocs
-	o.DBNsRatio = median(o.DBRounds)
+	o.DBNsRatio = paired.Median(o.DBRounds)
 	o.DBExtraAllocs = o.DBAllocs - o.DBRawAllocs
-	o.RawNs, o.RouterNs, o.DBNs = median(rawNs), median(rtNs), median(dbNs)
+	o.RawNs, o.RouterNs, o.DBNs = paired.Median(rawNs), paired.Median(rtNs), paired.Median(dbNs)
 	cfg.Logf("raw %.0f ns/op %.2f allocs/op; router %.0f ns/op %.2f allocs/op; routing *sql.DB %.0f ns/op %.2f allocs/op (raw %.2f); median ratios %.4f, %.4f over %d rounds of %d pairs of %d",
 		o.RawNs, o.RawAllocs, o.RouterNs, o.RouterAllocs, o.DBNs, o.DBAllocs, o.DBRawAllocs, o.NsRatio, o.DBNsRatio, cfg.Rounds, cfg.Pairs, cfg.Batch)
 	return o, nil
@@ -191,28 +191,10 @@ func pairs(cfg OverheadConfig, runRaw, runCand func() error, rawNs, candNs *[]fl
 	}
 	var ratios []float64
 	for i := range cfg.Pairs {
-		da, db := make([]float64, 0, cfg.Batch), make([]float64, 0, cfg.Batch)
-		for j := range cfg.Batch {
-			first, second := runRaw, runCand
-			if (i+j)%2 == 1 {
-				first, second = runCand, runRaw
-			}
-			t0 := time.Now()
-			if err := first(); err != nil {
-				return 0, err
-			}
-			t1 := time.Now()
-			if err := second(); err != nil {
-				return 0, err
-			}
-			t2 := time.Now()
-			d1, d2 := float64(t1.Sub(t0).Nanoseconds()), float64(t2.Sub(t1).Nanoseconds())
-			if (i+j)%2 == 1 {
-				d1, d2 = d2, d1
-			}
-			da, db = append(da, d1), append(db, d2)
+		ma, mb, err := paired.Batch(cfg.Batch, i, runRaw, runCand)
+		if err != nil {
+			return 0, err
 		}
-		ma, mb := median(da), median(db)
 		ratios = append(ratios, mb/ma)
 		if rawNs != nil {
 			*rawNs = append(*rawNs, ma)
@@ -230,17 +212,5 @@ func pairs(cfg OverheadConfig, runRaw, runCand func() error, rawNs, candNs *[]fl
 		}
 		*rawAllocs, *candAllocs = min(*rawAllocs, aa), min(*candAllocs, ba)
 	}
-	return median(ratios), nil
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return paired.Median(ratios), nil
 }
