@@ -32,36 +32,19 @@ check:
 stack: deps
 	$(STACK) up
 
-bench-ryw: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-ryw
-
-bench-overhead: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-overhead
-
-bench-failover: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-failover
-
-bench-session: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-session
-
-bench-cache: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-cache
-
-## bench-fleet: N routers in one process, with and without the shared store; what the servers received
-bench-fleet: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-fleet
-
-## bench-security: hostile positions, tokens, watermarks and cache items against the readers; the classifier against real effects
-bench-security: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-security
+## bench-NAME: one measurement of internal/cmd/bench against the stack; its last line is one JSON object
+##   ryw: read-your-writes strategies and guarantees; overhead: the read path over a raw *sql.DB;
+##   failover: writer failover, lossy failovers, region loss; session: DynamoDB sessions across regions;
+##   cache: the read-through cache; fleet: N routers in one process, with and without the shared store;
+##   security: hostile positions, tokens, watermarks and cache items, the classifier against real effects;
+##   aurora: the Aurora paths through the Aurora shim (load-balanced reader, heartbeat rollback, stale-DNS failover)
+BENCHES := ryw overhead failover session cache fleet security aurora
+$(addprefix bench-,$(BENCHES)): bench-%: deps
+	$(STACK) run -- $(GO) run ./internal/cmd/bench $*
 
 ## bench-compat: GORM, sqlx, ent, bun, sqlc and otelsql on the routing *sql.DB (module compat/)
 bench-compat: deps
 	$(STACK) run -- sh -c 'cd compat && $(GO) run ./cmd/bench-compat'
-
-## bench-aurora: the Aurora paths on the stack through the Aurora shim (load-balanced reader, heartbeat rollback, stale-DNS failover, probes, writer connections)
-bench-aurora: deps
-	$(STACK) run -- $(GO) run ./internal/cmd/bench-aurora
 
 ## clean: remove the stack folder and the tools (no stack may be running)
 clean:

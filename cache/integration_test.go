@@ -10,7 +10,7 @@ import (
 	"github.com/regiondb/regiondb/cache"
 	"go.opentelemetry.io/otel/attribute"
 
-	"github.com/regiondb/regiondb/internal/cacheharness"
+	cacheharness "github.com/regiondb/regiondb/internal/harness/cache"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/regiondb/regiondb/internal/cacheharness"
+	cacheharness "github.com/regiondb/regiondb/internal/harness/cache"
 	"go.uber.org/goleak"
 )
 

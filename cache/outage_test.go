@@ -13,7 +13,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/regiondb/regiondb/cache"
-	"github.com/regiondb/regiondb/internal/cacheharness"
+	cacheharness "github.com/regiondb/regiondb/internal/harness/cache"
 	"go.opentelemetry.io/otel/attribute"
 )
 

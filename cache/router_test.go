@@ -7,7 +7,7 @@ import (
 
 	"github.com/regiondb/regiondb/cache"
 	"github.com/regiondb/regiondb/dbrouter"
-	"github.com/regiondb/regiondb/internal/cacheharness"
+	cacheharness "github.com/regiondb/regiondb/internal/harness/cache"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 

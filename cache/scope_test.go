@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/regiondb/regiondb/cache"
-	"github.com/regiondb/regiondb/internal/cacheharness"
+	cacheharness "github.com/regiondb/regiondb/internal/harness/cache"
 	"go.opentelemetry.io/otel/attribute"
 )
 

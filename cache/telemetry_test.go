@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/regiondb/regiondb/cache"
-	"github.com/regiondb/regiondb/internal/cacheharness"
+	cacheharness "github.com/regiondb/regiondb/internal/harness/cache"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"

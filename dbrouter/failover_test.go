@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regiondb/regiondb/internal/failoverharness"
+	failoverharness "github.com/regiondb/regiondb/internal/harness/failover"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 

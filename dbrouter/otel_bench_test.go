@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"testing"
 
-	"github.com/regiondb/regiondb/internal/failoverharness"
+	failoverharness "github.com/regiondb/regiondb/internal/harness/failover"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/regiondb/regiondb/internal/sessionharness"
+	sessionharness "github.com/regiondb/regiondb/internal/harness/session"
 	"github.com/regiondb/regiondb/session"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
-	"github.com/regiondb/regiondb/internal/sessionharness"
+	sessionharness "github.com/regiondb/regiondb/internal/harness/session"
 	"github.com/regiondb/regiondb/session"
 )
 

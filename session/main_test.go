@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/regiondb/regiondb/internal/sessionharness"
+	sessionharness "github.com/regiondb/regiondb/internal/harness/session"
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 

@@ -14,7 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/regiondb/regiondb/internal/sessionharness"
+	sessionharness "github.com/regiondb/regiondb/internal/harness/session"
 	"github.com/regiondb/regiondb/session"
 )
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regiondb/regiondb/internal/sessionharness"
+	sessionharness "github.com/regiondb/regiondb/internal/harness/session"
 )
 
 // TestCrossRegionAlternating: users whose requests alternate between the

@@ -1,0 +1,104 @@
+package ryw
+
+import (
+	"context"
+	"database/sql"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/regiondb/regiondb/dbrouter"
+)
+
+// RoundTrips is what the round-trip phase counted: statements the servers
+// received beyond the ones the workload sent, per workload read (on the
+// readers) and per write (on the writer).
+type RoundTrips struct {
+	Reads       int64 `json:"reads"`
+	Writes      int64 `json:"writes"`
+	ReaderExtra int64 `json:"reader_extra"`
+	WriterExtra int64 `json:"writer_extra"`
+	// MonitorQueries are the routers' own count of position queries to
+	// readers (monitor polls and waits, bounds of monotonic reads); Waits
+	// the reads that waited for a reader.
+	MonitorQueries int64 `json:"monitor_queries"`
+	Waits          int64 `json:"waits"`
+}
+
+// questions returns the server's Questions counter (statements received
+// from clients); the query itself is one of them.
+func questions(ctx context.Context, db *sql.DB) (int64, error) {
+	var name string
+	var n int64
+	err := db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Questions'").Scan(&name, &n)
+	return n, err
+}
+
+// measureRoundTrips runs the workload's mix (one request in ten writes,
+// exponential think times, each user in its home region) through a fresh
+// pair of routers and their middleware, and counts on the servers, after a
+// warm-up, the statements that were not the workload's: monitor polls and
+// waits and the bounds of monotonic reads on the readers, position reads on
+// the writer. Nothing else may use the servers meanwhile.
+func measureRoundTrips(ctx context.Context, cfg Config, open func(region string) (*dbrouter.Router, error), p *pools, users, firstID int, warmup, d time.Duration) (RoundTrips, error) {
+	var routers [2]*dbrouter.Router
+	for i, region := range regions {
+		rt, err := open(region)
+		if err != nil {
+			return RoundTrips{}, err
+		}
+		defer rt.Close()
+		routers[i] = rt
+	}
+	st := newRouterStrategy(routers)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	t := &tally{}
+	for i := range users {
+		u := &user{id: firstID + i, follow: firstID + (i+1)%users, home: i % 2}
+		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(u.id)))
+		wg.Go(func() { runUser(runCtx, cfg, st, u, false, rng, t) })
+	}
+	defer wg.Wait()
+	snap := func() (q [3]int64, s [2]dbrouter.Stats, err error) {
+		for i, db := range []*sql.DB{p.readers[0], p.readers[1], p.writer} {
+			if q[i], err = questions(ctx, db); err != nil {
+				return q, s, err
+			}
+		}
+		return q, [2]dbrouter.Stats{routers[0].Stats(), routers[1].Stats()}, nil
+	}
+	if !sleep(ctx, warmup) {
+		return RoundTrips{}, ctx.Err()
+	}
+	q0, s0, err := snap()
+	if err != nil {
+		return RoundTrips{}, err
+	}
+	if !sleep(ctx, d) {
+		return RoundTrips{}, ctx.Err()
+	}
+	q1, s1, err := snap()
+	if err != nil {
+		return RoundTrips{}, err
+	}
+	cancel()
+	var rt RoundTrips
+	var writerReads int64
+	for i := range 2 {
+		rt.Reads += s1[i].ReadsLocal + s1[i].ReadsRemote - s0[i].ReadsLocal - s0[i].ReadsRemote
+		writerReads += s1[i].ReadsWriter + s1[i].ReadsForced - s0[i].ReadsWriter - s0[i].ReadsForced
+		rt.Writes += s1[i].Writes - s0[i].Writes
+		rt.MonitorQueries += s1[i].MonitorQueries - s0[i].MonitorQueries
+		rt.Waits += s1[i].Waits - s0[i].Waits
+	}
+	// Each reader's and the writer's delta includes one SHOW STATUS of
+	// the second snapshot.
+	rt.ReaderExtra = (q1[0] - q0[0] - 1) + (q1[1] - q0[1] - 1) - rt.Reads
+	rt.WriterExtra = (q1[2] - q0[2] - 1) - rt.Writes - writerReads
+	if t.errors.Load() > 0 {
+		cfg.Logf("round trips: %d requests failed", t.errors.Load())
+	}
+	return rt, nil
+}
