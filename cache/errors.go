@@ -66,10 +66,21 @@ type ConfigError struct {
 	Field string
 	// Reason says what is wrong with it.
 	Reason string
+	// Err is the underlying error, if any.
+	Err error
 }
 
-// Error implements error.
-func (e *ConfigError) Error() string { return "cache: invalid Config." + e.Field + ": " + e.Reason }
+// Error returns "cache: invalid config: <field>: <reason>[: <cause>]".
+func (e *ConfigError) Error() string {
+	s := "cache: invalid config: " + e.Field + ": " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Is reports whether target is [ErrInvalidConfig].
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
