@@ -27,9 +27,7 @@ import (
 // that every reader has passed needs no keeping: its removal ("") is never
 // written on its own; it rides along when the session is written anyway,
 // and until then the old token stays, harmless (every reader satisfies it).
-// A token equal to the one the session holds costs nothing. Measured by
-// bench-session ("token_carrier"): 1 write per request that advances the
-// token, 0 per request that keeps or removes it. A user who writes or reads
+// A token equal to the one the session holds costs nothing. A user who writes or reads
 // fresh data on most requests therefore costs a session write on most
 // requests while replicas lag; dbrouter's own cookie costs nothing to
 // rewrite. A TokenCarrier is safe for concurrent use.
