@@ -11,16 +11,13 @@ import (
 )
 
 func (a *app) createFamily(w http.ResponseWriter, r *http.Request) error {
-	var in struct{ Name string }
-	if err := readJSON(r, &in); err != nil {
+	name, err := readName(r)
+	if err != nil {
 		return err
-	}
-	if in.Name == "" {
-		return errorf(http.StatusBadRequest, "name is required")
 	}
 	ctx := r.Context()
 	u := currentUser(ctx)
-	res, err := a.b.db.ExecContext(ctx, "INSERT INTO families (name) VALUES (?)", in.Name)
+	res, err := a.b.db.ExecContext(ctx, "INSERT INTO families (name) VALUES (?)", name)
 	if err != nil {
 		return err
 	}
@@ -31,7 +28,7 @@ func (a *app) createFamily(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.b.db.ExecContext(ctx, "INSERT INTO memberships (family_id, user_id, role) VALUES (?, ?, 'parent')", id, u.ID); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, family{ID: id, Name: in.Name, Members: []member{{UserID: u.ID, Name: u.Name, Role: "parent"}}})
+	writeJSON(w, http.StatusCreated, family{ID: id, Name: name, Members: []member{{UserID: u.ID, Name: u.Name, Role: "parent"}}})
 	return nil
 }
 
@@ -53,25 +50,22 @@ func (a *app) renameFamily(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var in struct{ Name string }
-	if err := readJSON(r, &in); err != nil {
+	name, err := readName(r)
+	if err != nil {
 		return err
-	}
-	if in.Name == "" {
-		return errorf(http.StatusBadRequest, "name is required")
 	}
 	ctx := r.Context()
 	f, err := a.memberFamily(ctx, id)
 	if err != nil {
 		return err
 	}
-	if _, err := a.b.db.ExecContext(ctx, "UPDATE families SET name = ? WHERE id = ?", in.Name, id); err != nil {
+	if _, err := a.b.db.ExecContext(ctx, "UPDATE families SET name = ? WHERE id = ?", name, id); err != nil {
 		return err
 	}
 	if err := a.b.cache.Invalidate(ctx, a.familyCacheKey(id)); err != nil {
 		return err
 	}
-	f.Name = in.Name
+	f.Name = name
 	writeJSON(w, http.StatusOK, f)
 	return nil
 }

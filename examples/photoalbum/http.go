@@ -74,6 +74,18 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
+// readName reads a body {"name": ...} whose name must not be empty.
+func readName(r *http.Request) (string, error) {
+	var in struct{ Name string }
+	if err := readJSON(r, &in); err != nil {
+		return "", err
+	}
+	if in.Name == "" {
+		return "", errorf(http.StatusBadRequest, "name is required")
+	}
+	return in.Name, nil
+}
+
 func pathID(r *http.Request) (int64, error) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {

@@ -21,16 +21,13 @@ func (a *app) me(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *app) renameMe(w http.ResponseWriter, r *http.Request) error {
-	var in struct{ Name string }
-	if err := readJSON(r, &in); err != nil {
+	name, err := readName(r)
+	if err != nil {
 		return err
-	}
-	if in.Name == "" {
-		return errorf(http.StatusBadRequest, "name is required")
 	}
 	ctx := r.Context()
 	u := currentUser(ctx)
-	if _, err := a.b.db.ExecContext(ctx, "UPDATE users SET name = ? WHERE id = ?", in.Name, u.ID); err != nil {
+	if _, err := a.b.db.ExecContext(ctx, "UPDATE users SET name = ? WHERE id = ?", name, u.ID); err != nil {
 		return err
 	}
 	// The user's name is also part of each family record. Ask the writer
@@ -50,7 +47,7 @@ func (a *app) renameMe(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	u.Name = in.Name
+	u.Name = name
 	writeJSON(w, http.StatusOK, u)
 	return nil
 }
