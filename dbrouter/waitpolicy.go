@@ -1,0 +1,136 @@
+package dbrouter
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// The wait-or-go policy: a read that needs a position a reader is not known
+// to have either waits for that reader or goes elsewhere (another reader
+// known to have it, else the writer). Waiting is worth it only while the
+// reader is expected to catch up sooner than a read elsewhere would answer:
+// the policy compares the reader's expected catch-up with the measured round
+// trips to the reader and to the writer (docs/dbrouter.md, "Wait or go").
+
+// rttEstimate is a round-trip estimate of one endpoint, from the monitor's
+// position queries. It follows lower samples at once and higher ones by an
+// eighth of the difference, so that a sample that included a connection's
+// dial or a scheduling hiccup moves it little, while a path that really got
+// slower is followed within a few samples. Zero means no sample yet. Safe
+// for concurrent use.
+type rttEstimate struct {
+	ns atomic.Int64
+}
+
+func (e *rttEstimate) observe(d time.Duration) {
+	d = max(d, time.Microsecond)
+	for {
+		old := e.ns.Load()
+		n := int64(d)
+		if old != 0 && n > old {
+			n = old + (n-old)/8
+		}
+		if e.ns.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+func (e *rttEstimate) get() time.Duration { return time.Duration(e.ns.Load()) }
+
+// observeWriterRTT records d, the duration of a writer position query that
+// started at start. The first sample may include the dial of the
+// connection (several round trips): it is followed by a second query on the
+// then warm connection, so the estimate starts from a real round trip.
+func (rt *Router) observeWriterRTT(ctx context.Context, d time.Duration) {
+	first := rt.writerRTT.get() == 0
+	rt.writerRTT.observe(d)
+	if !first {
+		return
+	}
+	start := time.Now()
+	if _, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter); err == nil {
+		rt.writerRTT.observe(time.Since(start))
+	}
+}
+
+// readWaitBudget returns how long a read that needs need may wait for
+// reader r before it goes elsewhere; 0 means: go elsewhere now.
+//
+// Without a measured writer round trip yet, it is the lag heuristic (r's
+// recent lag plus a quarter and two polls, at most MaxWait). Otherwise a
+// read elsewhere costs the writer's round trip (at least two polls: a
+// writer in the reader's region is not worth skipping the reader for
+// less), and r is worth waiting for only while its expected catch-up plus
+// its own round trip costs less:
+//   - r known to be behind for longer than that (stalled, or far behind:
+//     its lag keeps growing) gets 0;
+//   - r expected to catch up in time (its recent lag, minus how old need is
+//     known to be) gets that catch-up plus a quarter and two polls, at most
+//     the difference of the round trips;
+//   - r expected to be too slow, but not known to be behind (need may be
+//     older than it looks), gets a probe: two of its round trips and a
+//     poll, at most a quarter of the difference.
+func (rt *Router) readWaitBudget(r *reader, need *position) time.Duration {
+	cfg := &rt.cfg
+	if cfg.MaxWait <= 0 || !r.usable(cfg.MaxLag) {
+		return 0
+	}
+	if rt.has(r, need) {
+		return cfg.MaxWait
+	}
+	recent := time.Duration(r.recentLag.Load())
+	wrtt := rt.writerRTT.get()
+	if wrtt == 0 {
+		return min(recent*5/4+2*cfg.PollInterval, cfg.MaxWait)
+	}
+	now := time.Now()
+	in := waitInputs{recentLag: recent, readerRTT: r.rtt.get(), writerRTT: wrtt, poll: cfg.PollInterval, maxWait: cfg.MaxWait}
+	if behind, age, _ := r.unmet(now); behind {
+		in.behindFor = age
+	}
+	// The writer had need when a position read found it at or past need:
+	// need is at least that old.
+	rt.wsample.mu.Lock()
+	if last := rt.wsample.last; last != nil && last.pos.covers(need) {
+		in.needAge = now.Sub(last.at)
+	}
+	rt.wsample.mu.Unlock()
+	return waitBudget(in)
+}
+
+// waitInputs are what the wait-or-go policy knows about one reader.
+type waitInputs struct {
+	recentLag time.Duration // the reader's smoothed lag
+	behindFor time.Duration // how long it has lacked a position it is known to lack (0: none)
+	needAge   time.Duration // how old the needed position is known to be, at least (0: unknown)
+	readerRTT time.Duration // round trip to the reader (0: not measured)
+	writerRTT time.Duration // round trip to the writer
+	poll      time.Duration // Config.PollInterval
+	maxWait   time.Duration // Config.MaxWait
+}
+
+// waitBudget is readWaitBudget's policy once the writer's round trip is
+// known.
+func waitBudget(in waitInputs) time.Duration {
+	goCost := max(in.writerRTT, 2*in.poll)
+	spare := goCost - in.readerRTT
+	if spare <= 0 || in.behindFor > spare {
+		return 0
+	}
+	remaining := max(in.recentLag, in.behindFor) - in.needAge
+	if remaining <= spare {
+		return min(max(remaining, 0)*5/4+2*in.poll, spare, in.maxWait)
+	}
+	return min(2*in.readerRTT+in.poll, spare/4, in.maxWait)
+}
+
+// waitBound is waitAndPick's bound for r: the wait-or-go budget for a read
+// that needs a position, the lag heuristic for a bounded-staleness read.
+func (rt *Router) waitBound(r *reader, need *position, stale time.Duration) time.Duration {
+	if stale > 0 || need.empty() {
+		return time.Duration(r.recentLag.Load())*5/4 + 2*rt.cfg.PollInterval
+	}
+	return rt.readWaitBudget(r, need)
+}
