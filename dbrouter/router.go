@@ -42,6 +42,7 @@ type Router struct {
 	changed notifier // monitor state changes
 
 	writerRTT rttEstimate // round trip to the writer (see readWaitBudget)
+	writes    writeClock  // when recent writes returned their positions (see readWaitBudget)
 
 	goneMu               sync.Mutex // protects goneSince, goneUntil
 	goneSince, goneUntil time.Time  // see goneDeadline

@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -55,23 +56,63 @@ func (rt *Router) observeWriterRTT(ctx context.Context, d time.Duration) {
 	}
 }
 
+// writeClock remembers when this router's latest writes returned their
+// positions: a read that needs at most one of them needs a write at least
+// that old. Safe for concurrent use.
+type writeClock struct {
+	mu   sync.Mutex // protects ring and next
+	ring [16]struct {
+		pos *position
+		at  time.Time
+	}
+	next int
+}
+
+// noteWrite records that a write of this router committed p by now.
+func (rt *Router) noteWrite(p *position) {
+	if p.empty() {
+		return
+	}
+	c := &rt.writes
+	c.mu.Lock()
+	c.ring[c.next].pos, c.ring[c.next].at = p, time.Now()
+	c.next = (c.next + 1) % len(c.ring)
+	c.mu.Unlock()
+}
+
+// age returns how old need is known to be at now, at least: the age of the
+// oldest remembered write that covers it (0: none does).
+func (c *writeClock) age(need *position, now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var age time.Duration
+	for _, w := range c.ring {
+		if w.pos != nil && w.pos.covers(need) {
+			age = max(age, now.Sub(w.at))
+		}
+	}
+	return age
+}
+
 // readWaitBudget returns how long a read that needs need may wait for
 // reader r before it goes elsewhere; 0 means: go elsewhere now.
 //
-// Without a measured writer round trip yet, it is the lag heuristic (r's
-// recent lag plus a quarter and two polls, at most MaxWait). Otherwise a
-// read elsewhere costs the writer's round trip (at least two polls: a
-// writer in the reader's region is not worth skipping the reader for
-// less), and r is worth waiting for only while its expected catch-up plus
-// its own round trip costs less:
+// Without a measured writer round trip yet, or with a writer at most two
+// polls away (unless Config.PreferWriter: the readers, then those of other
+// regions, come before the writer), it is the lag heuristic: r's recent
+// lag plus a quarter and two polls, at most MaxWait. Otherwise a read
+// elsewhere costs the writer's round trip, and r is worth waiting for only
+// while its expected catch-up plus its own round trip costs less:
 //   - r known to be behind for longer than that (stalled, or far behind:
 //     its lag keeps growing) gets 0;
 //   - r expected to catch up in time (its recent lag, minus how old need is
-//     known to be) gets that catch-up plus a quarter and two polls, at most
-//     the difference of the round trips;
-//   - r expected to be too slow, but not known to be behind (need may be
-//     older than it looks), gets a probe: two of its round trips and a
-//     poll, at most a quarter of the difference.
+//     known to be, from this router's writes and the writer's position
+//     reads) gets that catch-up plus a quarter and two polls, if that fits
+//     in the difference of the round trips;
+//   - r expected to be too slow but not known to be behind (need may be
+//     older than it looks), or expected to have need already although it
+//     is not known to (it may be stalled), gets a probe: two of its round
+//     trips and a poll, at most a quarter of the difference.
 func (rt *Router) readWaitBudget(r *reader, need *position) time.Duration {
 	cfg := &rt.cfg
 	if cfg.MaxWait <= 0 || !r.usable(cfg.MaxLag) {
@@ -86,15 +127,17 @@ func (rt *Router) readWaitBudget(r *reader, need *position) time.Duration {
 		return min(recent*5/4+2*cfg.PollInterval, cfg.MaxWait)
 	}
 	now := time.Now()
-	in := waitInputs{recentLag: recent, readerRTT: r.rtt.get(), writerRTT: wrtt, poll: cfg.PollInterval, maxWait: cfg.MaxWait}
+	in := waitInputs{recentLag: recent, readerRTT: r.rtt.get(), writerRTT: wrtt, poll: cfg.PollInterval, maxWait: cfg.MaxWait, preferWriter: cfg.PreferWriter}
 	if behind, age, _ := r.unmet(now); behind {
 		in.behindFor = age
 	}
-	// The writer had need when a position read found it at or past need:
+	// The writer had need when a position read found it at or past need,
+	// or when a write of this router returned a position at or past it:
 	// need is at least that old.
+	in.needAge = rt.writes.age(need, now)
 	rt.wsample.mu.Lock()
 	if last := rt.wsample.last; last != nil && last.pos.covers(need) {
-		in.needAge = now.Sub(last.at)
+		in.needAge = max(in.needAge, now.Sub(last.at))
 	}
 	rt.wsample.mu.Unlock()
 	return waitBudget(in)
@@ -109,21 +152,30 @@ type waitInputs struct {
 	writerRTT time.Duration // round trip to the writer
 	poll      time.Duration // Config.PollInterval
 	maxWait   time.Duration // Config.MaxWait
+	// preferWriter is Config.PreferWriter.
+	preferWriter bool
 }
 
 // waitBudget is readWaitBudget's policy once the writer's round trip is
 // known.
 func waitBudget(in waitInputs) time.Duration {
-	goCost := max(in.writerRTT, 2*in.poll)
-	spare := goCost - in.readerRTT
+	if !in.preferWriter && in.writerRTT <= 2*in.poll {
+		// A writer this near costs no latency worth saving, and the
+		// readers (then those of other regions) come before it.
+		return min(in.recentLag*5/4+2*in.poll, in.maxWait)
+	}
+	spare := max(in.writerRTT, 2*in.poll) - in.readerRTT
 	if spare <= 0 || in.behindFor > spare {
 		return 0
 	}
+	probe := min(2*in.readerRTT+in.poll, spare/4, in.maxWait)
 	remaining := max(in.recentLag, in.behindFor) - in.needAge
-	if remaining <= spare {
-		return min(max(remaining, 0)*5/4+2*in.poll, spare, in.maxWait)
+	if wait := remaining*5/4 + 2*in.poll; remaining > 0 && wait <= spare {
+		return max(probe, min(wait, in.maxWait))
 	}
-	return min(2*in.readerRTT+in.poll, spare/4, in.maxWait)
+	// Should have it already (or is stalled), or expected too late (but
+	// need may be older than it looks): one look.
+	return probe
 }
 
 // waitBound is waitAndPick's bound for r: the wait-or-go budget for a read

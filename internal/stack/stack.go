@@ -97,7 +97,7 @@ type Stack struct {
 	// routes are the client routes by name, in routeOrder.
 	routes     map[string]*route
 	routeOrder []string
-	primary string
+	primary    string
 	// promotedAt is the GTID position the current primary had applied when it was promoted.
 	promotedAt string
 	lagTimers  map[string]*time.Timer

@@ -3,11 +3,15 @@
 // line, {"router":{...},"naive":{...},"window2s":{...},"monotonic":{...},
 // "monotonic_control":{...},"tabs":{...},"tabs_control":{...},
 // "local_only":{...},"local_only_control":{...},"extra_round_trips_per_read":x,
-// "extra_round_trips_per_write":y,"round_trips":{...}}: violations,
+// "extra_round_trips_per_write":y,"round_trips":{...},"limit_ratio_p50":a,
+// "limit_ratio_p90":b,"limit_grid":{...}}: violations,
 // writer_share, p50_ms, p99_ms, reads and errors per strategy; reads,
 // regressions or violations of each guarantee and its control; and the
 // statements the readers (the writer) received beyond the workload's, per
-// read (write), counted on their Questions counters. It exits with status 1 when
+// read (write), counted on their Questions counters; a read's latency over
+// its physical limit across a grid of reader lags and read times after a
+// write, with a cross-region writer (the grid's cells under limit_grid).
+// It exits with status 1 when
 // the run means nothing (more than 1 % of a strategy's requests failed, too
 // few reads, or a control that saw no failure). Run it with `make bench-ryw`.
 package main
@@ -28,6 +32,7 @@ func main() {
 	users := flag.Int("users", 32, "concurrent simulated users per strategy")
 	dur := flag.Duration("duration", 60*time.Second, "how long the workload runs")
 	seed := flag.Uint64("seed", 1, "seed of the workload and the faults")
+	limitReps := flag.Int("limit-reps", 6, "reads per cell of the latency grid")
 	flag.Parse()
 	log.SetFlags(0)
 	s, err := testserver.Lookup()
@@ -35,7 +40,7 @@ func main() {
 		log.Fatal(err)
 	}
 	rep, err := rywharness.Run(context.Background(), s, rywharness.Config{
-		Users: *users, Duration: *dur, Seed: *seed,
+		Users: *users, Duration: *dur, Seed: *seed, LimitReps: *limitReps,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 	})
 	if err != nil {
