@@ -179,9 +179,10 @@ func waitBudget(in waitInputs) time.Duration {
 }
 
 // waitBound is waitAndPick's bound for r: the wait-or-go budget for a read
-// that needs a position, the lag heuristic for a bounded-staleness read.
+// that needs a position, the lag heuristic for a bounded-staleness read and
+// while the writer is gone (there is nowhere else to go).
 func (rt *Router) waitBound(r *reader, need *position, stale time.Duration) time.Duration {
-	if stale > 0 || need.empty() {
+	if _, gone := rt.search.gone(); stale > 0 || need.empty() || gone != nil {
 		return time.Duration(r.recentLag.Load())*5/4 + 2*rt.cfg.PollInterval
 	}
 	return rt.readWaitBudget(r, need)
