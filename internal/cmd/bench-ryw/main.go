@@ -14,10 +14,13 @@
 // It exits with status 1 when
 // the run means nothing (more than 1 % of a strategy's requests failed, too
 // few reads, or a control that saw no failure). Run it with `make bench-ryw`.
+// With -limits-only it runs the latency grid alone (about 2 minutes) and
+// prints {"limit_ratio_p50":a,"limit_ratio_p90":b,"limit_grid":{...}}.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -33,15 +36,30 @@ func main() {
 	dur := flag.Duration("duration", 60*time.Second, "how long the workload runs")
 	seed := flag.Uint64("seed", 1, "seed of the workload and the faults")
 	limitReps := flag.Int("limit-reps", 6, "reads per cell of the latency grid")
+	limitsOnly := flag.Bool("limits-only", false, "run the latency grid alone")
 	flag.Parse()
 	log.SetFlags(0)
 	s, err := testserver.Lookup()
 	if err != nil {
 		log.Fatal(err)
 	}
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	if *limitsOnly {
+		l, err := rywharness.MeasureLimits(context.Background(), s, *limitReps, logf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		b, _ := json.Marshal(map[string]any{"limit_ratio_p50": l.RatioP50, "limit_ratio_p90": l.RatioP90, "limit_grid": l})
+		fmt.Println(string(b))
+		if l.Reads < int64(12**limitReps) || l.Violations > 0 {
+			fmt.Fprintf(os.Stderr, "bench-ryw: the grid does not count: %d reads, %d violations\n", l.Reads, l.Violations)
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := rywharness.Run(context.Background(), s, rywharness.Config{
 		Users: *users, Duration: *dur, Seed: *seed, LimitReps: *limitReps,
-		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
+		Logf: logf,
 	})
 	if err != nil {
 		log.Fatal(err)
