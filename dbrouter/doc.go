@@ -173,8 +173,12 @@
 // (a server-side wait that all waiting reads of the process share; with the
 // heartbeat, a poll at most every [Config.PollInterval]).
 //
-// A read that needs a position no local reader has waits a little over the
-// local readers' recent lag (at most [Config.MaxWait], default 1 s), then
+// A read that needs a position no local reader has waits for a local reader
+// only while that is expected to be quicker than a read elsewhere: the
+// monitors measure the round trips to the writer and to each reader, and a
+// reader's recent lag; a reader expected to catch up within the difference
+// is waited for (at most [Config.MaxWait], default 1 s), a reader known to
+// be further behind is not waited for at all. The read then
 // takes any reader of another region that has it (unless
 // [Config.PreferWriter]), then the writer. Readers more than [Config.MaxLag]
 // (default 30 s) behind, or whose monitor queries fail, get no reads until

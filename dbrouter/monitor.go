@@ -36,6 +36,7 @@ type reader struct {
 	freshAsOf atomic.Int64             // UnixNano: the reader had all the writer had then
 	polls     atomic.Int64             // monitor queries sent to this reader
 	sample    sampler                  // position reads, for bounding what the reader served
+	rtt       rttEstimate              // round trip of its position polls (see readWaitBudget)
 
 	kick chan struct{} // wakes the monitor; capacity 1
 
@@ -298,6 +299,7 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 		p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
 		if err == nil {
 			wpos = p
+			rt.observeWriterRTT(ctx, time.Since(wAt))
 		} else if ctx.Err() == nil && classifyFailure(ctx, err).serverFailure() {
 			// The writer does not answer: find out whether another
 			// endpoint is writable (reads then stop waiting for
@@ -320,6 +322,7 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 		rt.changed.broadcast()
 		return
 	}
+	r.rtt.observe(time.Since(start))
 	// A position read is also an upper bound of what r served before it
 	// started (see [Router.settle]).
 	r.sample.record(p, start)

@@ -41,6 +41,9 @@ type Router struct {
 	wsample sampler  // writer position reads, for bounding what the writer served
 	changed notifier // monitor state changes
 
+	writerRTT rttEstimate // round trip to the writer (see readWaitBudget)
+	writes    writeClock  // when recent writes returned their positions (see readWaitBudget)
+
 	goneMu               sync.Mutex // protects goneSince, goneUntil
 	goneSince, goneUntil time.Time  // see goneDeadline
 	opened               time.Time
@@ -549,7 +552,7 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 	for _, r := range rt.readers {
 		if r.usable(rt.cfg.MaxLag) {
 			cands = append(cands, r)
-			bound = max(bound, time.Duration(r.recentLag.Load())*5/4+2*rt.cfg.PollInterval)
+			bound = max(bound, rt.waitBound(r, need, stale))
 		}
 	}
 	bound = min(bound, rt.cfg.MaxWait)
@@ -594,7 +597,7 @@ func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirem
 	var localBound time.Duration
 	for _, r := range cands {
 		if r.local {
-			localBound = max(localBound, time.Duration(r.recentLag.Load())*5/4+2*rt.cfg.PollInterval)
+			localBound = max(localBound, rt.waitBound(r, need, stale))
 		}
 	}
 	localDeadline := now.Add(min(localBound, bound))

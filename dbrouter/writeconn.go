@@ -86,6 +86,7 @@ func (c *writeConn) capture(ctx context.Context, t *tracker, global bool) {
 		t.writerOnly.Store(true)
 		return
 	}
+	c.rt.noteWrite(p)
 	t.advance(p, true)
 }
 

@@ -29,6 +29,7 @@ func (s *Stack) serveControl() error {
 		"resume":    func(ctx context.Context, n string, _ time.Duration) error { return s.sqlThread(ctx, n, true, 0) },
 		"lag":       func(ctx context.Context, n string, d time.Duration) error { return s.sqlThread(ctx, n, false, d) },
 		"linkdelay": s.linkDelay,
+		"regionrtt": func(_ context.Context, _ string, d time.Duration) error { return s.setRegionRTT(d) },
 		"promote":   func(ctx context.Context, n string, _ time.Duration) error { return s.promote(ctx, n) },
 		// killregion takes a region name in its server parameter.
 		"killregion": func(_ context.Context, region string, _ time.Duration) error { return s.killRegion(region) },
@@ -185,6 +186,7 @@ func (s *Stack) reset(ctx context.Context) error {
 	}
 	s.repl.StopAll()
 	s.promotedAt = ""
+	s.setRegionRTT(s.cfg.RegionRTT)
 	if err := s.freshMariaDB(ctx); err != nil {
 		return err
 	}

@@ -147,7 +147,14 @@ func (s *Stack) linkProxy(name string, delay time.Duration) error {
 		p.Retarget(target)
 		return nil
 	}
-	p, err := newDelayProxy("127.0.0.1:"+strconv.Itoa(s.proxyPort(name)), target, delay)
+	hook := s.proxyFailed(name+"'s replication proxy", s.servers[name].Region, func(old, p *delayProxy) bool {
+		if s.proxies[name] != old {
+			return false
+		}
+		s.proxies[name] = p
+		return true
+	})
+	p, err := newDelayProxy("127.0.0.1:"+strconv.Itoa(s.proxyPort(name)), target, delay, hook)
 	if err != nil {
 		return fmt.Errorf("stack: replication proxy for %s: %w", name, err)
 	}

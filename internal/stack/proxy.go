@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -17,17 +18,28 @@ type delayProxy struct {
 	target atomic.Value // string host:port
 	delay  atomic.Int64 // nanoseconds, applied target -> client
 
+	// closed is set by Close: an accept error after it is no failure.
+	closed atomic.Bool
+	// onFail, if not nil, runs (in a goroutine of its own, so that it may
+	// Close the proxy) when the proxy stops serving although nobody closed
+	// it: its listener was closed behind its back or keeps failing.
+	onFail func(*delayProxy, error)
+
 	mu    sync.Mutex // protects conns
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
 
-func newDelayProxy(addr, target string, delay time.Duration) (*delayProxy, error) {
+// maxAcceptErrors is how many accept errors in a row (a full file table,
+// say) a proxy retries before it counts as failed.
+const maxAcceptErrors = 100
+
+func newDelayProxy(addr, target string, delay time.Duration, onFail func(*delayProxy, error)) (*delayProxy, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	p := &delayProxy{ln: ln, conns: map[net.Conn]struct{}{}}
+	p := &delayProxy{ln: ln, conns: map[net.Conn]struct{}{}, onFail: onFail}
 	p.target.Store(target)
 	p.delay.Store(int64(delay))
 	p.wg.Add(1)
@@ -44,7 +56,14 @@ func (p *delayProxy) Retarget(target string) {
 
 func (p *delayProxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
 
+// Addr is the address the proxy listens on.
+func (p *delayProxy) Addr() string { return p.ln.Addr().String() }
+
+// Delay is the current one-way delay.
+func (p *delayProxy) Delay() time.Duration { return time.Duration(p.delay.Load()) }
+
 func (p *delayProxy) Close() {
+	p.closed.Store(true)
 	p.ln.Close()
 	p.dropAll()
 	p.wg.Wait()
@@ -70,11 +89,26 @@ func (p *delayProxy) track(c net.Conn, add bool) {
 
 func (p *delayProxy) serve() {
 	defer p.wg.Done()
+	fails := 0
 	for {
 		client, err := p.ln.Accept()
 		if err != nil {
+			if p.closed.Load() {
+				return
+			}
+			if fails++; !errors.Is(err, net.ErrClosed) && fails < maxAcceptErrors {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			// Dead: nobody closed the proxy, yet it accepts no more.
+			p.ln.Close()
+			p.dropAll()
+			if p.onFail != nil {
+				go p.onFail(p, err)
+			}
 			return
 		}
+		fails = 0
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()

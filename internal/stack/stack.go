@@ -1,6 +1,8 @@
 // Package stack runs the local two-region stack of real servers that regiondb's
 // tests, harnesses and demo use: a MariaDB primary with two GTID replicas
-// (one per region, the us-east-1 one behind a delaying TCP proxy), a memcached
+// (one per region, the us-east-1 one behind a delaying TCP proxy), client
+// routes (delaying TCP proxies through which a client of one region reaches
+// the MariaDB servers of the other, at a real round trip), a memcached
 // and a dynalite (DynamoDB-compatible) per region, a test-only replicator for
 // DynamoDB tables, and an HTTP control API for faults. The internal/testserver
 // package is its client.
@@ -65,6 +67,9 @@ type Config struct {
 	PortBase int
 	// Dynalite is the folder of the dynalite npm package (holding index.js).
 	Dynalite string
+	// RegionRTT is the round trip a client route adds between the regions
+	// (see testserver.Route). If zero, DefaultRegionRTT is used.
+	RegionRTT time.Duration
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
 }
@@ -89,7 +94,10 @@ type Stack struct {
 	servers map[string]*server
 	order   []string
 	proxies map[string]*delayProxy // MariaDB server -> its replication link proxy
-	primary string
+	// routes are the client routes by name, in routeOrder.
+	routes     map[string]*route
+	routeOrder []string
+	primary    string
 	// promotedAt is the GTID position the current primary had applied when it was promoted.
 	promotedAt string
 	lagTimers  map[string]*time.Timer
@@ -112,13 +120,19 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
+	if cfg.RegionRTT == 0 {
+		cfg.RegionRTT = DefaultRegionRTT
+	}
+	if cfg.RegionRTT < 0 {
+		return nil, fmt.Errorf("stack: region round trip %s is negative", cfg.RegionRTT)
+	}
 	if !filepath.IsAbs(cfg.Dir) || filepath.Clean(cfg.Dir) == "/" {
 		return nil, fmt.Errorf("stack: folder %q must be an absolute path below the project", cfg.Dir)
 	}
 	if err := claimDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg, sp: newSpawner(), servers: map[string]*server{}, proxies: map[string]*delayProxy{}, lagTimers: map[string]*time.Timer{}, restarts: map[string]int{}}
+	s := &Stack{cfg: cfg, sp: newSpawner(), servers: map[string]*server{}, proxies: map[string]*delayProxy{}, routes: map[string]*route{}, lagTimers: map[string]*time.Timer{}, restarts: map[string]int{}}
 	defer func() {
 		if err != nil {
 			s.Down()
@@ -128,7 +142,11 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.define()
+	s.defineRoutes()
 	if err := s.checkPorts(); err != nil {
+		return nil, err
+	}
+	if err := s.startRoutes(); err != nil {
 		return nil, err
 	}
 	if err := s.template(ctx); err != nil {
@@ -246,6 +264,9 @@ func (s *Stack) checkPorts() error {
 			uses = append(uses, use{s.proxyPort(n), n + "'s replication proxy"})
 		}
 	}
+	for _, n := range s.routeOrder {
+		uses = append(uses, use{s.routes[n].port, "the client route " + n})
+	}
 	uses = append(uses, use{s.cfg.port(40), "the control API"})
 	for _, u := range uses {
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(u.port))
@@ -288,6 +309,11 @@ func (s *Stack) Down() {
 		p.Close()
 	}
 	s.proxies = map[string]*delayProxy{}
+	for _, rt := range s.routes {
+		if rt.proxy != nil {
+			rt.proxy.Close()
+		}
+	}
 	os.Remove(filepath.Join(s.cfg.Dir, "state.json"))
 	os.Remove(filepath.Join(s.cfg.Dir, "children.json"))
 	os.Remove(filepath.Join(s.cfg.Dir, "stack.pid"))
@@ -319,6 +345,7 @@ func (s *Stack) State() testserver.State {
 		}
 		st.Servers = append(st.Servers, out)
 	}
+	st.Routes = s.routeStates()
 	return st
 }
 

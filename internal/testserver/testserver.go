@@ -16,6 +16,14 @@
 //	  mc1  memcached                    mc2  memcached
 //	  ddb1 dynalite                     ddb2 dynalite
 //
+// A client of one region reaches the MariaDB servers of the other through
+// client routes ("m1 via us-east-1", "r1 via us-east-1", "r2 via
+// ap-northeast-1"): delaying TCP proxies that add the regions' round trip
+// (150 ms unless REGIONDB_STACK_RTT says otherwise), so that a cross-region
+// query costs what it costs in production. [Stack.DSN] and [Stack.Addr]
+// give the direct address, as always; [Stack.DSNFrom] and [Stack.AddrFrom]
+// give the one a client of a given region uses.
+//
 // The application user (regiondb/regiondb) has all privileges on databases
 // whose names start with "regiondb" but cannot bypass read_only, so a write
 // sent to a replica fails with MySQL error 1290 instead of breaking replication.
@@ -58,6 +66,9 @@ const (
 	KindMariaDB   = "mariadb"
 	KindMemcached = "memcached"
 	KindDynamoDB  = "dynamodb"
+	// KindProxy is the kind of a dead proxy in State.UnexpectedDeaths
+	// (a client route or a replication link).
+	KindProxy = "proxy"
 )
 
 // Server describes one server of the stack.
@@ -77,11 +88,29 @@ type Server struct {
 // Addr returns host:port.
 func (s Server) Addr() string { return s.Host + ":" + strconv.Itoa(s.Port) }
 
+// Route is a client route: a delaying TCP proxy through which clients of
+// region From reach the MariaDB server Server of the other region, with
+// RTTMillis added to every round trip.
+type Route struct {
+	Name      string `json:"name"` // "m1 via us-east-1"
+	Server    string `json:"server"`
+	From      string `json:"from"`
+	Host      string `json:"host"`
+	Port      int    `json:"port"`
+	RTTMillis int64  `json:"rtt_ms"`
+	Running   bool   `json:"running"`
+}
+
+// Addr returns host:port.
+func (r Route) Addr() string { return r.Host + ":" + strconv.Itoa(r.Port) }
+
 // State is what the stack publishes in its state file and control API.
 type State struct {
 	Dir        string   `json:"dir"`
 	ControlURL string   `json:"control_url"`
 	Servers    []Server `json:"servers"`
+	// Routes are the client routes between the regions.
+	Routes []Route `json:"routes"`
 	// AppUser and AppPassword are the application's database credentials.
 	AppUser     string `json:"app_user"`
 	AppPassword string `json:"app_password"`
@@ -234,6 +263,30 @@ func (s *Stack) DSN(name, database string) string {
 	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true", st.AppUser, st.AppPassword, s.Addr(name), database)
 }
 
+// AddrFrom returns host:port of the named server for a client in region:
+// the server itself in its own region, else its client route, which adds
+// the regions' round trip.
+func (s *Stack) AddrFrom(region, name string) string {
+	st := s.snapshot()
+	for _, sv := range st.Servers {
+		if sv.Name == name && sv.Region == region {
+			return sv.Addr()
+		}
+	}
+	for _, r := range st.Routes {
+		if r.Server == name && r.From == region {
+			return r.Addr()
+		}
+	}
+	return s.Addr(name)
+}
+
+// DSNFrom is [Stack.DSN] for a client in region (see [Stack.AddrFrom]).
+func (s *Stack) DSNFrom(region, name, database string) string {
+	st := s.snapshot()
+	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true", st.AppUser, st.AppPassword, s.AddrFrom(region, name), database)
+}
+
 // AdminDSN returns a root DSN for the named MariaDB server. Writes through it
 // on a replica break replication: use it for inspection only.
 func (s *Stack) AdminDSN(name string) string {
@@ -319,6 +372,19 @@ func (s *Stack) Lag(ctx context.Context, replica string, d time.Duration) error 
 // delaying TCP proxy between it and the primary). r2's default is 150 ms, r1's 0.
 func (s *Stack) SetLinkDelay(ctx context.Context, replica string, d time.Duration) error {
 	return s.op(ctx, "linkdelay", replica, d)
+}
+
+// SetRegionRTT sets the round trip the client routes add between the
+// regions (default 150 ms; Reset restores it).
+func (s *Stack) SetRegionRTT(ctx context.Context, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("testserver: region round trip %s is negative", d)
+	}
+	q := url.Values{"ms": {strconv.FormatInt(d.Milliseconds(), 10)}}
+	if err := s.call(ctx, "regionrtt", q, nil); err != nil {
+		return err
+	}
+	return s.refresh(ctx)
 }
 
 // Promote makes the replica the primary (read_only off, replication reset) and

@@ -389,3 +389,52 @@ func TestPromotedPrimaryIgnoresMasterGTIDWait(t *testing.T) {
 		t.Fatalf("guarded wait on replica r2 for r1's write = %v, want 0", v)
 	}
 }
+
+// TestClientRoutes checks that a client of us-east-1 reaches m1 and r1
+// through their routes at the region round trip, that r2 is reached from
+// ap-northeast-1 the same way, and that the plain DSNs (what every other
+// test uses) stay direct.
+func TestClientRoutes(t *testing.T) {
+	s := testserver.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := s.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Routes) != 3 {
+		t.Fatalf("routes %+v, want m1 and r1 via us-east-1, r2 via ap-northeast-1", st.Routes)
+	}
+	rtt := time.Duration(st.Routes[0].RTTMillis) * time.Millisecond
+	if rtt <= 0 {
+		t.Fatalf("route %+v adds no round trip", st.Routes[0])
+	}
+	ping := func(dsn string) time.Duration {
+		db := open(t, dsn)
+		if err := db.PingContext(ctx); err != nil { // connects
+			t.Fatal(err)
+		}
+		start := time.Now()
+		var one int
+		if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	for _, c := range []struct{ region, server string }{
+		{testserver.SecondaryRegion, "m1"}, {testserver.SecondaryRegion, "r1"}, {testserver.PrimaryRegion, "r2"},
+	} {
+		if s.AddrFrom(c.region, c.server) == s.Addr(c.server) {
+			t.Errorf("%s from %s: no route", c.server, c.region)
+		}
+		if d := ping(s.DSNFrom(c.region, c.server, "")); d < rtt {
+			t.Errorf("query on %s from %s took %s, less than the region round trip %s", c.server, c.region, d, rtt)
+		}
+		if d := ping(s.DSN(c.server, "")); d >= rtt {
+			t.Errorf("direct query on %s took %s: the plain DSN must stay direct", c.server, d)
+		}
+	}
+	if s.AddrFrom(testserver.PrimaryRegion, "m1") != s.Addr("m1") || s.DSNFrom(testserver.SecondaryRegion, "r2", "x") != s.DSN("r2", "x") {
+		t.Error("a server of the client's own region must be reached directly")
+	}
+}

@@ -16,19 +16,37 @@ import (
 // line, {"router":{...},"naive":{...},"window2s":{...},"monotonic":{...},
 // "monotonic_control":{...},"tabs":{...},"tabs_control":{...},
 // "local_only":{...},"local_only_control":{...},"extra_round_trips_per_read":x,
-// "extra_round_trips_per_write":y,"round_trips":{...}}: violations,
-// writer_share, p50_ms, p99_ms, reads and errors per strategy; reads,
-// regressions or violations of each guarantee and its control; and the
-// statements the readers (the writer) received beyond the workload's, per
-// read (write), counted on their Questions counters. It exits with status 1 when
-// the run means nothing (more than 1 % of a strategy's requests failed, too
-// few reads, or a control that saw no failure). Run it with `make bench-ryw`.
+// "extra_round_trips_per_write":y,"round_trips":{...},"limit_ratio_p50":a,
+// "limit_ratio_p90":b,"limit_grid":{...}}: violations, writer_share, p50_ms,
+// p99_ms, reads and errors per strategy; reads, regressions or violations
+// of each guarantee and its control; the statements the readers (the
+// writer) received beyond the workload's, per read (write); and a read's
+// latency over its physical limit across a grid of reader lags and read
+// times after a write, with a cross-region writer (the grid's cells under
+// limit_grid). It exits with status 1 when the run means nothing (more
+// than 1 % of a strategy's requests failed, too few reads, or a control
+// that saw no failure). Run it with `make bench-ryw`. With -limits-only it
+// runs the latency grid alone (about 2 minutes) and prints
+// {"limit_ratio_p50":a,"limit_ratio_p90":b,"limit_grid":{...}}.
 func ryw(fs *flag.FlagSet) runFunc {
 	users := fs.Int("users", 32, "concurrent simulated users per strategy")
 	dur := fs.Duration("duration", 60*time.Second, "how long the workload runs")
 	seed := fs.Uint64("seed", 1, "seed of the workload and the faults")
+	limitReps := fs.Int("limit-reps", 6, "reads per cell of the latency grid")
+	limitsOnly := fs.Bool("limits-only", false, "run the latency grid alone")
 	return func(ctx context.Context, s *testserver.Stack, logf logFunc) (any, error) {
-		rep, err := rywharness.Run(ctx, s, rywharness.Config{Users: *users, Duration: *dur, Seed: *seed, Logf: logf})
+		if *limitsOnly {
+			l, err := rywharness.MeasureLimits(ctx, s, *limitReps, logf)
+			if err != nil {
+				return nil, err
+			}
+			res := map[string]any{"limit_ratio_p50": l.RatioP50, "limit_ratio_p90": l.RatioP90, "limit_grid": l}
+			if l.Reads < int64(12**limitReps) || l.Violations > 0 {
+				return res, fmt.Errorf("the grid does not count: %d reads, %d violations", l.Reads, l.Violations)
+			}
+			return res, nil
+		}
+		rep, err := rywharness.Run(ctx, s, rywharness.Config{Users: *users, Duration: *dur, Seed: *seed, LimitReps: *limitReps, Logf: logf})
 		if err != nil {
 			return nil, err
 		}

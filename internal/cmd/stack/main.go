@@ -8,7 +8,9 @@
 // REGIONDB_REQUIRE_STACK=1 in its environment. The stack's folder is
 // REGIONDB_STACK_DIR (default .stack at the module root), its ports start at
 // REGIONDB_STACK_PORTS (default 21100), and dynalite is looked up under
-// REGIONDB_TOOLS (default .tools). Every server stops when the stack does,
+// REGIONDB_TOOLS (default .tools); REGIONDB_STACK_RTT (a Go duration,
+// default 150ms) is the round trip of the client routes between the regions
+// (testserver.Route). Every server stops when the stack does,
 // also when CMD fails or the stack is interrupted or killed.
 //
 // The stack supervises its servers: an exit that no fault control asked for
@@ -150,6 +152,13 @@ func config() (stack.Config, error) {
 			return cfg, fmt.Errorf("stack: REGIONDB_STACK_PORTS=%q is not a port number between 1024 and 65000", v)
 		}
 		cfg.PortBase = n
+	}
+	if v := os.Getenv("REGIONDB_STACK_RTT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return cfg, fmt.Errorf("stack: REGIONDB_STACK_RTT=%q is not a non-negative duration such as 150ms", v)
+		}
+		cfg.RegionRTT = d
 	}
 	return cfg, nil
 }

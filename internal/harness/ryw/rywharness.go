@@ -79,6 +79,9 @@ type Config struct {
 	// RoundTripDuration is how long the round-trip phase counts, after a
 	// warm-up of 2 s (default a third of Duration, at least 5 s).
 	RoundTripDuration time.Duration
+	// LimitReps is the number of reads per cell of the latency grid (see
+	// [Limits]; default 6).
+	LimitReps int
 	// Seed seeds the workload and the faults (default 1).
 	Seed uint64
 	// Logf, if not nil, receives progress lines.
@@ -159,12 +162,19 @@ type Report struct {
 	ExtraRoundTripsPerRead  float64    `json:"extra_round_trips_per_read"`
 	ExtraRoundTripsPerWrite float64    `json:"extra_round_trips_per_write"`
 	RoundTrips              RoundTrips `json:"round_trips"`
+	// LimitRatioP50 and LimitRatioP90 are the quantiles of read latency
+	// over its physical limit across the latency grid; LimitGrid has the
+	// grid.
+	LimitRatioP50 float64 `json:"limit_ratio_p50"`
+	LimitRatioP90 float64 `json:"limit_ratio_p90"`
+	LimitGrid     Limits  `json:"limit_grid"`
 	// Faults counts the lag episodes the run injected.
 	Faults int `json:"-"`
 	// RouterStats are the two routers' counters added up.
 	RouterStats dbrouter.Stats `json:"-"`
-	// minReads is Config.MinReads, for Check.
-	minReads int64
+	// minReads is Config.MinReads, for Check; minLimitReads the grid's
+	// cells times Config.LimitReps.
+	minReads, minLimitReads int64
 }
 
 // Check reports why the run does not mean anything, if it does not: a
@@ -196,6 +206,11 @@ func (r Report) Check() error {
 	}
 	if r.RoundTrips.Reads < r.minReads {
 		errs = append(errs, fmt.Errorf("round trips: %d reads, fewer than %d", r.RoundTrips.Reads, r.minReads))
+	}
+	if g := r.LimitGrid; g.Reads < r.minLimitReads {
+		errs = append(errs, fmt.Errorf("limit grid: %d reads, fewer than %d", g.Reads, r.minLimitReads))
+	} else if float64(g.Errors) > 0.01*float64(g.Reads+g.Errors) {
+		errs = append(errs, fmt.Errorf("limit grid: %d of %d samples failed (over 1 %%)", g.Errors, g.Reads+g.Errors))
 	}
 	if r.MonotonicControl.Regressions == 0 {
 		errs = append(errs, errors.New("monotonic_control: no regression; the harness cannot see one"))
@@ -242,6 +257,9 @@ func (c *Config) defaults() {
 	}
 	if c.RoundTripDuration <= 0 {
 		c.RoundTripDuration = max(c.Duration/3, 5*time.Second)
+	}
+	if c.LimitReps <= 0 {
+		c.LimitReps = 6
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
@@ -315,14 +333,17 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 	const nStrategies = 5
 	seqBase := nStrategies*cfg.Users + 1
 	rtBase := seqBase + 4*cfg.Sequences
-	if err := setup(ctx, s, rtBase+cfg.Users); err != nil {
+	limitID := rtBase + cfg.Users
+	if err := setup(ctx, s, limitID); err != nil {
 		return Report{}, err
 	}
 
 	open := func(region string, localOnly bool) (*dbrouter.Router, error) {
+		// The other region's reader is reached through the stack's
+		// client route: a real cross-region round trip.
 		readers := []dbrouter.Endpoint{
-			{Name: "r1", DSN: s.DSN("r1", Database), Region: testserver.PrimaryRegion},
-			{Name: "r2", DSN: s.DSN("r2", Database), Region: testserver.SecondaryRegion},
+			{Name: "r1", DSN: s.DSNFrom(region, "r1", Database), Region: testserver.PrimaryRegion},
+			{Name: "r2", DSN: s.DSNFrom(region, "r2", Database), Region: testserver.SecondaryRegion},
 		}
 		if localOnly {
 			readers = slices.DeleteFunc(readers, func(e dbrouter.Endpoint) bool { return e.Region != region })
@@ -360,7 +381,7 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 	srv := newServers(others, locals, pools, gates)
 	defer srv.close()
 
-	rep := Report{minReads: cfg.MinReads}
+	rep := Report{minReads: cfg.MinReads, minLimitReads: int64(cfg.LimitReps * 12)}
 	if err := runSequences(ctx, s, cfg, seqBase, pools, others, srv, gates, &rep); err != nil {
 		return Report{}, err
 	}
@@ -420,6 +441,14 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		rep.ExtraRoundTripsPerWrite = float64(rtrips.WriterExtra) / float64(rtrips.Writes)
 	}
 	cfg.Logf("round trips: %+v", rtrips)
+
+	lim, err := measureLimits(ctx, s, pools, limitID, cfg.LimitReps, cfg.Logf)
+	if err != nil {
+		return Report{}, fmt.Errorf("rywharness: limit grid: %w", err)
+	}
+	rep.LimitGrid, rep.LimitRatioP50, rep.LimitRatioP90 = lim, lim.RatioP50, lim.RatioP90
+	cfg.Logf("limit grid: ratio p50 %.2f p90 %.2f over %d reads (base %.2f ms, writer RTT %.2f ms); %d violations, %d errors",
+		lim.RatioP50, lim.RatioP90, lim.Reads, lim.BaseMs, lim.WriterRTTms, lim.Violations, lim.Errors)
 
 	rep.Faults = faults
 	for _, rt := range routers {

@@ -1,0 +1,117 @@
+package dbrouter
+
+import (
+	"testing"
+	"time"
+)
+
+func TestWaitBudget(t *testing.T) {
+	const ms = time.Millisecond
+	base := waitInputs{readerRTT: ms / 2, writerRTT: 150 * ms, poll: 20 * ms, maxWait: time.Second}
+	with := func(f func(*waitInputs)) waitInputs { in := base; f(&in); return in }
+	for _, tc := range []struct {
+		name string
+		in   waitInputs
+		want time.Duration
+	}{
+		{"caught-up reader: a probe", base, 21 * ms},
+		{"need older than the lag: a probe", with(func(in *waitInputs) { in.recentLag = 100 * ms; in.needAge = 300 * ms }), 21 * ms},
+		{"short lag: the lag, a quarter and two polls", with(func(in *waitInputs) { in.recentLag = 80 * ms }), 140 * ms},
+		{"lag near the writer's RTT, no room for the margin: a probe", with(func(in *waitInputs) { in.recentLag = 140 * ms }), 21 * ms},
+		{"lag above the writer's RTT, need of unknown age: a probe", with(func(in *waitInputs) { in.recentLag = 500 * ms }), 21 * ms},
+		{"lag above the RTT, but need is old enough", with(func(in *waitInputs) { in.recentLag = 500 * ms; in.needAge = 450 * ms }), 102*ms + ms/2},
+		{"stalled: behind for longer than the RTT", with(func(in *waitInputs) { in.recentLag = 50 * ms; in.behindFor = 300 * ms }), 0},
+		{"behind a little, catching up", with(func(in *waitInputs) { in.behindFor = 60 * ms }), 115 * ms},
+		{"lag a little above the RTT difference: a probe", with(func(in *waitInputs) { in.recentLag = 200 * ms }), 21 * ms},
+		{"same-region writer: the lag heuristic", with(func(in *waitInputs) { in.writerRTT = ms / 2; in.recentLag = 10 * ms }), 52*ms + ms/2},
+		{"same-region writer, slow reader: the lag heuristic", with(func(in *waitInputs) { in.writerRTT = ms / 2; in.recentLag = 300 * ms }), 415 * ms},
+		{"same-region writer, PreferWriter: the round trips", with(func(in *waitInputs) { in.writerRTT = ms / 2; in.recentLag = 10 * ms; in.preferWriter = true }), 9875 * time.Microsecond},
+		{"same-region writer, PreferWriter, stalled reader", with(func(in *waitInputs) { in.writerRTT = ms / 2; in.behindFor = 100 * ms; in.preferWriter = true }), 0},
+		{"remote reader as far as the writer", with(func(in *waitInputs) { in.readerRTT = 150 * ms }), 0},
+		{"MaxWait caps", with(func(in *waitInputs) { in.writerRTT = 3 * time.Second; in.recentLag = 2 * time.Second }), time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := waitBudget(tc.in); got != tc.want {
+				t.Errorf("waitBudget(%+v) = %s, want %s", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRTTEstimate(t *testing.T) {
+	var e rttEstimate
+	if e.get() != 0 {
+		t.Fatal("estimate before any sample")
+	}
+	e.observe(450 * time.Millisecond) // a dial and a query
+	e.observe(150 * time.Millisecond)
+	if got := e.get(); got != 150*time.Millisecond {
+		t.Fatalf("after a lower sample: %s, want 150ms", got)
+	}
+	e.observe(950 * time.Millisecond) // one slow sample
+	if got := e.get(); got != 250*time.Millisecond {
+		t.Fatalf("after one higher sample: %s, want 250ms", got)
+	}
+	for range 50 {
+		e.observe(400 * time.Millisecond)
+	}
+	if got := e.get(); got < 390*time.Millisecond || got > 400*time.Millisecond {
+		t.Fatalf("after a lasting rise to 400ms: %s", got)
+	}
+}
+
+func TestReadWaitBudget(t *testing.T) {
+	rt := &Router{cfg: Config{MaxWait: time.Second, PollInterval: 20 * time.Millisecond, MaxLag: time.Minute}}
+	rt.wcur.Store(&writerTarget{cand: 0})
+	newReader := func(wm string, lag time.Duration) *reader {
+		r := &reader{cand: 1}
+		r.healthy.Store(true)
+		r.wm.Store(mustPos(t, wm))
+		r.recentLag.Store(int64(lag))
+		r.rtt.observe(time.Millisecond)
+		return r
+	}
+	need := mustPos(t, "0:10")
+	if got := rt.readWaitBudget(newReader("0:10", 0), need); got != time.Second {
+		t.Errorf("reader that has need: %s, want MaxWait", got)
+	}
+	if got := rt.readWaitBudget(newReader("0:5", 900*time.Millisecond), need); got != time.Second {
+		t.Errorf("no writer RTT yet: %s, want the lag heuristic capped by MaxWait", got)
+	}
+	rt.writerRTT.observe(150 * time.Millisecond)
+	if got := rt.readWaitBudget(newReader("0:5", 60*time.Millisecond), need); got != 115*time.Millisecond {
+		t.Errorf("lag well below the writer RTT: %s, want 115ms", got)
+	}
+	if got := rt.readWaitBudget(newReader("0:5", 100*time.Millisecond), need); got != 22*time.Millisecond {
+		t.Errorf("lag near the writer RTT: %s, want a 22ms probe", got)
+	}
+	stalled := newReader("0:5", 100*time.Millisecond)
+	stalled.demand(need, false, time.Now().Add(-time.Second))
+	stalled.release(false)
+	if got := rt.readWaitBudget(stalled, need); got != 0 {
+		t.Errorf("reader behind for 1 s: %s, want 0", got)
+	}
+	unhealthy := newReader("0:5", 0)
+	unhealthy.healthy.Store(false)
+	if got := rt.readWaitBudget(unhealthy, need); got != 0 {
+		t.Errorf("unusable reader: %s, want 0", got)
+	}
+	// need is known to be old: a write of this router returned it 450 ms ago.
+	rt.writes.ring[0].pos, rt.writes.ring[0].at = mustPos(t, "0:11"), time.Now().Add(-450*time.Millisecond)
+	if got := rt.readWaitBudget(newReader("0:5", 500*time.Millisecond), need); got < 40*time.Millisecond || got > 149*time.Millisecond {
+		t.Errorf("slow reader, need of an old write: %s, want its remaining catch-up", got)
+	}
+	rt.writes = writeClock{}
+	rt.noteWrite(mustPos(t, "0:11"))
+	if got := rt.writes.age(need, time.Now().Add(time.Second)); got < time.Second {
+		t.Errorf("age of a write noted a second ago: %s", got)
+	}
+	if got := rt.writes.age(mustPos(t, "0:12"), time.Now()); got != 0 {
+		t.Errorf("age of a position no write returned: %s, want 0", got)
+	}
+	// need is known to be old: the writer had it 450 ms ago.
+	rt.wsample.record(mustPos(t, "0:12"), time.Now().Add(-450*time.Millisecond))
+	if got := rt.readWaitBudget(newReader("0:5", 500*time.Millisecond), need); got < 40*time.Millisecond || got > 149*time.Millisecond {
+		t.Errorf("slow reader, old need: %s, want its remaining catch-up", got)
+	}
+}
