@@ -60,7 +60,7 @@ func (e *guardError) Is(target error) bool { return target == errGuard }
 type combining struct {
 	// on: the router set multiStatements on this pool, so every user text
 	// is checked to be one statement, and the router may combine.
-	on bool
+	on  bool
 	sql *combineSQL
 }
 
