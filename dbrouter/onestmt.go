@@ -1,6 +1,9 @@
 package dbrouter
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // errMultiStatement is returned for a user text that holds more than one
 // statement (or whose statement count the lexer cannot tell) when it would
@@ -20,8 +23,9 @@ var stmtModes = [...]stmtMode{{true, false}, {false, false}, {true, true}, {fals
 
 // oneStatement reports whether q is exactly one SQL statement for MariaDB's
 // multi-statement splitter, in every sql_mode: a ';' outside strings, quoted
-// identifiers and comments ends a statement, and after it only whitespace,
-// comments and more ';' may follow. Executable comments ("/*!", "/*M!")
+// identifiers and comments ends a statement, and after it only whitespace
+// and comments may follow. (The server ignores a few other remainders, such
+// as a second ';': those are refused too.) Executable comments ("/*!", "/*M!")
 // are code: a ';' inside one splits, so it is refused. Anything the lexer
 // cannot tell (an unterminated quote or comment, "--" followed by a control
 // character, a NUL byte, a comment nested in an executable one) counts as
@@ -45,6 +49,10 @@ func oneStatement(q string, args bool) bool {
 // every mode. Text appended after q[:end] and a newline is a statement of
 // its own.
 func statementEnd(q string, args bool) (int, bool) {
+	if strings.IndexByte(q, 0) >= 0 {
+		// The server's lexer ends a "#" comment at a NUL byte.
+		return 0, false
+	}
 	end := -1
 	for _, m := range stmtModes {
 		e, ok := statementEndIn(q, m, args)
@@ -66,7 +74,11 @@ func statementEndIn(q string, m stmtMode, args bool) (end int, ok bool) {
 			return 0, false
 		case isSpace(c) || c == ';':
 			if c == ';' {
-				if exec {
+				// A ';' in an executable comment splits; after a
+				// statement's ';' the server parses another ';' as
+				// the start of a statement ("SELECT 1; ;; --" fails
+				// after running SELECT 1).
+				if exec || ended {
 					return 0, false
 				}
 				ended = true
