@@ -24,9 +24,9 @@ var oneStatementSeeds = []struct {
 	{"SELECT 1;;", false},
 	{"SELECT 1 /*! ; SELECT 2 */", false},
 	{"SELECT 1 /*M!; SELECT 2*/", false},
-	{"SELECT '\\'; SELECT 2 -- '", false}, // splits under NO_BACKSLASH_ESCAPES
+	{"SELECT '\\'; SELECT 2 -- '", false},    // splits under NO_BACKSLASH_ESCAPES
 	{"SELECT \"\\\"; SELECT 2 -- \"", false}, // splits under ANSI_QUOTES
-	{"SELECT 1 --\x01\n; SELECT 2", false},  // "--" and a control character: a comment on MariaDB
+	{"SELECT 1 --\x01\n; SELECT 2", false},   // "--" and a control character: a comment on MariaDB
 	{"SELECT 1 /* unterminated", false},
 	{"SELECT 'unterminated", false},
 	{"SELECT 1\x00; SELECT 2", false},

@@ -481,6 +481,12 @@ func (rt *Router) guardedRead(t *tracker, need *position) (target, *reader) {
 // afterGuard returns where a read whose guard failed on d.r goes: a reader
 // known to have applied d.need, or the writer.
 func (rt *Router) afterGuard(ctx context.Context, d *readDirective) target {
+	// d.r did not serve the read after all.
+	if d.r.local {
+		rt.stats.readsReader.Add(-1)
+	} else {
+		rt.stats.readsRemote.Add(-1)
+	}
 	if r := rt.pick(d.need, !rt.cfg.PreferWriter); r != nil && r != d.r {
 		tg := readerTarget(r, telReasonRetry)
 		if d.t != nil && rt.combines(r) {
