@@ -222,7 +222,9 @@ func openCounters(s *testserver.Stack) (*counters, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		c.conns[name] = conn
-		for _, q := range []string{"SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = 1", "TRUNCATE mysql.general_log"} {
+		// sql_log_bin = 0: a TRUNCATE binlogged on a replica would be an
+		// errant transaction that stops its replication.
+		for _, q := range []string{"SET SESSION sql_log_bin = 0", "SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = 1", "TRUNCATE mysql.general_log"} {
 			if _, err := conn.ExecContext(context.Background(), q); err != nil {
 				c.close()
 				return nil, fmt.Errorf("%s on %s: %w", q, name, err)

@@ -36,24 +36,26 @@ const countedBy = "general log rows (one per client command the server answers: 
 
 // roundTrips returns the number of client commands the server answered
 // that its general log holds; the query itself is one of them.
-func roundTrips(ctx context.Context, admin *sql.DB) (int64, error) {
+func roundTrips(ctx context.Context, admin *sql.Conn) (int64, error) {
 	var n int64
 	err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.general_log WHERE command_type NOT IN ('Close stmt', 'Quit', 'Connect')").Scan(&n)
 	return n, err
 }
 
 // generalLogOn turns on the general log (to a table, emptied) of the
-// servers behind admins, and returns the function that turns it off.
-func generalLogOn(ctx context.Context, admins []*sql.DB) (func(), error) {
+// servers behind admins, and returns the function that turns it off. The
+// connections do not write the binary log: a TRUNCATE binlogged on a
+// replica would be an errant transaction that stops its replication.
+func generalLogOn(ctx context.Context, admins []*sql.Conn) (func(), error) {
 	off := func() {
-		for _, db := range admins {
-			db.ExecContext(context.Background(), "SET GLOBAL general_log = 0")
-			db.ExecContext(context.Background(), "TRUNCATE mysql.general_log")
+		for _, c := range admins {
+			c.ExecContext(context.Background(), "SET GLOBAL general_log = 0")
+			c.ExecContext(context.Background(), "TRUNCATE mysql.general_log")
 		}
 	}
-	for _, db := range admins {
-		for _, q := range []string{"SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = 1", "TRUNCATE mysql.general_log"} {
-			if _, err := db.ExecContext(ctx, q); err != nil {
+	for _, c := range admins {
+		for _, q := range []string{"SET SESSION sql_log_bin = 0", "SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = 1", "TRUNCATE mysql.general_log"} {
+			if _, err := c.ExecContext(ctx, q); err != nil {
 				off()
 				return nil, fmt.Errorf("%s: %w", q, err)
 			}
@@ -69,15 +71,19 @@ func generalLogOn(ctx context.Context, admins []*sql.DB) (func(), error) {
 // waits and the bounds of monotonic reads on the readers, position reads on
 // the writer. Nothing else may use the servers meanwhile.
 func measureRoundTrips(ctx context.Context, s *testserver.Stack, cfg Config, open func(region string) (*dbrouter.Router, error), users, firstID int, warmup, d time.Duration) (RoundTrips, error) {
-	var admins []*sql.DB
+	var admins []*sql.Conn
 	for _, name := range []string{"r1", "r2", "m1"} {
 		db, err := sql.Open("mysql", s.AdminDSN(name))
 		if err != nil {
 			return RoundTrips{}, err
 		}
 		defer db.Close()
-		db.SetMaxIdleConns(1)
-		admins = append(admins, db)
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return RoundTrips{}, err
+		}
+		defer c.Close()
+		admins = append(admins, c)
 	}
 	off, err := generalLogOn(ctx, admins)
 	if err != nil {
