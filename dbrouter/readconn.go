@@ -153,6 +153,7 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 	}
 	if err != nil {
 		if guard != "" && isErrno(err, cs.guardErrno) {
+			d.r.noteWait(d.wait)
 			return nil, &guardError{d: d, err: err}
 		}
 		d.unsampled()
@@ -163,12 +164,16 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		if err := readToEnd(rows); err != nil {
 			rows.Close()
 			if isErrno(err, cs.guardErrno) {
+				d.r.noteWait(d.wait)
 				return nil, &guardError{d: d, err: err}
 			}
 			d.unsampled()
 			return nil, err
 		}
 		d.r.raise(d.need)
+		// The guard's row came after the reader applied need: an upper
+		// bound of how long the reader took to get there.
+		d.r.noteWait(time.Since(sent))
 		if err := nextResultSet(rows); err != nil {
 			// The statement's own error.
 			rows.Close()
@@ -232,6 +237,23 @@ func nextResultSet(rows driver.Rows) error {
 func isErrno(err error, n uint16) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && me.Number == n
+}
+
+// noteWait feeds what a guard showed into r's recent lag (the wait
+// budget's input, see readWaitBudget), smoothed as the monitor's
+// measurements are: a guard that passed after d says r took at most d; one
+// that timed out after d says r is at least d behind.
+func (r *reader) noteWait(d time.Duration) {
+	for {
+		old := r.recentLag.Load()
+		n := int64(d)
+		if n < old {
+			n = old - (old-n)/4
+		}
+		if n == old || r.recentLag.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // unsampled records that the read was served by d.r without a sample: the

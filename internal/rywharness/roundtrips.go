@@ -30,7 +30,7 @@ type RoundTrips struct {
 }
 
 // countedBy is RoundTrips.CountedBy.
-const countedBy = "general log rows (one per client command the server answers: a COM_QUERY text " +
+const countedBy = "general log rows of clients (one per command the server answers, the replication applier's left out: a COM_QUERY text " +
 	"counts once however many statements it holds; Questions counts each statement of a multi-statement " +
 	"text, so it would count a read's guard and sample, sent in the read's own text, as round trips)"
 
@@ -38,7 +38,8 @@ const countedBy = "general log rows (one per client command the server answers: 
 // that its general log holds; the query itself is one of them.
 func roundTrips(ctx context.Context, admin *sql.Conn) (int64, error) {
 	var n int64
-	err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.general_log WHERE command_type NOT IN ('Close stmt', 'Quit', 'Connect')").Scan(&n)
+	err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.general_log WHERE command_type NOT IN ('Close stmt', 'Quit', 'Connect') "+
+		"AND user_host NOT LIKE '[<replication_slave>]%'").Scan(&n)
 	return n, err
 }
 
