@@ -7,7 +7,7 @@
 // writer_share, p50_ms, p99_ms, reads and errors per strategy; reads,
 // regressions or violations of each guarantee and its control; and the
 // statements the readers (the writer) received beyond the workload's, per
-// read (write), counted on their Questions counters. It exits with status 1 when
+// read (write), counted in their general logs (one row per client command). It exits with status 1 when
 // the run means nothing (more than 1 % of a strategy's requests failed, too
 // few reads, or a control that saw no failure). Run it with `make bench-ryw`.
 package main
