@@ -54,6 +54,8 @@ func TestCombinedOneRoundTrip(t *testing.T) {
 	cfg := stackConfig(t, s, testserver.PrimaryRegion)
 	cfg.MonitorInterval = time.Hour // no background poll can tell the router what r1 has
 	rt := openRouter(t, cfg)
+	// Each monitor polls once at start; none after that.
+	waitFor(t, 10*time.Second, "the monitors' first polls", func() bool { return rt.Stats().MonitorQueries >= 2 })
 	count := generalLog(t, s)
 	marker := fmt.Sprintf("rt1-%d", time.Now().UnixNano())
 	ctx := NewContext(ctxT(t))
@@ -107,7 +109,13 @@ func TestCombinedGuardFails(t *testing.T) {
 	cfg.MaxWait = 50 * time.Millisecond
 	rt := openRouter(t, cfg)
 	ctx := NewContext(ctxT(t))
-	stopApply(t, s, "r1")
+	if err := s.Stall(t.Context(), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Resume(context.Background(), "r1")
+		waitReplicated(t, s)
+	})
 	k := key(t)
 	if _, err := rt.ExecContext(ctx, "INSERT INTO kv (k, v) VALUES (?, 7)", k); err != nil {
 		t.Fatal(err)
@@ -129,23 +137,6 @@ func TestCombinedGuardFails(t *testing.T) {
 			t.Errorf("%s excluded after a guard failure", r.spec.Name)
 		}
 	}
-}
-
-// stopApply stops the SQL thread of replica name until the test ends.
-func stopApply(t *testing.T, s *testserver.Stack, name string) {
-	t.Helper()
-	db, err := sql.Open("mysql", s.AdminDSN(name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("STOP SLAVE SQL_THREAD"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		db.Exec("START SLAVE SQL_THREAD")
-		db.Close()
-		waitReplicated(t, s)
-	})
 }
 
 // TestCombinedWriteResult compares the Result of combined writes (and the

@@ -343,7 +343,9 @@
 // regiondb.route (writer or reader), regiondb.region and regiondb.endpoint of
 // the endpoint that served it, and regiondb.reason (write, fresh_reader,
 // token_wait, staleness_budget, writer_fallback, forced_writer, retry).
-// Statements of transactions and prepared statements get spans too, and so
+// A statement sent again to another endpoint (its reader failed, or its
+// position guard did) adds the span event regiondb.retry per further
+// attempt. Statements of transactions and prepared statements get spans too, and so
 // do BEGIN, COMMIT and ROLLBACK. db.query.text holds the statement's text
 // with its literals replaced by "?" and its comments dropped (a statement
 // written with placeholders appears as written); arguments, literals,

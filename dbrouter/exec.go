@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // This file holds the one statement-execution path. Every entry point (the
@@ -117,12 +119,19 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 			if t, retry, err = rt.failed(ctx, t, c, err, &b); !retry {
 				break
 			}
+			// The span covers every attempt; each further one is an
+			// event, so that what the servers received can be matched.
+			trace.SpanFromContext(sctx).AddEvent(retryEvent)
 			err = run(t.runCtx(sctx), t)
 		}
 	}
 	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
 	return err
 }
+
+// retryEvent is the span event of each further attempt of a statement (on
+// another endpoint: after a reader failed, or a read's position guard).
+const retryEvent = "regiondb.retry"
 
 // retryBudget bounds the retries of one statement: each failing reader is
 // excluded before its read is re-routed (so at most one retry per reader),

@@ -112,6 +112,11 @@ type Report struct {
 	Local                    []Load   `json:"local"`
 	SharedRuns               []Load   `json:"shared_runs"`
 	Machine                  string   `json:"machine"`
+	// MonitorControl is a run at the first fleet size, without a shared
+	// store, of routers that wait for positions in process (the path
+	// before reads carried their own wait, still used by connectors and
+	// other dialects): it shows the harness counts monitor queries.
+	MonitorControl Load `json:"monitor_control"`
 }
 
 // Run measures everything and returns the report.
@@ -132,7 +137,7 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 	rep := Report{Machine: "2 cores: the stack and every router share them, so loops_per_s saturates near 2 000; ratios per read and per router, not totals, carry over to a fleet"}
 	for _, shared := range []bool{false, true} {
 		for _, n := range cfg.Ns {
-			l, err := runLoad(ctx, s, mon, perRead, cfg, n, shared)
+			l, err := runLoad(ctx, s, mon, perRead, cfg, n, shared, true)
 			if err != nil {
 				return Report{}, err
 			}
@@ -152,6 +157,10 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		rep.Shared.ReadsToWriter = max(rep.Shared.ReadsToWriter, sh.ReadsToWriter)
 		rep.Shared.P50PenaltyMs = max(rep.Shared.P50PenaltyMs, sh.P50ms-l.P50ms)
 	}
+	if rep.MonitorControl, err = runLoad(ctx, s, mon, perRead, cfg, cfg.Ns[0], false, false); err != nil {
+		return Report{}, err
+	}
+	cfg.Logf("fleet: control (in-process waits): %+v", rep.MonitorControl)
 	if rep.PositionQueriesPerUnscWr, err = unscopedWrites(ctx, s, mon, perRead); err != nil {
 		return Report{}, err
 	}
@@ -327,7 +336,9 @@ type tally struct {
 }
 
 // runLoad runs the workload with n routers and measures it.
-func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead float64, cfg Config, n int, shared bool) (Load, error) {
+// With combine false the routers keep the in-process wait
+// (DisableCombinedStatements).
+func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead float64, cfg Config, n int, shared, combine bool) (Load, error) {
 	var mc *memcache.Client
 	if shared {
 		mc = memcache.New(s.Memcached(testserver.PrimaryRegion))
@@ -338,6 +349,7 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 	routers := make([]*dbrouter.Router, n)
 	for i := range routers {
 		rc := routerConfig(s)
+		rc.DisableCombinedStatements = !combine
 		if shared {
 			rc.Watermarks = memcachestore.New(mc) // one store per process in a fleet; one client here
 		}
