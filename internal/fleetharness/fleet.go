@@ -130,7 +130,11 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		return Report{}, err
 	}
 	defer mon.close()
-	perRead, err := mon.calibrate(ctx, s)
+	perRead, err := mon.calibrate(ctx, s, true)
+	if err != nil {
+		return Report{}, err
+	}
+	perReadPrepared, err := mon.calibrate(ctx, s, false)
 	if err != nil {
 		return Report{}, err
 	}
@@ -157,7 +161,7 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		rep.Shared.ReadsToWriter = max(rep.Shared.ReadsToWriter, sh.ReadsToWriter)
 		rep.Shared.P50PenaltyMs = max(rep.Shared.P50PenaltyMs, sh.P50ms-l.P50ms)
 	}
-	if rep.MonitorControl, err = runLoad(ctx, s, mon, perRead, cfg, cfg.Ns[0], false, false); err != nil {
+	if rep.MonitorControl, err = runLoad(ctx, s, mon, perReadPrepared, cfg, cfg.Ns[0], false, false); err != nil {
 		return Report{}, err
 	}
 	cfg.Logf("fleet: control (in-process waits): %+v", rep.MonitorControl)
@@ -295,8 +299,14 @@ func diff(a, b sample, name string) (roundTrips, conns int64) {
 // costs on a server as the router sends it (the router's DSN pools
 // interpolate arguments: one text), so that the workload's own statements
 // can be subtracted.
-func (c *counters) calibrate(ctx context.Context, s *testserver.Stack) (float64, error) {
-	db, err := sql.Open("mysql", s.DSN("r1", Database)+"&interpolateParams=true")
+// With interpolate false it measures a read as the plain driver sends it
+// (prepared: two round trips), as routers without combining do.
+func (c *counters) calibrate(ctx context.Context, s *testserver.Stack, interpolate bool) (float64, error) {
+	dsn := s.DSN("r1", Database)
+	if interpolate {
+		dsn += "&interpolateParams=true"
+	}
+	db, err := sql.Open("mysql", dsn)
 	if err != nil {
 		return 0, err
 	}
