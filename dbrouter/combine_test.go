@@ -281,3 +281,51 @@ func TestOneStatementRule(t *testing.T) {
 		t.Errorf("user multiStatements: %v", err)
 	}
 }
+
+// TestGuardStopsText runs the dialect's guard for a position r1 does not
+// have, in a multi-statement text before a statement with an effect on the
+// session: the guard fails with its distinctive error and the statement
+// after it does not run. The control (a guard the reader passes) runs it.
+func TestGuardStopsText(t *testing.T) {
+	s := testserver.Require(t)
+	db, err := sql.Open("mysql", s.DSN("r1", testDB)+"&multiStatements=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cs := mariaDialect{}.combine()
+	run := func(pos string) (bool, error) {
+		t.Helper()
+		if _, err := conn.ExecContext(ctxT(t), "SET @after_guard = NULL"); err != nil {
+			t.Fatal(err)
+		}
+		p, err := parseMariaDBGTIDList(pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, qerr := conn.QueryContext(ctxT(t), cs.guard(p, 20*time.Millisecond)+";\nSET @after_guard = 1")
+		if qerr == nil {
+			for rows.Next() {
+			}
+			qerr = rows.Err()
+			rows.Close()
+		}
+		var v sql.NullInt64
+		if err := conn.QueryRowContext(ctxT(t), "SELECT @after_guard").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v.Valid, qerr
+	}
+	ran, err := run("0-1-999999999")
+	if !isErrno(err, guardErrSubquery) || ran {
+		t.Errorf("guard for a future position: error %v, statement after it ran: %v; want error 1242 and not run", err, ran)
+	}
+	if ran, err := run("0-1-1"); err != nil || !ran {
+		t.Errorf("control, guard for an applied position: error %v, statement after it ran: %v", err, ran)
+	}
+}
