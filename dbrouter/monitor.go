@@ -37,6 +37,8 @@ type reader struct {
 	polls     atomic.Int64             // monitor queries sent to this reader
 	sample    sampler                  // position reads, for bounding what the reader served
 
+	lastSample atomic.Pointer[parsedSample] // the last sample of a combined read (see readconn.go)
+
 	kick chan struct{} // wakes the monitor; capacity 1
 
 	mu           sync.Mutex // protects the demand fields below
@@ -366,8 +368,12 @@ type sampleCall struct {
 // record keeps p, read by a query that started at at, if it is the newest.
 func (s *sampler) record(p *position, at time.Time) {
 	s.mu.Lock()
-	if s.last == nil || s.last.at.Before(at) {
+	switch {
+	case s.last == nil:
 		s.last = &sample{pos: p, at: at}
+	case s.last.at.Before(at):
+		// In place: the fields are read under mu only.
+		s.last.pos, s.last.at = p, at
 	}
 	s.mu.Unlock()
 }

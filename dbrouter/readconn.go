@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,17 +131,20 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 	if d.t != nil {
 		n += len(cs.sample) + 3
 	}
-	b := make([]byte, 0, n)
+	var b strings.Builder
+	b.Grow(n)
 	if guard != "" {
-		b = append(append(b, guard...), ";\n"...)
+		b.WriteString(guard)
+		b.WriteString(";\n")
 	}
-	b = append(b, query...)
+	b.WriteString(query)
 	if d.t != nil {
 		// The newline ends a trailing "--" or "#" comment of query.
-		b = append(append(b, "\n;\n"...), cs.sample...)
+		b.WriteString("\n;\n")
+		b.WriteString(cs.sample)
 	}
 	sent := time.Now()
-	rows, err := q.QueryContext(ctx, string(b), args)
+	rows, err := q.QueryContext(ctx, b.String(), args)
 	if err == driver.ErrSkip {
 		// The driver cannot put the arguments into the text (it then
 		// prepares the statement): check the guard alone, and let the
@@ -343,6 +347,7 @@ type readRows struct {
 	d    *readDirective // nil: no sample
 	sent time.Time
 	done bool
+	val  [1]driver.Value // the sample's
 }
 
 func (r *readRows) Close() error {
@@ -372,18 +377,38 @@ func (r *readRows) sample() (*position, error) {
 	if err := n.NextResultSet(); err != nil {
 		return nil, err
 	}
-	vals := make([]driver.Value, 1)
 	if len(r.Rows.Columns()) != 1 {
 		return nil, errNoPosition
 	}
-	if err := r.Rows.Next(vals); err != nil {
+	if err := r.Rows.Next(r.val[:]); err != nil {
 		return nil, err
 	}
-	s, ok := valueText(vals[0])
+	return r.d.r.parseSample(r.d.rt.dialect, r.val[0])
+}
+
+// parseSample parses a sample of r, reusing the last one when the text is
+// the same (reads between writes see the same position).
+func (r *reader) parseSample(d dialect, v driver.Value) (*position, error) {
+	if b, ok := v.([]byte); ok {
+		if last := r.lastSample.Load(); last != nil && last.text == string(b) {
+			return last.pos, nil
+		}
+	}
+	s, ok := valueText(v)
 	if !ok {
 		return nil, errNoPosition
 	}
-	return r.d.rt.dialect.parseReader(s)
+	p, err := d.parseReader(s)
+	if err == nil {
+		r.lastSample.Store(&parsedSample{text: s, pos: p})
+	}
+	return p, err
+}
+
+// parsedSample is a sample's text and its position.
+type parsedSample struct {
+	text string
+	pos  *position
 }
 
 // valueText returns a text or integer column value as text.
