@@ -263,6 +263,13 @@ func (e *Env) Run(ctx context.Context, l Layer, mode Mode, cfg Config) (res Resu
 			continue
 		}
 		spans++
+		// A statement sent again elsewhere (a failed position guard, a
+		// failed reader) reached the servers once more.
+		for _, ev := range s.Events() {
+			if ev.Name == "regiondb.retry" {
+				spans++
+			}
+		}
 		ep := attr(s.Attributes(), "regiondb.endpoint")
 		if ep == "" {
 			fail("span %q has no endpoint", s.Name())

@@ -199,6 +199,25 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 
+	// DisableCombinedStatements turns off the one-round-trip path of
+	// [DialectMariaDB] (on by default for endpoints given as a DSN): a
+	// read that must observe a position, or a read or write of a
+	// read-your-writes scope, then costs a second round trip (a server-side
+	// wait before the read; the position read after it), as with the other
+	// dialects and with endpoints given as a Connector.
+	//
+	// The path sets multiStatements=true and interpolateParams=true on the
+	// router's own copy of each DSN: statements with arguments are sent as
+	// one text with the arguments escaped by the driver (the text protocol:
+	// no server-side prepared statement, one round trip instead of two).
+	// Because such a connection would run every statement of a text, each
+	// text a caller sends must then be ONE statement (a final ";" and
+	// comments allowed): any other text is refused with an error before it
+	// is sent (see the package documentation). A DSN that sets
+	// multiStatements=true itself keeps its texts unchecked and its
+	// statements separate.
+	DisableCombinedStatements bool
+
 	// auroraInstances is set by OpenAurora on the Config it passes to Open.
 	auroraInstances bool
 
@@ -313,6 +332,25 @@ type endpointSpec struct {
 	Endpoint
 	connector driver.Connector
 	database  string
+	mc        *mysql.Config // the parsed DSN (nil for a Connector)
+	combine   bool          // connector has multiStatements set by the router
+}
+
+// combineOn rebuilds the connector of a DSN endpoint with multiStatements
+// and interpolateParams (see Config.DisableCombinedStatements). A DSN that
+// set multiStatements itself, or whose collation the driver does not
+// interpolate for, keeps its connector.
+func (s *endpointSpec) combineOn() {
+	if s.mc == nil || s.mc.MultiStatements {
+		return
+	}
+	mc := s.mc.Clone()
+	mc.MultiStatements, mc.InterpolateParams = true, true
+	conn, err := mysql.NewConnector(mc)
+	if err != nil {
+		return
+	}
+	s.connector, s.combine = conn, true
 }
 
 // validate copies cfg, applies defaults and checks every field.
@@ -350,6 +388,10 @@ func validate(cfg Config) (*normalized, error) {
 	if n.writer, err = endpoint("Writer", c.Writer, false); err != nil {
 		return nil, err
 	}
+	combine := !c.DisableCombinedStatements && c.Dialect == DialectMariaDB
+	if combine {
+		n.writer.combineOn()
+	}
 	seen := map[string]string{n.writer.Name: "Writer"}
 	seenAddr := map[string]string{n.writer.database: "Writer"}
 	local := 0
@@ -358,6 +400,9 @@ func validate(cfg Config) (*normalized, error) {
 		spec, err := endpoint(field, r, true)
 		if err != nil {
 			return nil, err
+		}
+		if combine {
+			spec.combineOn()
 		}
 		if prev, dup := seen[spec.Name]; dup {
 			return nil, &ConfigError{Field: field + ".Name", Reason: "duplicate endpoint " + spec.Name + " (also " + prev + ")"}
@@ -462,7 +507,7 @@ func endpoint(field string, e Endpoint, reader bool) (endpointSpec, error) {
 		if err != nil {
 			return spec, &ConfigError{Field: field + ".DSN", Reason: "malformed", Err: err}
 		}
-		spec.connector = conn
+		spec.connector, spec.mc = conn, mc
 	}
 	if reader && e.Region == "" {
 		return spec, &ConfigError{Field: field + ".Region", Reason: "empty"}

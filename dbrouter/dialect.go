@@ -68,6 +68,26 @@ type dialect interface {
 	waitQuery(p *position, timeout time.Duration) string
 	// kind is the one kind of stream key the dialect's positions have.
 	kind() streamKind
+	// combine, if not nil, is the dialect's one-round-trip path (see
+	// [Config.DisableCombinedStatements]).
+	combine() *combineSQL
+}
+
+// combineSQL are the statements the one-round-trip path sends in the same
+// text as a user's statement.
+type combineSQL struct {
+	// guard(p, timeout) is a SELECT of one row that fails with
+	// guardErrno unless the server has applied p within timeout (or ""
+	// when p has a stream of another dialect). The position is inlined
+	// like waitQuery's: numbers only.
+	guard      func(p *position, timeout time.Duration) string
+	guardErrno uint16
+	// sample is a reader's applied position (one row, one column).
+	sample string
+	// writeTail follows an autocommit write: one row of the session's last
+	// write position, ROW_COUNT() and LAST_INSERT_ID() (see writeConn).
+	// writeHead precedes the write, and commitTail follows a COMMIT.
+	writeHead, writeTail, commitTail string
 }
 
 func newDialect(d Dialect, table string) (dialect, error) {
@@ -131,6 +151,58 @@ func (d mariaDialect) waitQuery(p *position, timeout time.Duration) string {
 
 func (mariaDialect) kind() streamKind { return streamDomain }
 
+// guardErrSubquery is MariaDB's ER_SUBQUERY_NO_1_ROW ("Subquery returns
+// more than 1 row"), the error the guard raises: a multi-statement text
+// stops at its first error, so the user's statement after the guard does
+// not run.
+const guardErrSubquery = 1242
+
+// lastInsertIDVar is the user variable through which a combined write keeps
+// the session's LAST_INSERT_ID() as it would be without the combining.
+const lastInsertIDVar = "@regiondb_last_insert_id"
+
+func (d mariaDialect) combine() *combineSQL {
+	return &combineSQL{
+		guard:      d.guardQuery,
+		guardErrno: guardErrSubquery,
+		sample:     "SELECT @@global.gtid_current_pos",
+		// LAST_INSERT_ID() keeps an older value after a statement that
+		// generated none, where the OK packet reports 0: it is set to 0
+		// before the write, read after it, and put back to the older
+		// value if the write left it at 0.
+		writeHead: "SET " + lastInsertIDVar + " = LAST_INSERT_ID(); DO LAST_INSERT_ID(0)",
+		writeTail: "SELECT @@last_gtid, ROW_COUNT(), LAST_INSERT_ID(), " +
+			"LAST_INSERT_ID(IF(LAST_INSERT_ID() = 0, " + lastInsertIDVar + ", LAST_INSERT_ID()))",
+		commitTail: "SELECT @@last_gtid",
+	}
+}
+
+// guardQuery is the guard of a combined read: MASTER_GTID_WAIT on a
+// read-only server (a writable one fails at once: its wait would time out,
+// see waitQuery), and a subquery of two rows, evaluated only when the wait
+// did not return 0, that fails the text with error 1242.
+func (d mariaDialect) guardQuery(p *position, timeout time.Duration) string {
+	if p.empty() || !p.only(streamDomain) {
+		return ""
+	}
+	b := make([]byte, 0, 120+24*len(p.parts))
+	if d.unguarded {
+		b = append(b, "SELECT IF(MASTER_GTID_WAIT('"...)
+	} else {
+		b = append(b, "SELECT IF(@@global.read_only = 1 AND MASTER_GTID_WAIT('"...)
+	}
+	for i, pp := range p.parts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(pp.key.domain), 10)
+		b = append(b, "-0-"...)
+		b = strconv.AppendUint(b, pp.seq, 10)
+	}
+	b = appendTimeout(b, timeout)
+	return string(append(b, " = 0, 1, (SELECT 1 UNION ALL SELECT 2))"...))
+}
+
 // appendTimeout ends a wait query: "', <seconds with 3 decimals>)".
 func appendTimeout(b []byte, timeout time.Duration) []byte {
 	b = append(b, "', "...)
@@ -180,6 +252,10 @@ func (mysqlDialect) waitQuery(p *position, timeout time.Duration) string {
 
 func (mysqlDialect) kind() streamKind { return streamUUID }
 
+// The MySQL dialect keeps the separate round trips (no MySQL server on the
+// test stack to prove a combined path against).
+func (mysqlDialect) combine() *combineSQL { return nil }
+
 // heartbeatDialect reads a counter row (id 1) that the heartbeat writer
 // increments on the writer every heartbeat period, in the same statement
 // that records the writer's @@server_id in row 2. A write committed while
@@ -211,6 +287,8 @@ func (heartbeatDialect) parseReader(s string) (*position, error) { return parseH
 func (heartbeatDialect) waitQuery(*position, time.Duration) string { return "" }
 
 func (heartbeatDialect) kind() streamKind { return streamBeat }
+
+func (heartbeatDialect) combine() *combineSQL { return nil }
 
 // parseHeartbeat parses "writer:seq" (or a bare "seq", from older tables).
 func parseHeartbeat(s string) (*position, error) {

@@ -185,6 +185,41 @@
 // they catch up; with no usable reader, reads go to the writer
 // ([Stats].ReadsWriter counts them).
 //
+// # One round trip per statement (MariaDB)
+//
+// With [DialectMariaDB] and endpoints given as a DSN, a read that must
+// observe a position no local reader is known to have is not held in the
+// process: it goes to a local reader as one text that first waits on the
+// server (MASTER_GTID_WAIT, at most a little over the reader's recent lag,
+// capped by MaxWait) and fails without running the statement if the reader
+// does not get there; the read is then sent to a reader known to have the
+// position, or the writer, and the reader is not excluded. A read of a
+// read-your-writes scope also reads, in the same text after the statement,
+// the position the reader had when it answered: the scope requires it from
+// then on (monotonic reads, exactly what was served) and the reader's
+// watermark rises with it, so no monitor query is needed. An UPDATE or
+// DELETE outside a transaction, and a COMMIT, in a scope carry the read of
+// their position in the same text too. So such reads and writes cost one
+// round trip. (An INSERT or REPLACE in a scope still reads its position
+// after it: its OK packet's LastInsertId cannot be reproduced exactly from
+// SQL. Endpoints given as a Connector, the MySQL and heartbeat dialects, and
+// [Config].DisableCombinedStatements keep the separate round trips.)
+//
+// For this the router sets multiStatements=true and interpolateParams=true
+// on its own copy of each DSN: statements with arguments go as one text with
+// the arguments escaped by the driver (the text protocol) instead of a
+// server-side prepared statement. Because such a connection runs every
+// statement of a text, the router refuses, before sending anything, any text
+// that is not exactly one statement ([ErrMultiStatement]); a final ";",
+// whitespace and comments are allowed. The check is a lexer that agrees
+// with MariaDB's splitter in every sql_mode (executable comments are code;
+// strings with backslashes are read with and without NO_BACKSLASH_ESCAPES
+// and ANSI_QUOTES); what it cannot tell, it refuses. This holds for every
+// entry point, including the pools of [Router.Writer]. A DSN that sets
+// multiStatements=true itself keeps its texts unchecked and unchanged.
+// Combined writes leave the user variable @regiondb_last_insert_id on their
+// session (the session's LAST_INSERT_ID() is kept as without combining).
+//
 // A fleet shares what its monitors learn through a [WatermarkStore]
 // ([Config.Watermarks]; package dbrouter/memcachestore implements it on
 // memcached): only the process that wins a reader's claim queries it, so a
@@ -312,7 +347,9 @@
 // regiondb.route (writer or reader), regiondb.region and regiondb.endpoint of
 // the endpoint that served it, and regiondb.reason (write, fresh_reader,
 // token_wait, staleness_budget, writer_fallback, forced_writer, retry).
-// Statements of transactions and prepared statements get spans too, and so
+// A statement sent again to another endpoint (its reader failed, or its
+// position guard did) adds the span event regiondb.retry per further
+// attempt. Statements of transactions and prepared statements get spans too, and so
 // do BEGIN, COMMIT and ROLLBACK. db.query.text holds the statement's text
 // with its literals replaced by "?" and its comments dropped (a statement
 // written with placeholders appears as written); arguments, literals,

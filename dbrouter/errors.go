@@ -54,6 +54,12 @@ var ErrInvalidConfig = errors.New("dbrouter: invalid config")
 // counts it in [Stats].TokensRejected.
 var ErrInvalidToken = errors.New("dbrouter: invalid token")
 
+// ErrMultiStatement is returned, before anything is sent, for a text that
+// holds more than one statement (or whose statement count the router's
+// lexer cannot tell in every sql_mode) on a pool where the router turned
+// multiStatements on (see [Config].DisableCombinedStatements).
+var ErrMultiStatement = errMultiStatement
+
 // ConfigError describes one invalid field of a [Config]. Its message never
 // contains a DSN or secret.
 type ConfigError struct {

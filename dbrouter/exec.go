@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // This file holds the one statement-execution path. Every entry point (the
@@ -101,6 +103,7 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 	var t target
 	if pin != nil {
 		t = *pin
+		t.dir = nil // a pinned connection's statements are not combined
 	} else {
 		t = rt.target(ctx, c)
 	}
@@ -108,7 +111,7 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 	sctx, o := rt.tel.startCall(ctx, text, isQuery, t.ep, t.route, t.reason)
 	err := t.err
 	if err == nil {
-		err = run(sctx, t)
+		err = run(t.runCtx(sctx), t)
 	}
 	if err != nil && pin == nil && t.err == nil {
 		for b := rt.attempts(); err != nil; {
@@ -116,12 +119,19 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 			if t, retry, err = rt.failed(ctx, t, c, err, &b); !retry {
 				break
 			}
-			err = run(sctx, t)
+			// The span covers every attempt; each further one is an
+			// event, so that what the servers received can be matched.
+			trace.SpanFromContext(sctx).AddEvent(retryEvent)
+			err = run(t.runCtx(sctx), t)
 		}
 	}
 	rt.tel.endStatement(ctx, o, t.ep, t.route, t.reason, err)
 	return err
 }
+
+// retryEvent is the span event of each further attempt of a statement (on
+// another endpoint: after a reader failed, or a read's position guard).
+const retryEvent = "regiondb.retry"
 
 // retryBudget bounds the retries of one statement: each failing reader is
 // excluded before its read is re-routed (so at most one retry per reader),
@@ -129,9 +139,12 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 type retryBudget struct {
 	readers int
 	writer  bool
+	guard   bool // a read whose guard failed may be sent elsewhere once
 }
 
-func (rt *Router) attempts() retryBudget { return retryBudget{readers: len(rt.readers), writer: true} }
+func (rt *Router) attempts() retryBudget {
+	return retryBudget{readers: len(rt.readers), writer: true, guard: true}
+}
 
 // failed handles err of the call c on t: a reader's failure excludes the
 // reader and re-routes the call (to another fresh reader, or the writer);
@@ -146,6 +159,16 @@ func (rt *Router) failed(ctx context.Context, t target, c stmtCall, err error, b
 		}
 		b.writer = false
 		return rt.writeFailed(ctx, t, write, err)
+	}
+	if ge, ok := errors.AsType[*guardError](err); ok && b.guard {
+		// The reader had not applied the position in time: the read
+		// did not run. Not a failure of the reader.
+		b.guard = false
+		n := rt.afterGuard(ctx, ge.d)
+		if n.err != nil {
+			return t, false, n.err
+		}
+		return n, true, nil
 	}
 	if b.readers > 0 && rt.readerFailed(ctx, t.db, err) {
 		b.readers--

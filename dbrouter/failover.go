@@ -27,6 +27,16 @@ type target struct {
 	w      *writerTarget // the writer target, for the writer role
 	route  telRoute
 	reason telReason
+	dir    *readDirective // a reader's read in one round trip (see readconn.go), or nil
+}
+
+// runCtx returns the context a statement on t runs with: ctx, carrying t's
+// read directive if any.
+func (t target) runCtx(ctx context.Context) context.Context {
+	if t.dir == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, directiveKey{}, t.dir)
 }
 
 // curWriter returns the current writer target.
@@ -74,7 +84,8 @@ func (rt *Router) writerFor(i int) *writerTarget {
 	spec := rt.cands[i]
 	w := &writerTarget{
 		endpointDB: endpointDB{spec: spec, local: true,
-			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened}, rt: rt, name: spec.Name})},
+			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened}, rt: rt, name: spec.Name,
+				comb: rt.combining(spec)})},
 		cand: i,
 		tel:  rt.candTel[i],
 	}

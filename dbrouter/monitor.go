@@ -38,6 +38,8 @@ type reader struct {
 	sample    sampler                  // position reads, for bounding what the reader served
 	rtt       rttEstimate              // round trip of its position polls (see readWaitBudget)
 
+	lastSample atomic.Pointer[parsedSample] // the last sample of a combined read (see readconn.go)
+
 	kick chan struct{} // wakes the monitor; capacity 1
 
 	mu           sync.Mutex // protects the demand fields below
@@ -369,8 +371,12 @@ type sampleCall struct {
 // record keeps p, read by a query that started at at, if it is the newest.
 func (s *sampler) record(p *position, at time.Time) {
 	s.mu.Lock()
-	if s.last == nil || s.last.at.Before(at) {
+	switch {
+	case s.last == nil:
 		s.last = &sample{pos: p, at: at}
+	case s.last.at.Before(at):
+		// In place: the fields are read under mu only.
+		s.last.pos, s.last.at = p, at
 	}
 	s.mu.Unlock()
 }

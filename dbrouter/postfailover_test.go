@@ -53,6 +53,8 @@ func postFailoverReads(t *testing.T, unguarded bool) (before, after time.Duratio
 	failFreshStack(t, s)
 	cfg := stackConfig(t, s, testserver.PrimaryRegion)
 	cfg.unguardedPromotedWait = unguarded
+	// The old behaviour waited in process on the monitor's wait.
+	cfg.DisableCombinedStatements = unguarded
 	rt := openRouter(t, cfg)
 	ctx := t.Context()
 	now := time.Now()

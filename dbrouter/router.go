@@ -56,6 +56,8 @@ type Router struct {
 	closeErr error
 
 	classes        classCache
+	stmts          stmtCache   // one-statement checks of combining pools
+	comb           *combineSQL // the dialect's one-round-trip path, or nil
 	monitorQueries atomic.Int64
 	stats          counters
 }
@@ -149,6 +151,7 @@ func Open(cfg Config) (*Router, error) {
 	rt := &Router{
 		cfg:     n.Config,
 		dialect: d,
+		comb:    d.combine(),
 		tokens:  tokenCodec{keys: n.tokenKeys, maxAge: n.TokenMaxAge},
 		opened:  time.Now(),
 	}
@@ -177,8 +180,10 @@ func Open(cfg Config) (*Router, error) {
 			if local != (pass == 0) {
 				continue
 			}
-			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened}), local: local},
+			rc := &readConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened}, rt: rt, comb: rt.combining(spec)}
+			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(rc), local: local},
 				kick: make(chan struct{}, 1), cand: i + 1, tel: rt.candTel[i+1]}
+			rc.r = r
 			n.ReaderPool.apply(r.db)
 			r.idx = len(rt.readers)
 			r.healthy.Store(true)
@@ -210,6 +215,11 @@ func Open(cfg Config) (*Router, error) {
 		go rt.supervise(rt.ctx, "heartbeat", rt.beat, nil)
 	}
 	return rt, nil
+}
+
+// combining returns how the pools of spec treat statements.
+func (rt *Router) combining(spec endpointSpec) combining {
+	return combining{on: spec.combine, sql: rt.comb}
 }
 
 // Close stops the monitors, waits for them, and closes every pool. It is
@@ -400,7 +410,7 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 		return rt.toWriter(telReasonForced)
 	}
 	req, _ := ctx.Value(requireKey{}).(*requirement)
-	tg, r := rt.routeRead(ctx, o, t, req)
+	tg, r := rt.routeRead(ctx, o, t, req, readOnlyTx)
 	if o.maxStaleness > 0 || t == nil || tg.err != nil {
 		// Bounded-staleness reads opt out of the scope's guarantees.
 		rt.countRead(r)
@@ -408,17 +418,96 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 	}
 	if r != nil && t.touchedOther(rt, r) {
 		rt.settle(ctx, t)
-		if t.writerOnly.Load() || !rt.has(r, t.need.Load()) {
+		if t.writerOnly.Load() || (!rt.has(r, t.need.Load()) && tg.dir == nil) {
 			// r may be behind what the scope's reads showed (or what
 			// they showed could not be bounded): route again.
-			if tg, r = rt.routeRead(ctx, o, t, req); tg.err != nil {
+			if tg, r = rt.routeRead(ctx, o, t, req, readOnlyTx); tg.err != nil {
 				return tg
 			}
+		} else if tg.dir != nil {
+			// The guard must cover what settling added.
+			tg.dir.need = merge(tg.dir.need, t.need.Load())
 		}
 	}
 	rt.countRead(r)
+	if r != nil && !readOnlyTx && rt.combines(r) {
+		// The read's text also reads what r served (see readconn.go).
+		if tg.dir == nil {
+			tg.dir = &readDirective{rt: rt, r: r}
+		}
+		tg.dir.t = t
+		t.lastServed(servedBy{rt: rt, r: r})
+		return tg
+	}
 	t.served(servedBy{rt: rt, r: r})
 	return tg
+}
+
+// combines reports whether reads on r can carry their guard and sample in
+// the same round trip.
+func (rt *Router) combines(r *reader) bool { return rt.comb != nil && r.spec.combine }
+
+// guardedRead returns a local reader target for a read that needs need
+// with the guard in the same round trip, or a target with a nil db when
+// the read should take the in-process path instead: no combining local
+// reader is usable, the writer is gone (no fallback after a failed
+// guard), or the wait budget is zero.
+func (rt *Router) guardedRead(t *tracker, need *position) (target, *reader) {
+	if _, serr := rt.search.gone(); serr != nil || rt.comb == nil {
+		return target{}, nil
+	}
+	r := t.sticky(rt)
+	if r == nil || !r.local || !r.usable(rt.cfg.MaxLag) || !rt.combines(r) {
+		r = nil
+		if n := rt.nLocal; n > 0 {
+			start := int(rt.rr.Add(1))
+			for i := range n {
+				if c := rt.readers[(start+i)%n]; c.usable(rt.cfg.MaxLag) && rt.combines(c) {
+					r = c
+					break
+				}
+			}
+		}
+	}
+	if r == nil {
+		return target{}, nil
+	}
+	wait := rt.readWaitBudget(r, need)
+	if wait <= 0 {
+		return target{}, nil
+	}
+	tg := readerTarget(r, telReasonTokenWait)
+	tg.dir = &readDirective{rt: rt, r: r, need: need, wait: wait}
+	return tg, r
+}
+
+// afterGuard returns where a read whose guard failed on d.r goes: a reader
+// known to have applied d.need, or the writer.
+func (rt *Router) afterGuard(ctx context.Context, d *readDirective) target {
+	// d.r did not serve the read after all.
+	if d.r.local {
+		rt.stats.readsReader.Add(-1)
+	} else {
+		rt.stats.readsRemote.Add(-1)
+	}
+	if r := rt.pick(d.need, !rt.cfg.PreferWriter); r != nil && r != d.r {
+		tg := readerTarget(r, telReasonRetry)
+		if d.t != nil && rt.combines(r) {
+			tg.dir = &readDirective{rt: rt, r: r, t: d.t}
+			d.t.lastServed(servedBy{rt: rt, r: r})
+		} else if d.t != nil {
+			d.t.served(servedBy{rt: rt, r: r})
+		}
+		rt.countRead(r)
+		return tg
+	}
+	if _, serr := rt.search.gone(); serr != nil {
+		return rt.unavailable(serr)
+	}
+	if d.t != nil {
+		d.t.served(servedBy{rt: rt})
+	}
+	return rt.fallback(ctx, telFallbackTokenTimeout)
 }
 
 // countRead counts a read served by r (nil: the writer, counted by
@@ -435,7 +524,12 @@ func (rt *Router) countRead(r *reader) {
 
 // routeRead chooses the source of a read: a reader (returned too), or the
 // writer (nil reader).
-func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *requirement) (target, *reader) {
+//
+// A read (not a read-only transaction) that needs a position no usable
+// local reader is known to have goes to a local reader with the guard in
+// its text (see readconn.go) rather than waiting here, when the reader's
+// pool combines statements.
+func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *requirement, readOnlyTx bool) (target, *reader) {
 	var need *position
 	if t != nil {
 		need = t.need.Load()
@@ -466,6 +560,11 @@ func (rt *Router) routeRead(ctx context.Context, o routeOpts, t *tracker, req *r
 		if need.empty() {
 			// Eventual read and no usable reader: nothing to wait for.
 			return rt.fallback(ctx, telFallbackNoReader), nil
+		}
+		if !readOnlyTx {
+			if tg, r := rt.guardedRead(t, need); r != nil {
+				return tg, r
+			}
 		}
 	} else {
 		return rt.writerOrUnavailable(ctx), nil

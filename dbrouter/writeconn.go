@@ -25,10 +25,16 @@ import (
 // scope, whose position nothing can need. The wrappers forward every
 // optional driver interface the wrapped connection has, so database/sql
 // behaves as with the bare driver.
+//
+// When the pool combines statements (see Config.DisableCombinedStatements)
+// the position read rides in the same text as the write: an autocommit
+// ExecContext in a scope sends "<head>; <statement>; <tail>" and a COMMIT
+// "COMMIT; <tail>" (see combineSQL), so these writes cost one round trip.
 type writeConnector struct {
 	inner driver.Connector
 	rt    *Router
 	name  string // endpoint name, for outcome-unknown errors
+	comb  combining
 }
 
 func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -36,7 +42,7 @@ func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writeConn{Conn: conn, rt: c.rt, name: c.name}, nil
+	return &writeConn{Conn: conn, rt: c.rt, name: c.name, comb: c.comb}, nil
 }
 
 func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
@@ -47,7 +53,138 @@ type writeConn struct {
 	rt   *Router
 	name string
 	inTx bool
+	comb combining
 }
+
+// check refuses a text of more than one statement on a combining pool,
+// and returns where its statement ends.
+func (c *writeConn) check(query string, args bool) (int, error) {
+	if !c.comb.on {
+		return len(query), nil
+	}
+	end, ok := c.rt.stmts.end(query, args)
+	if !ok {
+		return 0, errMultiStatement
+	}
+	return end, nil
+}
+
+// combinedExec runs an autocommit write of scope t with its position read
+// in the same text. ok is false when the write must take the separate
+// path (the driver cannot interpolate its arguments); nothing was sent
+// then.
+func (c *writeConn) combinedExec(ctx context.Context, t *tracker, query string, args []driver.NamedValue) (res driver.Result, ok bool, err error) {
+	q, isQ := c.Conn.(driver.QueryerContext)
+	if !isQ {
+		return nil, false, nil
+	}
+	cs := c.comb.sql
+	text := cs.writeHead + ";\n" + query + "\n;\n" + cs.writeTail
+	rows, err := q.QueryContext(ctx, text, args)
+	if err == driver.ErrSkip {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	vals, err := lastResultSet(rows)
+	if err != nil {
+		// The write ran (its error would have come first); its position
+		// is unknown, as when the separate read fails.
+		c.rt.stats.writePosFailures.Add(1)
+		t.writerOnly.Store(true)
+		return nil, true, err
+	}
+	gtid, _ := valueText(vals[0])
+	n, nerr := valueInt(vals[1])
+	id, ierr := valueInt(vals[2])
+	if nerr != nil || ierr != nil {
+		c.rt.stats.writePosFailures.Add(1)
+		t.writerOnly.Store(true)
+		return nil, true, errNoPosition
+	}
+	c.advance(t, gtid)
+	return combinedResult{id: id, rows: n}, true, nil
+}
+
+// combinableWrite reports whether the autocommit write q can be combined
+// with its position read: an UPDATE or a DELETE, whose OK packet's insert
+// id is 0 or the argument of a LAST_INSERT_ID(expr) it called, which
+// LAST_INSERT_ID() then returns (see mariaDialect.combine). An INSERT or
+// REPLACE reports in its OK packet the AUTO_INCREMENT value of its last
+// row even when it was given explicitly, which no function returns, so
+// those keep the separate position read.
+func combinableWrite(q string) bool {
+	i := skipSpaceAndComments(q, 0)
+	if i < 0 || i >= len(q) {
+		return false
+	}
+	w, _ := word(q, i)
+	return keywordIs(w, "UPDATE") || keywordIs(w, "DELETE")
+}
+
+// advance parses the writer position s and advances t with it.
+func (c *writeConn) advance(t *tracker, s string) {
+	p, err := c.rt.dialect.parseWriter(s)
+	if err != nil {
+		c.rt.stats.writePosFailures.Add(1)
+		t.writerOnly.Store(true)
+		return
+	}
+	t.advance(p, true)
+}
+
+// lastResultSet returns the first row of the last result set of rows (the
+// tail's) and closes rows. (A driver knows whether another result set
+// follows only once the current one is read to its end.)
+func lastResultSet(rows driver.Rows) ([]driver.Value, error) {
+	defer rows.Close()
+	n, ok := rows.(driver.RowsNextResultSet)
+	if !ok {
+		return nil, errNoPosition
+	}
+	for {
+		vals := make([]driver.Value, len(rows.Columns()))
+		var first []driver.Value
+		var err error
+		for err == nil {
+			if err = rows.Next(vals); err == nil && first == nil {
+				first = append([]driver.Value(nil), vals...)
+			}
+		}
+		if err != io.EOF {
+			return nil, err
+		}
+		if !n.HasNextResultSet() {
+			if len(first) == 0 {
+				return nil, errNoPosition
+			}
+			return first, nil
+		}
+		if err := n.NextResultSet(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func valueInt(v driver.Value) (int64, error) {
+	s, ok := valueText(v)
+	if !ok {
+		return 0, errNoPosition
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, nil
+	}
+	u, err := strconv.ParseUint(s, 10, 64)
+	return int64(u), err
+}
+
+// combinedResult is the result of a combined write, from ROW_COUNT() and
+// LAST_INSERT_ID() (see mariaDialect.combine).
+type combinedResult struct{ id, rows int64 }
+
+func (r combinedResult) LastInsertId() (int64, error) { return r.id, nil }
+func (r combinedResult) RowsAffected() (int64, error) { return r.rows, nil }
 
 // txFailed turns err of a statement inside a transaction (or of its commit)
 // into an outcome-unknown error when the connection broke: the transaction
@@ -129,6 +266,15 @@ func (c *writeConn) ExecContext(ctx context.Context, query string, args []driver
 	if !ok {
 		return nil, driver.ErrSkip
 	}
+	end, err := c.check(query, len(args) > 0)
+	if err != nil {
+		return nil, err
+	}
+	if t := trackerFrom(ctx); t != nil && !c.inTx && c.comb.sql != nil && c.comb.on && end > 0 && combinableWrite(query) {
+		if res, ok, err := c.combinedExec(ctx, t, query[:end], args); ok {
+			return res, err
+		}
+	}
 	res, err := e.ExecContext(ctx, query, args)
 	if err == nil && !c.inTx {
 		c.capture(ctx, trackerFrom(ctx), false)
@@ -144,6 +290,9 @@ func (c *writeConn) QueryContext(ctx context.Context, query string, args []drive
 	if !ok {
 		return nil, driver.ErrSkip
 	}
+	if _, err := c.check(query, len(args) > 0); err != nil {
+		return nil, err
+	}
 	rows, err := q.QueryContext(ctx, query, args)
 	if err != nil && c.inTx {
 		err = c.txFailed(ctx, err)
@@ -155,6 +304,9 @@ func (c *writeConn) QueryContext(ctx context.Context, query string, args []drive
 }
 
 func (c *writeConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	if _, err := c.check(query, false); err != nil {
+		return nil, err
+	}
 	var st driver.Stmt
 	var err error
 	if p, ok := c.Conn.(driver.ConnPrepareContext); ok {
@@ -221,6 +373,26 @@ type writeTx struct {
 }
 
 func (tx *writeTx) Commit() error {
+	c := tx.c
+	if q, ok := c.Conn.(driver.QueryerContext); ok && tx.t != nil && !tx.readOnly && c.comb.on && c.comb.sql != nil {
+		// COMMIT and the position read in one text. The driver's own
+		// transaction object is done with: it holds no state beyond
+		// its connection.
+		rows, err := q.QueryContext(context.Background(), "COMMIT;\n"+c.comb.sql.commitTail, nil)
+		c.inTx = false
+		if err != nil {
+			return c.txFailed(context.Background(), err)
+		}
+		vals, err := lastResultSet(rows)
+		if err != nil {
+			c.rt.stats.writePosFailures.Add(1)
+			tx.t.writerOnly.Store(true)
+			return nil // committed; the position is unknown
+		}
+		s, _ := valueText(vals[0])
+		c.advance(tx.t, s)
+		return nil
+	}
 	err := tx.Tx.Commit()
 	tx.c.inTx = false
 	if err != nil {

@@ -3,7 +3,7 @@
 // connections opened under steady load, position queries of writes outside
 // any read-your-writes scope, and what a writer at its connection limit
 // does to the routers. Every figure is read from the servers' own status
-// counters (Questions, Connections) where a server can tell.
+// counters (round trips from the general log, Connections) where a server can tell.
 //
 // N routers run in one process, each in ap-northeast-1 with the local
 // reader r1 and the remote reader r2, default pools, and Loops goroutines
@@ -112,6 +112,11 @@ type Report struct {
 	Local                    []Load   `json:"local"`
 	SharedRuns               []Load   `json:"shared_runs"`
 	Machine                  string   `json:"machine"`
+	// MonitorControl is a run at the first fleet size, without a shared
+	// store, of routers that wait for positions in process (the path
+	// before reads carried their own wait, still used by connectors and
+	// other dialects): it shows the harness counts monitor queries.
+	MonitorControl Load `json:"monitor_control"`
 }
 
 // Run measures everything and returns the report.
@@ -125,14 +130,18 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		return Report{}, err
 	}
 	defer mon.close()
-	perRead, err := mon.calibrate(ctx, s)
+	perRead, err := mon.calibrate(ctx, s, true)
+	if err != nil {
+		return Report{}, err
+	}
+	perReadPrepared, err := mon.calibrate(ctx, s, false)
 	if err != nil {
 		return Report{}, err
 	}
 	rep := Report{Machine: "2 cores: the stack and every router share them, so loops_per_s saturates near 2 000; ratios per read and per router, not totals, carry over to a fleet"}
 	for _, shared := range []bool{false, true} {
 		for _, n := range cfg.Ns {
-			l, err := runLoad(ctx, s, mon, perRead, cfg, n, shared)
+			l, err := runLoad(ctx, s, mon, perRead, cfg, n, shared, true)
 			if err != nil {
 				return Report{}, err
 			}
@@ -152,6 +161,10 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		rep.Shared.ReadsToWriter = max(rep.Shared.ReadsToWriter, sh.ReadsToWriter)
 		rep.Shared.P50PenaltyMs = max(rep.Shared.P50PenaltyMs, sh.P50ms-l.P50ms)
 	}
+	if rep.MonitorControl, err = runLoad(ctx, s, mon, perReadPrepared, cfg, cfg.Ns[0], false, false); err != nil {
+		return Report{}, err
+	}
+	cfg.Logf("fleet: control (in-process waits): %+v", rep.MonitorControl)
 	if rep.PositionQueriesPerUnscWr, err = unscopedWrites(ctx, s, mon, perRead); err != nil {
 		return Report{}, err
 	}
@@ -190,8 +203,16 @@ func routerConfig(s *testserver.Stack) dbrouter.Config {
 	}
 }
 
-// counters reads the servers' status counters over one persistent root
-// connection per server (so that reading them opens no connection).
+// counters reads, over one persistent root connection per server (so that
+// reading them opens no connection), the round trips each server received
+// and its Connections status counter.
+//
+// Round trips are counted from the server's general log (to a table): one
+// row per command a client sent that the server answers (a COM_QUERY
+// text, a prepare, an execute, ...), whatever the number of statements in
+// the text; the rows of the replication applier are left out. The Questions counter is not used: it counts each statement of
+// a multi-statement text, and the router sends a read's position guard and
+// sample in the read's own text (one round trip).
 type counters struct {
 	conns map[string]*sql.Conn
 	dbs   []*sql.DB
@@ -214,12 +235,32 @@ func openCounters(s *testserver.Stack) (*counters, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		c.conns[name] = conn
+		// sql_log_bin = 0: a TRUNCATE binlogged on a replica would be an
+		// errant transaction that stops its replication.
+		for _, q := range []string{"SET SESSION sql_log_bin = 0", "SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = 1", "TRUNCATE mysql.general_log"} {
+			if _, err := conn.ExecContext(context.Background(), q); err != nil {
+				c.close()
+				return nil, fmt.Errorf("%s on %s: %w", q, name, err)
+			}
+		}
 	}
 	return c, nil
 }
 
+// reset empties the general logs (so that counting them stays quick).
+func (c *counters) reset(ctx context.Context) error {
+	for name, conn := range c.conns {
+		if _, err := conn.ExecContext(ctx, "TRUNCATE mysql.general_log"); err != nil {
+			return fmt.Errorf("truncating the general log of %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 func (c *counters) close() {
 	for _, conn := range c.conns {
+		conn.ExecContext(context.Background(), "SET GLOBAL general_log = 0")
+		conn.ExecContext(context.Background(), "TRUNCATE mysql.general_log")
 		conn.Close()
 	}
 	for _, db := range c.dbs {
@@ -227,17 +268,18 @@ func (c *counters) close() {
 	}
 }
 
-// sample is each server's Questions and Connections.
+// sample is each server's round trips and Connections.
 type sample map[string][2]int64
 
-// read samples every server. The read itself is one question per server,
+// read samples every server. The read itself is one round trip per server,
 // which diff subtracts.
 func (c *counters) read(ctx context.Context) (sample, error) {
 	out := sample{}
 	for _, name := range servers {
 		var q, n int64
 		err := c.conns[name].QueryRowContext(ctx, `SELECT
-			(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'QUESTIONS'),
+			(SELECT COUNT(*) FROM mysql.general_log WHERE command_type NOT IN ('Close stmt', 'Quit', 'Connect')
+				AND user_host NOT LIKE '[<replication_slave>]%'),
 			(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'CONNECTIONS')`).Scan(&q, &n)
 		if err != nil {
 			return nil, fmt.Errorf("status of %s: %w", name, err)
@@ -247,17 +289,24 @@ func (c *counters) read(ctx context.Context) (sample, error) {
 	return out, nil
 }
 
-// diff returns the questions and connections each server received between
+// diff returns the round trips and connections each server received between
 // a and b, less the sampling query.
-func diff(a, b sample, name string) (questions, conns int64) {
+func diff(a, b sample, name string) (roundTrips, conns int64) {
 	return b[name][0] - a[name][0] - 1, b[name][1] - a[name][1]
 }
 
-// calibrate measures how many Questions one read of the workload's shape
-// counts on a server (prepared statements count differently from plain
-// queries), so that the workload's own statements can be subtracted.
-func (c *counters) calibrate(ctx context.Context, s *testserver.Stack) (float64, error) {
-	db, err := sql.Open("mysql", s.DSN("r1", Database))
+// calibrate measures how many round trips one read of the workload's shape
+// costs on a server as the router sends it (the router's DSN pools
+// interpolate arguments: one text), so that the workload's own statements
+// can be subtracted.
+// With interpolate false it measures a read as the plain driver sends it
+// (prepared: two round trips), as routers without combining do.
+func (c *counters) calibrate(ctx context.Context, s *testserver.Stack, interpolate bool) (float64, error) {
+	dsn := s.DSN("r1", Database)
+	if interpolate {
+		dsn += "&interpolateParams=true"
+	}
+	db, err := sql.Open("mysql", dsn)
 	if err != nil {
 		return 0, err
 	}
@@ -297,7 +346,9 @@ type tally struct {
 }
 
 // runLoad runs the workload with n routers and measures it.
-func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead float64, cfg Config, n int, shared bool) (Load, error) {
+// With combine false the routers keep the in-process wait
+// (DisableCombinedStatements).
+func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead float64, cfg Config, n int, shared, combine bool) (Load, error) {
 	var mc *memcache.Client
 	if shared {
 		mc = memcache.New(s.Memcached(testserver.PrimaryRegion))
@@ -308,6 +359,7 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 	routers := make([]*dbrouter.Router, n)
 	for i := range routers {
 		rc := routerConfig(s)
+		rc.DisableCombinedStatements = !combine
 		if shared {
 			rc.Watermarks = memcachestore.New(mc) // one store per process in a fleet; one client here
 		}
@@ -317,6 +369,9 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 		}
 		defer rt.Close()
 		routers[i] = rt
+	}
+	if err := c.reset(ctx); err != nil {
+		return Load{}, err
 	}
 	var measuring atomic.Bool
 	t := &tally{}

@@ -3,16 +3,18 @@ package ryw
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/regiondb/regiondb/dbrouter"
+	"github.com/regiondb/regiondb/internal/testserver"
 )
 
-// RoundTrips is what the round-trip phase counted: statements the servers
-// received beyond the ones the workload sent, per workload read (on the
-// readers) and per write (on the writer).
+// RoundTrips is what the round-trip phase counted: round trips the servers
+// received beyond the ones the workload's statements needed, per workload
+// read (on the readers) and per write (on the writer).
 type RoundTrips struct {
 	Reads       int64 `json:"reads"`
 	Writes      int64 `json:"writes"`
@@ -23,15 +25,44 @@ type RoundTrips struct {
 	// the reads that waited for a reader.
 	MonitorQueries int64 `json:"monitor_queries"`
 	Waits          int64 `json:"waits"`
+	// CountedBy says how the servers counted round trips.
+	CountedBy string `json:"counted_by"`
 }
 
-// questions returns the server's Questions counter (statements received
-// from clients); the query itself is one of them.
-func questions(ctx context.Context, db *sql.DB) (int64, error) {
-	var name string
+// countedBy is RoundTrips.CountedBy.
+const countedBy = "general log rows of clients (one per command the server answers, the replication applier's left out: a COM_QUERY text " +
+	"counts once however many statements it holds; Questions counts each statement of a multi-statement " +
+	"text, so it would count a read's guard and sample, sent in the read's own text, as round trips)"
+
+// roundTrips returns the number of client commands the server answered
+// that its general log holds; the query itself is one of them.
+func roundTrips(ctx context.Context, admin *sql.Conn) (int64, error) {
 	var n int64
-	err := db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Questions'").Scan(&name, &n)
+	err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.general_log WHERE command_type NOT IN ('Close stmt', 'Quit', 'Connect') "+
+		"AND user_host NOT LIKE '[<replication_slave>]%'").Scan(&n)
 	return n, err
+}
+
+// generalLogOn turns on the general log (to a table, emptied) of the
+// servers behind admins, and returns the function that turns it off. The
+// connections do not write the binary log: a TRUNCATE binlogged on a
+// replica would be an errant transaction that stops its replication.
+func generalLogOn(ctx context.Context, admins []*sql.Conn) (func(), error) {
+	off := func() {
+		for _, c := range admins {
+			c.ExecContext(context.Background(), "SET GLOBAL general_log = 0")
+			c.ExecContext(context.Background(), "TRUNCATE mysql.general_log")
+		}
+	}
+	for _, c := range admins {
+		for _, q := range []string{"SET SESSION sql_log_bin = 0", "SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = 1", "TRUNCATE mysql.general_log"} {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				off()
+				return nil, fmt.Errorf("%s: %w", q, err)
+			}
+		}
+	}
+	return off, nil
 }
 
 // measureRoundTrips runs the workload's mix (one request in ten writes,
@@ -40,7 +71,26 @@ func questions(ctx context.Context, db *sql.DB) (int64, error) {
 // warm-up, the statements that were not the workload's: monitor polls and
 // waits and the bounds of monotonic reads on the readers, position reads on
 // the writer. Nothing else may use the servers meanwhile.
-func measureRoundTrips(ctx context.Context, cfg Config, open func(region string) (*dbrouter.Router, error), p *pools, users, firstID int, warmup, d time.Duration) (RoundTrips, error) {
+func measureRoundTrips(ctx context.Context, s *testserver.Stack, cfg Config, open func(region string) (*dbrouter.Router, error), users, firstID int, warmup, d time.Duration) (RoundTrips, error) {
+	var admins []*sql.Conn
+	for _, name := range []string{"r1", "r2", "m1"} {
+		db, err := sql.Open("mysql", s.AdminDSN(name))
+		if err != nil {
+			return RoundTrips{}, err
+		}
+		defer db.Close()
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return RoundTrips{}, err
+		}
+		defer c.Close()
+		admins = append(admins, c)
+	}
+	off, err := generalLogOn(ctx, admins)
+	if err != nil {
+		return RoundTrips{}, err
+	}
+	defer off()
 	var routers [2]*dbrouter.Router
 	for i, region := range regions {
 		rt, err := open(region)
@@ -62,8 +112,8 @@ func measureRoundTrips(ctx context.Context, cfg Config, open func(region string)
 	}
 	defer wg.Wait()
 	snap := func() (q [3]int64, s [2]dbrouter.Stats, err error) {
-		for i, db := range []*sql.DB{p.readers[0], p.readers[1], p.writer} {
-			if q[i], err = questions(ctx, db); err != nil {
+		for i, db := range admins {
+			if q[i], err = roundTrips(ctx, db); err != nil {
 				return q, s, err
 			}
 		}
@@ -84,7 +134,7 @@ func measureRoundTrips(ctx context.Context, cfg Config, open func(region string)
 		return RoundTrips{}, err
 	}
 	cancel()
-	var rt RoundTrips
+	rt := RoundTrips{CountedBy: countedBy}
 	var writerReads int64
 	for i := range 2 {
 		rt.Reads += s1[i].ReadsLocal + s1[i].ReadsRemote - s0[i].ReadsLocal - s0[i].ReadsRemote
@@ -93,7 +143,7 @@ func measureRoundTrips(ctx context.Context, cfg Config, open func(region string)
 		rt.MonitorQueries += s1[i].MonitorQueries - s0[i].MonitorQueries
 		rt.Waits += s1[i].Waits - s0[i].Waits
 	}
-	// Each reader's and the writer's delta includes one SHOW STATUS of
+	// Each reader's and the writer's delta includes the count query of
 	// the second snapshot.
 	rt.ReaderExtra = (q1[0] - q0[0] - 1) + (q1[1] - q0[1] - 1) - rt.Reads
 	rt.WriterExtra = (q1[2] - q0[2] - 1) - rt.Writes - writerReads

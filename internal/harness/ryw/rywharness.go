@@ -428,8 +428,8 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 	for _, rt := range slices.Concat(routers[:], others[:], locals[:]) {
 		rt.Close()
 	}
-	rtrips, err := measureRoundTrips(ctx, cfg, func(region string) (*dbrouter.Router, error) { return open(region, false) },
-		pools, cfg.Users, rtBase, 2*time.Second, cfg.RoundTripDuration)
+	rtrips, err := measureRoundTrips(ctx, s, cfg, func(region string) (*dbrouter.Router, error) { return open(region, false) },
+		cfg.Users, rtBase, 2*time.Second, cfg.RoundTripDuration)
 	if err != nil {
 		return Report{}, fmt.Errorf("rywharness: round trips: %w", err)
 	}

@@ -210,10 +210,18 @@ var fixedShapes = []*regexp.Regexp{
 	regexp.MustCompile(`^SELECT MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),
 	// The router's wait since issue 13: guarded by read_only.
 	regexp.MustCompile(`^SELECT IF\(@@global\.read_only = 0, NULL, MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)\)$`),
+	// The one-round-trip read (issue 11): the workload's statement, after
+	// the guard and/or before the served-position sample; or the guard
+	// alone, when the driver cannot interpolate the statement's arguments.
+	regexp.MustCompile(`^(` + guardShape + `;\n)?SELECT 1 AS workload(\n;\nSELECT @@global\.gtid_current_pos)?$`),
+	regexp.MustCompile(`^` + guardShape + `$`),
 	regexp.MustCompile(`^SELECT WAIT_FOR_EXECUTED_GTID_SET\('` +
 		`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20}` +
 		`(,[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),
 }
+
+// guardShape is the router's guard of a combined read (MariaDB).
+const guardShape = `SELECT IF\(@@global\.read_only = 1 AND MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\) = 0, 1, \(SELECT 1 UNION ALL SELECT 2\)\)`
 
 // fixedShape reports whether q is one of fixedShapes.
 func fixedShape(q string) bool {

@@ -68,6 +68,9 @@ func TestRunStack(t *testing.T) {
 	if r.InjectionAttempts == 0 || r.InjectionsReached != 0 || r.Crashes != 0 || r.UnsafeToReader != 0 {
 		t.Errorf("attempts %d, reached %d, crashes %d, unsafe %d", r.InjectionAttempts, r.InjectionsReached, r.Crashes, r.UnsafeToReader)
 	}
+	if r.StackedAttempts == 0 || r.StackedReached != 0 || r.StackedControl == 0 {
+		t.Errorf("stacked statements: %d attempts, %d reached a server, control ran %d", r.StackedAttempts, r.StackedReached, r.StackedControl)
+	}
 	if r.ReachedWithoutVal == 0 || r.UnsafeNaivePrefix == 0 {
 		t.Errorf("controls saw nothing: %d injections, %d unsafe", r.ReachedWithoutVal, r.UnsafeNaivePrefix)
 	}

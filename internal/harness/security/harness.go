@@ -30,6 +30,13 @@ type Result struct {
 	ReaderStatements  int `json:"reader_statements_checked"`
 	ClassifierEffects int `json:"classifier_effects_observed"`
 	ControlStatements int `json:"control_statements_sent"`
+	// Stacked statements (issue 11): texts that stack a second statement,
+	// sent through the router (counted in InjectionAttempts too; those
+	// that reached a server in InjectionsReached), and how many of them
+	// the unchecked path (multiStatements, no lexer) ran as several.
+	StackedAttempts int `json:"stacked_attempts"`
+	StackedReached  int `json:"stacked_reached_sql"`
+	StackedControl  int `json:"stacked_control_ran"`
 }
 
 // EnvChild names the feed a child process runs (see Child).
@@ -104,6 +111,12 @@ func Run(ctx context.Context, s *testserver.Stack, log io.Writer) (Result, error
 
 	// Control: the same positions through the old, unvalidated wait query.
 	if res.ReachedWithoutVal, res.ControlStatements, err = control(ctx, s, readers["r1"], log); err != nil {
+		return res, err
+	}
+
+	// Stacked statements on the pools where the router turned
+	// multiStatements on.
+	if err := stacked(ctx, s, &res, log); err != nil {
 		return res, err
 	}
 
