@@ -131,6 +131,7 @@ func (c *writeConn) advance(t *tracker, s string) {
 		t.writerOnly.Store(true)
 		return
 	}
+	c.rt.noteWrite(p)
 	t.advance(p, true)
 }
 
