@@ -46,15 +46,15 @@ func (s *memWatermarks) Set(_ context.Context, key, v string, ttl time.Duration)
 	return nil
 }
 
-func (s *memWatermarks) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+func (s *memWatermarks) Claim(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.claims++
 	if it, ok := s.m[key]; ok && time.Now().Before(it.exp) {
-		return false, nil
+		return false, it.exp, nil
 	}
 	s.m[key] = memItem{v: "1", exp: time.Now().Add(ttl)}
-	return true, nil
+	return true, s.m[key].exp, nil
 }
 
 // questions returns the server's Questions counter (statements received).

@@ -99,24 +99,26 @@ func (s *Store) Set(_ context.Context, key, value string, ttl time.Duration) err
 	return nil
 }
 
-// Claim reports whether this caller won key for ttl: of all callers that
-// claim key before the winner's ttl passes, exactly one gets true.
-func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+// Claim reports whether this caller won key for ttl (of all callers that
+// claim key before the winner's ttl passes, exactly one gets true) and when
+// the claim holding key expires: the caller's if won, the holder's if lost.
+func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
 	if err := s.ready(); err != nil {
-		return false, err
+		return false, time.Time{}, err
 	}
 	now := s.now()
+	deadline := now.Add(ttl)
 	claim := func() *memcache.Item {
-		return &memcache.Item{Key: key, Value: strconv.AppendInt(nil, now.Add(ttl).UnixNano(), 10),
+		return &memcache.Item{Key: key, Value: strconv.AppendInt(nil, deadline.UnixNano(), 10),
 			Expiration: seconds(ttl) + 1}
 	}
 	for range 2 {
 		err := s.c.Add(claim())
 		if err == nil {
-			return true, nil
+			return true, deadline, nil
 		}
 		if !errors.Is(err, memcache.ErrNotStored) {
-			return false, s.failed(err)
+			return false, time.Time{}, s.failed(err)
 		}
 		// Taken: won back only if the holder's deadline has passed.
 		it, err := s.c.Get(key)
@@ -124,7 +126,7 @@ func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, e
 			continue // expired in between: try to add again
 		}
 		if err != nil {
-			return false, s.failed(err)
+			return false, time.Time{}, s.failed(err)
 		}
 		// A deadline further away than this ttl (plus a second of clock
 		// skew) was not written by a claim of this key: it is taken over
@@ -132,22 +134,24 @@ func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, e
 		// fleet's polls.
 		d, err := strconv.ParseInt(string(it.Value), 10, 64)
 		if err == nil && now.UnixNano() < d && d <= now.Add(ttl+time.Second).UnixNano() {
-			return false, nil
+			return false, time.Unix(0, d), nil
 		}
 		next := claim()
 		it.Value, it.Expiration = next.Value, next.Expiration
 		switch err := s.c.CompareAndSwap(it); {
 		case err == nil:
-			return true, nil
+			return true, deadline, nil
 		case errors.Is(err, memcache.ErrCASConflict):
-			return false, nil // another caller took it over first
+			// Another caller took it over first, at about the same
+			// time with about the same ttl.
+			return false, deadline, nil
 		case errors.Is(err, memcache.ErrNotStored):
 			continue // expired in between: try to add again
 		default:
-			return false, s.failed(err)
+			return false, time.Time{}, s.failed(err)
 		}
 	}
-	return false, nil
+	return false, time.Time{}, nil
 }
 
 // ready returns ErrUnavailable while the store backs off.

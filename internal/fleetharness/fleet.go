@@ -68,10 +68,13 @@ type Load struct {
 	LoopsPerSec      float64 `json:"loops_per_s"`
 	Reads            int64   `json:"reads"`
 	Errors           int64   `json:"errors"`
+	StaleReads       int64   `json:"stale_reads"`              // read backs that missed their own write
 	MonitorPerRead   float64 `json:"monitor_queries_per_read"` // the highest of r1, r2
 	MonitorQPSReader float64 `json:"monitor_qps_per_reader"`   // the highest of r1, r2
 	ReadsToWriter    float64 `json:"reads_to_writer"`          // share of reads the writer served
 	P50ms            float64 `json:"p50_ms"`                   // one loop: write, read back
+	WriteP50ms       float64 `json:"write_p50_ms"`             // the write of a loop
+	ReadP50ms        float64 `json:"read_p50_ms"`              // the read back: its wait for a position, and the query
 	// NewConnsPerRouter counts the connections the routers opened to all
 	// servers (their own count: a replica's Connections status counter
 	// also counts sessions of its replication applier, about 3 per 200
@@ -83,6 +86,8 @@ type Load struct {
 	// connections opened and monitor queries, beside the servers'.
 	RouterConns   int64 `json:"router_conns_opened"`
 	RouterMonitor int64 `json:"router_monitor_queries"`
+	// Store is what the routers asked of the shared store (shared runs).
+	Store *StoreStats `json:"store,omitempty"`
 }
 
 // Shared is the summary of the runs with the shared memcached store.
@@ -292,8 +297,9 @@ const (
 
 type tally struct {
 	loops, reads, errs atomic.Int64
-	mu                 sync.Mutex // protects lat
-	lat                []time.Duration
+	stale              atomic.Int64
+	mu                 sync.Mutex // protects lat, wlat, rlat
+	lat, wlat, rlat    []time.Duration
 }
 
 // runLoad runs the workload with n routers and measures it.
@@ -306,10 +312,12 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 		defer mc.Close()
 	}
 	routers := make([]*dbrouter.Router, n)
+	slog := newStoreLog()
 	for i := range routers {
 		rc := routerConfig(s)
 		if shared {
-			rc.Watermarks = memcachestore.New(mc) // one store per process in a fleet; one client here
+			// One store per process in a fleet; one client here.
+			rc.Watermarks = &timedStore{WatermarkStore: memcachestore.New(mc), log: slog, proc: i}
 		}
 		rt, err := dbrouter.Open(rc)
 		if err != nil {
@@ -345,11 +353,13 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 		return Load{}, err
 	}
 	measuring.Store(true)
+	slog.on.Store(true)
 	start := time.Now()
 	if err = sleepCtx(ctx, cfg.Duration); err != nil {
 		return Load{}, err
 	}
 	measuring.Store(false)
+	slog.on.Store(false)
 	b, err := c.read(ctx)
 	if err != nil {
 		return Load{}, err
@@ -357,7 +367,7 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 	elapsed := time.Since(start).Seconds()
 	after := statsSum(routers)
 
-	l := Load{N: n, LoopsPerSec: float64(t.loops.Load()) / elapsed, Errors: t.errs.Load()}
+	l := Load{N: n, LoopsPerSec: float64(t.loops.Load()) / elapsed, Errors: t.errs.Load(), StaleReads: t.stale.Load()}
 	reads := after.ReadsLocal + after.ReadsRemote + after.ReadsWriter - before.ReadsLocal - before.ReadsRemote - before.ReadsWriter
 	l.Reads = reads
 	if reads > 0 {
@@ -381,7 +391,12 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 	l.RouterMonitor = after.MonitorQueries - before.MonitorQueries
 	t.mu.Lock()
 	l.P50ms = percentile(t.lat, 0.5)
+	l.WriteP50ms = percentile(t.wlat, 0.5)
+	l.ReadP50ms = percentile(t.rlat, 0.5)
 	t.mu.Unlock()
+	if shared {
+		l.Store = slog.stats(elapsed)
+	}
 	return l, nil
 }
 
@@ -392,10 +407,12 @@ func loop(ctx context.Context, rt *dbrouter.Router, id int64, think time.Duratio
 		start := time.Now()
 		sctx := dbrouter.NewContext(ctx)
 		_, err := rt.ExecContext(sctx, writeQuery, id, v)
+		wrote := time.Now()
 		var got int64
 		if err == nil {
 			err = rt.QueryRowContext(sctx, readQuery, id).Scan(&got)
 		}
+		read := time.Now()
 		if ctx.Err() != nil {
 			return
 		}
@@ -404,8 +421,13 @@ func loop(ctx context.Context, rt *dbrouter.Router, id int64, think time.Duratio
 			if err != nil {
 				t.errs.Add(1)
 			} else {
+				if got != v {
+					t.stale.Add(1)
+				}
 				t.mu.Lock()
-				t.lat = append(t.lat, time.Since(start))
+				t.lat = append(t.lat, read.Sub(start))
+				t.wlat = append(t.wlat, wrote.Sub(start))
+				t.rlat = append(t.rlat, read.Sub(wrote))
 				t.mu.Unlock()
 			}
 		}

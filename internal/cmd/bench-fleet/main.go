@@ -15,6 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -25,7 +27,17 @@ import (
 
 func main() {
 	dur := flag.Duration("duration", 6*time.Second, "measured load per fleet size and mode")
+	sizes := flag.String("n", "1,10,40", "fleet sizes, comma-separated")
 	flag.Parse()
+	var ns []int
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench-fleet: -n: bad fleet size %q\n", f)
+			os.Exit(2)
+		}
+		ns = append(ns, n)
+	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	// The driver logs refused connections through a global logger; the
 	// overload phase causes many on purpose.
@@ -37,7 +49,7 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	rep, err := fleetharness.Run(ctx, s, fleetharness.Config{Duration: *dur, Logf: logf})
+	rep, err := fleetharness.Run(ctx, s, fleetharness.Config{Ns: ns, Duration: *dur, Logf: logf})
 	if err != nil {
 		logf("bench-fleet: %v", err)
 		os.Exit(1)
