@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,9 @@ type Shared struct {
 	MonitorQPSPerReader float64 `json:"monitor_qps_per_reader"`
 	ReadsToWriter       float64 `json:"reads_to_writer"`
 	P50PenaltyMs        float64 `json:"p50_penalty_ms"`
+	// P50PenaltyUnsatMs is P50PenaltyMs over the fleet sizes the machine
+	// did not saturate (see Limits), where latencies are the router's.
+	P50PenaltyUnsatMs float64 `json:"p50_penalty_ms_unsaturated"`
 }
 
 // Overload is what the routers did while the writer's connection limit was
@@ -117,6 +121,19 @@ type Report struct {
 	Local                    []Load   `json:"local"`
 	SharedRuns               []Load   `json:"shared_runs"`
 	Machine                  string   `json:"machine"`
+	MachineLimits            Limits   `json:"machine_limits"`
+}
+
+// Limits says what the machine running the benchmark limits: at the fleet
+// sizes in Saturated, the routers offered more loops than its cores ran
+// (measured loops/s below half of N × Loops / Think), so loops_per_s and
+// the p50 latencies there are the machine's, and only the per-read and
+// per-reader ratios carry over to a fleet.
+type Limits struct {
+	Cores            int    `json:"cores"`
+	LoopsPerSecLimit int    `json:"loops_per_s_ceiling"` // near this, the stack and the routers use every core
+	Saturated        []int  `json:"saturated_ns"`
+	Limited          string `json:"limited"`
 }
 
 // Run measures everything and returns the report.
@@ -149,10 +166,18 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 			}
 		}
 	}
+	rep.MachineLimits = Limits{Cores: runtime.NumCPU(), LoopsPerSecLimit: 2000,
+		Limited: "absolute loops_per_s and p50 latencies (and so p50_penalty_ms) at the saturated sizes; not the per-read ratios or per-reader query rates"}
 	for i, l := range rep.Local {
+		offered := float64(l.N*cfg.Loops) / cfg.Think.Seconds()
+		sh := rep.SharedRuns[i]
+		if l.LoopsPerSec < offered/2 || sh.LoopsPerSec < offered/2 {
+			rep.MachineLimits.Saturated = append(rep.MachineLimits.Saturated, l.N)
+		} else {
+			rep.Shared.P50PenaltyUnsatMs = max(rep.Shared.P50PenaltyUnsatMs, sh.P50ms-l.P50ms)
+		}
 		rep.MonitorQueriesPerRead = max(rep.MonitorQueriesPerRead, l.MonitorPerRead)
 		rep.NewConnsPerSecPerRouter = max(rep.NewConnsPerSecPerRouter, l.NewConnsPerRouter)
-		sh := rep.SharedRuns[i]
 		rep.Shared.MonitorQPSPerReader = max(rep.Shared.MonitorQPSPerReader, sh.MonitorQPSReader)
 		rep.Shared.ReadsToWriter = max(rep.Shared.ReadsToWriter, sh.ReadsToWriter)
 		rep.Shared.P50PenaltyMs = max(rep.Shared.P50PenaltyMs, sh.P50ms-l.P50ms)
