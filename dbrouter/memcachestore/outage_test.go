@@ -39,6 +39,20 @@ func (s swallowing) Get(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
+// counted counts the store calls that succeeded.
+type counted struct {
+	*Store
+	ok *atomic.Int64
+}
+
+func (s counted) Claim(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+	won, until, err := s.Store.Claim(ctx, key, ttl)
+	if err == nil {
+		s.ok.Add(1)
+	}
+	return won, until, err
+}
+
 // outcome counts what the loops of a phase saw.
 type outcome struct {
 	reads, stale, errs atomic.Int64
@@ -64,8 +78,9 @@ func TestMemcachedOutage(t *testing.T) {
 			mc.Timeout = 50 * time.Millisecond
 			defer mc.Close()
 			routers := make([]*dbrouter.Router, 4)
+			var claimsOK atomic.Int64
 			for i := range routers {
-				var st dbrouter.WatermarkStore = New(mc)
+				var st dbrouter.WatermarkStore = counted{New(mc), &claimsOK}
 				if tc.control {
 					st = swallowing{New(mc)}
 				}
@@ -116,9 +131,10 @@ func TestMemcachedOutage(t *testing.T) {
 			if err := s.Kill(ctx, "mc1"); err != nil {
 				t.Fatal(err)
 			}
+			restarted := false
 			defer func() {
-				if err := s.Start(context.Background(), "mc1"); err != nil {
-					t.Error(err)
+				if !restarted {
+					s.Start(context.Background(), "mc1")
 				}
 			}()
 			s0 := sum(routers)
@@ -148,6 +164,28 @@ func TestMemcachedOutage(t *testing.T) {
 			}
 			if s1.MonitorQueries == s0.MonitorQueries {
 				t.Error("no monitor query with memcached down: nobody tracked the reader")
+			}
+			// memcached back: the routers share again once their
+			// back-off has passed, and reads stay correct.
+			if err := s.Start(ctx, "mc1"); err != nil {
+				t.Fatal(err)
+			}
+			restarted = true
+			ok0 := claimsOK.Load()
+			after := &outcome{}
+			phase.Store(after)
+			deadline := time.Now().Add(30 * time.Second)
+			for claimsOK.Load() == ok0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no claim succeeded in 30 s after memcached came back")
+				}
+				if err := sleepCtx(ctx, 20*time.Millisecond); err != nil { // polling a counter
+					t.Fatal(err)
+				}
+			}
+			waitReads(after, after.reads.Load()+100)
+			if n := after.stale.Load() + after.errs.Load(); n > 0 {
+				t.Errorf("after memcached came back: %d stale reads and errors", n)
 			}
 		})
 	}
