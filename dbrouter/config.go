@@ -134,8 +134,10 @@ type Config struct {
 	// Watermarks, if not nil, shares the monitors' knowledge of readers
 	// between the processes of the fleet: a process reads it before
 	// querying a reader, and only the process that wins a claim queries.
-	// Reader names must then be the same in every process. If nil, each
-	// process queries the readers itself.
+	// Reader names must then be the same in every process. Each reader's
+	// monitor calls the store from a goroutine of its own; a call that
+	// fails or takes longer than PollInterval makes the process query the
+	// reader itself. If nil, each process queries the readers itself.
 	Watermarks WatermarkStore
 
 	// PreferWriter sends a read whose local readers are too far behind to

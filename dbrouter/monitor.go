@@ -188,6 +188,10 @@ func (rt *Router) monitorFailed(r *reader) {
 //     waits for a freshness check (writer, then reader).
 func (rt *Router) monitor(ctx context.Context, r *reader) {
 	cfg := &rt.cfg
+	if cfg.Watermarks != nil {
+		r.shared.startStore()
+		defer r.shared.stopStore()
+	}
 	jitter := func() time.Duration {
 		d := cfg.MonitorInterval
 		return d - d/10 + rand.N(d/5+1)

@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -103,9 +104,15 @@ func parseShared(s string, kind streamKind) (sharedState, bool) {
 // at is when the query of the state read started (zero if none), err is
 // the store's.
 func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) (settled bool, at time.Time, err error) {
-	v, err := rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
-	if err != nil || v == "" {
+	var v string
+	var gerr error
+	if err := r.shared.call(ctx, rt.cfg.PollInterval, func() {
+		v, gerr = rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
+	}); err != nil {
 		return false, time.Time{}, err
+	}
+	if gerr != nil || v == "" {
+		return false, time.Time{}, gerr
 	}
 	st, ok := parseShared(v, rt.dialect.kind())
 	if !ok {
@@ -158,7 +165,9 @@ func (r *reader) wantFreshNow() int {
 // query that started at at.
 func (rt *Router) saveShared(ctx context.Context, r *reader, at time.Time) {
 	v := formatShared(r.wm.Load(), r.lagNanos.Load(), r.freshAsOf.Load(), r.healthy.Load(), at)
-	rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
+	r.shared.call(ctx, rt.cfg.PollInterval, func() {
+		rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
+	})
 }
 
 // sharedSched is a monitor's view of the fleet's demand claim of its
@@ -171,6 +180,79 @@ type sharedSched struct {
 	// pubDelay is the smoothed time from a won claim to its publication
 	// (a query and a Set): when the others read the result.
 	pubDelay time.Duration
+
+	calls chan *storeCall // to the store goroutine (capacity 1)
+	exited chan struct{}  // closed when the store goroutine returns
+	last   *storeCall     // the latest call sent
+}
+
+// storeCall is one call to the WatermarkStore, run by the store goroutine.
+type storeCall struct {
+	fn    func()
+	done  chan struct{} // closed when fn returned (or panicked)
+	panic any           // what fn panicked with
+}
+
+// errStoreSlow stands for a store call that did not return within a
+// PollInterval, or could not start because the previous one still runs.
+var errStoreSlow = errors.New("dbrouter: watermark store too slow")
+
+// startStore starts the store goroutine of r's monitor, which runs the
+// monitor's calls to the WatermarkStore so that a hung store costs a check
+// at most a PollInterval. stopStore ends it.
+func (sc *sharedSched) startStore() {
+	calls, exited := make(chan *storeCall, 1), make(chan struct{})
+	sc.calls, sc.exited, sc.last = calls, exited, nil
+	go func() {
+		defer close(exited)
+		for c := range calls {
+			func() {
+				defer func() {
+					c.panic = recover()
+					close(c.done)
+				}()
+				c.fn()
+			}()
+		}
+	}()
+}
+
+// stopStore ends the store goroutine and waits for it: for the call in
+// flight, if any, at most the store's own timeout.
+func (sc *sharedSched) stopStore() {
+	close(sc.calls)
+	<-sc.exited
+}
+
+// call runs fn, a call to the store whose results fn keeps, on the store
+// goroutine, and returns nil if it returned within limit. Else it returns
+// errStoreSlow, and the caller goes on as if the store had failed (fn's
+// results are then never read: the late call only writes them). A panic in
+// fn is raised again here, in the monitor, whose supervisor logs it.
+func (sc *sharedSched) call(ctx context.Context, limit time.Duration, fn func()) error {
+	if sc.last != nil {
+		select {
+		case <-sc.last.done:
+		default:
+			return errStoreSlow // the previous call still runs
+		}
+	}
+	c := &storeCall{fn: fn, done: make(chan struct{})}
+	sc.last = c
+	sc.calls <- c
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		if c.panic != nil {
+			panic(c.panic)
+		}
+		return nil
+	case <-t.C:
+		return errStoreSlow
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // checkShared is check with a WatermarkStore. A process reads the shared
@@ -203,7 +285,14 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 		return false, time.Now()
 	}
 	if background || fresh {
-		won, _, err := st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
+		var won bool
+		var cerr error
+		err := r.shared.call(ctx, rt.cfg.PollInterval, func() {
+			won, _, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
+		})
+		if err == nil {
+			err = cerr
+		}
 		if err == nil && !won {
 			return false, time.Time{} // another process checks; the next round reads its result
 		}
@@ -236,15 +325,28 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	}
 	_, age, _ := r.unmet(now)
 	ttl := max(poll, min(age/8, rt.cfg.MonitorInterval))
-	won, until, err := st.Claim(ctx, watermarkPrefix+r.spec.Name+"/demand", ttl)
+	var won bool
+	var until time.Time
+	var cerr error
+	err = r.shared.call(ctx, poll, func() {
+		won, until, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/demand", ttl)
+	})
+	if err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return rt.query(ctx, r, false, false), time.Time{}
 	}
 	start := time.Now()
-	if until.IsZero() || until.After(start.Add(ttl+time.Second)) {
-		// Unknown, or further than any claim of this ttl (a planted
-		// value, a skewed clock): claim again after one ttl.
+	switch {
+	case until.IsZero() || until.After(start.Add(ttl)):
+		// Unknown, or further than a claim of this ttl taken now (a
+		// planted value, a clock ahead of ours): claim again after at
+		// most one ttl, so that no reading of the store makes reads
+		// wait longer than the fleet's schedule.
 		until = start.Add(ttl)
+	case until.Before(start.Add(sc.pubDelay)):
+		until = start.Add(sc.pubDelay) // (a clock behind ours) no spinning
 	}
 	sc.until, sc.ttl, sc.ours, sc.looks = until, ttl, won, 0
 	if !won {
