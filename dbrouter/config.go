@@ -136,8 +136,8 @@ type Config struct {
 	// querying a reader, and only the process that wins a claim queries.
 	// Reader names must then be the same in every process. Each reader's
 	// monitor calls the store from a goroutine of its own; a call that
-	// fails or takes longer than PollInterval makes the process query the
-	// reader itself. If nil, each process queries the readers itself.
+	// fails or takes longer than half a PollInterval makes the process
+	// query the reader itself. If nil, each process queries the readers itself.
 	Watermarks WatermarkStore
 
 	// PreferWriter sends a read whose local readers are too far behind to
@@ -208,6 +208,9 @@ type Config struct {
 	// behaviour before issue 13: a reader that became the writer gets
 	// unguarded server-side waits, which time out on MariaDB.
 	unguardedPromotedWait bool
+	// unguardedStore, for the control of a test only, calls the
+	// WatermarkStore on the monitor's goroutine with no time limit.
+	unguardedStore bool
 }
 
 // Endpoint is one database server (or cluster endpoint).

@@ -151,7 +151,9 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 		if reads < 300 { // enough demand to matter; throughput itself is not what is tested
 			t.Errorf("only %d local reads", reads)
 		}
-		if d := server - monitor; d < -5 || d > 5 {
+		// The two counters are read at different instants: each
+		// router's monitor may have one query in flight in between.
+		if d := server - monitor; d < -routers || d > routers {
 			t.Errorf("server saw %d monitor queries, routers counted %d", server, monitor)
 		}
 		// One query per PollInterval for the fleet, one background

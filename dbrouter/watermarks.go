@@ -106,7 +106,7 @@ func parseShared(s string, kind streamKind) (sharedState, bool) {
 func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) (settled bool, at time.Time, err error) {
 	var v string
 	var gerr error
-	if err := r.shared.call(ctx, rt.cfg.PollInterval, func() {
+	if err := r.shared.call(ctx, rt.storeLimit(), func() {
 		v, gerr = rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
 	}); err != nil {
 		return false, time.Time{}, err
@@ -165,7 +165,7 @@ func (r *reader) wantFreshNow() int {
 // query that started at at.
 func (rt *Router) saveShared(ctx context.Context, r *reader, at time.Time) {
 	v := formatShared(r.wm.Load(), r.lagNanos.Load(), r.freshAsOf.Load(), r.healthy.Load(), at)
-	r.shared.call(ctx, rt.cfg.PollInterval, func() {
+	r.shared.call(ctx, rt.storeLimit(), func() {
 		rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
 	})
 }
@@ -181,9 +181,9 @@ type sharedSched struct {
 	// (a query and a Set): when the others read the result.
 	pubDelay time.Duration
 
-	calls chan *storeCall // to the store goroutine (capacity 1)
-	exited chan struct{}  // closed when the store goroutine returns
-	last   *storeCall     // the latest call sent
+	calls  chan *storeCall // to the store goroutine (capacity 1)
+	exited chan struct{}   // closed when the store goroutine returns
+	last   *storeCall      // the latest call sent
 }
 
 // storeCall is one call to the WatermarkStore, run by the store goroutine.
@@ -193,13 +193,13 @@ type storeCall struct {
 	panic any           // what fn panicked with
 }
 
-// errStoreSlow stands for a store call that did not return within a
-// PollInterval, or could not start because the previous one still runs.
+// errStoreSlow stands for a store call that did not return within
+// storeLimit, or could not start because the previous one still runs.
 var errStoreSlow = errors.New("dbrouter: watermark store too slow")
 
 // startStore starts the store goroutine of r's monitor, which runs the
 // monitor's calls to the WatermarkStore so that a hung store costs a check
-// at most a PollInterval. stopStore ends it.
+// at most storeLimit per call. stopStore ends it.
 func (sc *sharedSched) startStore() {
 	calls, exited := make(chan *storeCall, 1), make(chan struct{})
 	sc.calls, sc.exited, sc.last = calls, exited, nil
@@ -224,12 +224,28 @@ func (sc *sharedSched) stopStore() {
 	<-sc.exited
 }
 
+// storeLimit is how long a monitor waits for one store call: half a
+// PollInterval, so that a read, which waits at least two PollIntervals,
+// still has one for the query after two store calls (a Get and a Claim)
+// that gave up.
+func (rt *Router) storeLimit() time.Duration {
+	if rt.cfg.unguardedStore {
+		return 0
+	}
+	return rt.cfg.PollInterval / 2
+}
+
 // call runs fn, a call to the store whose results fn keeps, on the store
-// goroutine, and returns nil if it returned within limit. Else it returns
+// goroutine, and returns nil if it returned within limit (limit 0: fn runs
+// on the caller's goroutine, for a test's control). Else it returns
 // errStoreSlow, and the caller goes on as if the store had failed (fn's
 // results are then never read: the late call only writes them). A panic in
 // fn is raised again here, in the monitor, whose supervisor logs it.
 func (sc *sharedSched) call(ctx context.Context, limit time.Duration, fn func()) error {
+	if limit == 0 {
+		fn()
+		return nil
+	}
 	if sc.last != nil {
 		select {
 		case <-sc.last.done:
@@ -287,7 +303,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	if background || fresh {
 		var won bool
 		var cerr error
-		err := r.shared.call(ctx, rt.cfg.PollInterval, func() {
+		err := r.shared.call(ctx, rt.storeLimit(), func() {
 			won, _, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
 		})
 		if err == nil {
@@ -328,7 +344,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	var won bool
 	var until time.Time
 	var cerr error
-	err = r.shared.call(ctx, poll, func() {
+	err = r.shared.call(ctx, rt.storeLimit(), func() {
 		won, until, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/demand", ttl)
 	})
 	if err == nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -257,111 +255,5 @@ func setupOutageDB(t *testing.T, s *testserver.Stack) {
 	}
 	if err := s.WaitReplicated(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestMemcachedHung points the routers' stores at a memcached that accepts
-// connections and never answers (a hung server, which the stack cannot
-// make): every store call times out after the client's 50 ms, and reads go
-// on as without a store. The control's store swallows the timeouts, and its
-// reads go to the writer.
-func TestMemcachedHung(t *testing.T) {
-	s := testserver.Require(t)
-	setupOutageDB(t, s)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	var mu sync.Mutex // protects open
-	var open []net.Conn
-	conns.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			conns.Go(func() { io.Copy(io.Discard, c) }) // reads requests, answers none
-		}
-	})
-	defer func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		conns.Wait()
-	}()
-	for _, control := range []bool{false, true} {
-		t.Run(fmt.Sprintf("control=%v", control), func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			mc := memcache.New(ln.Addr().String())
-			mc.Timeout = 50 * time.Millisecond
-			defer mc.Close()
-			var routers []*dbrouter.Router
-			for range 4 {
-				var st dbrouter.WatermarkStore = New(mc)
-				if control {
-					st = swallowing{New(mc)}
-				}
-				rt, err := dbrouter.Open(dbrouter.Config{
-					Region: testserver.PrimaryRegion,
-					Writer: dbrouter.Endpoint{Name: "m1", DSN: s.DSN("m1", outageDB)},
-					Readers: []dbrouter.Endpoint{
-						{Name: "r1", DSN: s.DSN("r1", outageDB), Region: testserver.PrimaryRegion},
-					},
-					TokenKeys:  []dbrouter.TokenKey{{ID: 1, Secret: []byte("memcachestore-outage-key-0123456")}},
-					Watermarks: st,
-					MaxWait:    200 * time.Millisecond,
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer rt.Close()
-				routers = append(routers, rt)
-			}
-			var phase atomic.Pointer[outcome]
-			o := &outcome{}
-			phase.Store(o)
-			loadCtx, stop := context.WithCancel(ctx)
-			var wg sync.WaitGroup
-			for i, rt := range routers {
-				for g := range 5 {
-					id := fmt.Sprintf("hung-%v-%d-%d-%d", control, i, g, time.Now().UnixNano())
-					wg.Go(func() { outageLoop(loadCtx, rt, id, &phase) })
-				}
-			}
-			for o.reads.Load() < 300 && ctx.Err() == nil {
-				if sleepCtx(ctx, 20*time.Millisecond) != nil { // polling a counter
-					break
-				}
-			}
-			stop()
-			wg.Wait()
-			st := sum(routers)
-			toWriter := float64(st.ReadsWriter) / float64(max(st.ReadsLocal+st.ReadsWriter, 1))
-			t.Logf("%d reads, %d stale, %d errors, %.3f to the writer, %d monitor queries",
-				o.reads.Load(), o.stale.Load(), o.errs.Load(), toWriter, st.MonitorQueries)
-			if o.reads.Load() < 300 {
-				t.Fatalf("only %d reads in a minute", o.reads.Load())
-			}
-			if o.stale.Load() > 0 {
-				t.Errorf("%d read backs missed their write", o.stale.Load())
-			}
-			if control {
-				if toWriter < 0.5 {
-					t.Errorf("control: only %.3f of the reads went to the writer; the test cannot see a hung store", toWriter)
-				}
-				return
-			}
-			if o.errs.Load() > 0 || toWriter > 0.01 {
-				t.Errorf("hung memcached: %d errors, %.3f of the reads to the writer, want 0 and <= 0.01", o.errs.Load(), toWriter)
-			}
-		})
 	}
 }
