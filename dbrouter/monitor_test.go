@@ -87,6 +87,7 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 	}
 	defer admin.Close()
 
+	var fallbacks int64 // checks without the store, in the last run
 	run := func(t *testing.T, store WatermarkStore) (monitor, server int64, reads int64) {
 		cfg := stackConfig(t, s, testserver.PrimaryRegion)
 		cfg.Readers = cfg.Readers[:1] // r1 only
@@ -123,10 +124,12 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		fallbacks = 0
 		for _, rt := range rts {
 			st := rt.Stats()
 			monitor += st.MonitorQueries
 			reads += st.ReadsLocal
+			fallbacks += st.StoreFallbacks
 		}
 		q1 := questions(t, admin)
 		for _, rt := range rts {
@@ -160,8 +163,13 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 		// check per MonitorInterval, and the odd query of a claim that
 		// expired while its wait ran.
 		limit := int64(dur/poll) + 10
-		if server > limit {
-			t.Errorf("%d monitor queries in %v with a shared store, want <= %d", server, dur, limit)
+		if server > limit+fallbacks {
+			t.Errorf("%d monitor queries in %v with a shared store, want <= %d (+ %d checks without the store)", server, dur, limit, fallbacks)
+		}
+		// The in-memory store never fails; a check without it is one
+		// whose call waited past half a PollInterval on a loaded machine.
+		if fallbacks > server/4 {
+			t.Errorf("%d of %d checks went without the store", fallbacks, server)
 		}
 		t.Logf("store: %d gets, %d sets, %d claims", store.gets, store.sets, store.claims)
 	})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -188,9 +189,10 @@ type sharedSched struct {
 
 // storeCall is one call to the WatermarkStore, run by the store goroutine.
 type storeCall struct {
-	fn    func()
-	done  chan struct{} // closed when fn returned (or panicked)
-	panic any           // what fn panicked with
+	fn      func()
+	started atomic.Int64  // UnixNano when fn started, 0 before
+	done    chan struct{} // closed when fn returned (or panicked)
+	panic   any           // what fn panicked with
 }
 
 // errStoreSlow stands for a store call that did not return within
@@ -211,6 +213,7 @@ func (sc *sharedSched) startStore() {
 					c.panic = recover()
 					close(c.done)
 				}()
+				c.started.Store(time.Now().UnixNano())
 				c.fn()
 			}()
 		}
@@ -256,18 +259,31 @@ func (sc *sharedSched) call(ctx context.Context, limit time.Duration, fn func())
 	c := &storeCall{fn: fn, done: make(chan struct{})}
 	sc.last = c
 	sc.calls <- c
+	// The limit counts from when fn started: a goroutine that a loaded
+	// machine starts late does not make the store slow.
 	t := time.NewTimer(limit)
 	defer t.Stop()
-	select {
-	case <-c.done:
-		if c.panic != nil {
-			panic(c.panic)
+	for {
+		select {
+		case <-c.done:
+			if c.panic != nil {
+				panic(c.panic)
+			}
+			return nil
+		case <-t.C:
+			start := c.started.Load()
+			if start == 0 {
+				t.Reset(limit / 4)
+				continue
+			}
+			if left := time.Until(time.Unix(0, start).Add(limit)); left > 0 {
+				t.Reset(left)
+				continue
+			}
+			return errStoreSlow
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		return nil
-	case <-t.C:
-		return errStoreSlow
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -295,6 +311,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	st := rt.cfg.Watermarks
 	settled, at, err := rt.loadShared(ctx, r, background || fresh)
 	if err != nil {
+		rt.stats.storeFallbacks.Add(1)
 		return rt.query(ctx, r, background, fresh), time.Time{}
 	}
 	if settled {
@@ -311,6 +328,9 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 		}
 		if err == nil && !won {
 			return false, time.Time{} // another process checks; the next round reads its result
+		}
+		if err != nil {
+			rt.stats.storeFallbacks.Add(1)
 		}
 		start := time.Now()
 		waited := rt.query(ctx, r, background, fresh)
@@ -332,10 +352,18 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 		if due := sc.until.Add(sc.pubDelay - sc.ttl); now.Before(due) {
 			return false, due
 		}
-		if at.Before(sc.until.Add(-sc.ttl)) && sc.looks < 3 {
-			// The holder's result is not in yet: look again soon.
-			sc.looks++
-			return false, minTime(sc.until, now.Add(max(sc.pubDelay/2, poll/40)))
+		claimed := sc.until.Add(-sc.ttl)
+		if at.Before(claimed) {
+			if sc.looks < 3 {
+				// The holder's result is not in yet: look again soon.
+				sc.looks++
+				return false, minTime(sc.until, now.Add(max(sc.pubDelay/2, poll/40)))
+			}
+		} else if sc.looks > 0 {
+			// It came later than this process expected: expect the
+			// holders' results that much later.
+			sc.pubDelay = min(sc.pubDelay+(now.Sub(claimed)-sc.pubDelay)/4, poll/2)
+			sc.looks = 0
 		}
 		return false, sc.until
 	}
@@ -351,6 +379,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 		err = cerr
 	}
 	if err != nil {
+		rt.stats.storeFallbacks.Add(1)
 		return rt.query(ctx, r, false, false), time.Time{}
 	}
 	start := time.Now()
