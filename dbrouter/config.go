@@ -136,7 +136,8 @@ type Config struct {
 	// querying a reader, and only the process that wins a claim queries.
 	// Reader names must then be the same in every process. Each reader's
 	// monitor calls the store from a goroutine of its own; a call that
-	// fails or takes longer than half a PollInterval makes the process
+	// fails or takes longer than half a PollInterval (plus 5/8 of the
+	// reader's recent lag, as reads then wait longer) makes the process
 	// query the reader itself. If nil, each process queries the readers itself.
 	Watermarks WatermarkStore
 

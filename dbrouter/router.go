@@ -113,8 +113,8 @@ type Stats struct {
 	// endpoint with a new connection.
 	WriterSearches int64
 	// StoreFallbacks counts monitor checks that queried a reader without
-	// the shared WatermarkStore because a store call failed or took longer
-	// than half a PollInterval (see [Config].Watermarks).
+	// the shared WatermarkStore because a store call failed or was too
+	// slow (see [Config].Watermarks).
 	StoreFallbacks int64
 }
 

@@ -107,7 +107,7 @@ func parseShared(s string, kind streamKind) (sharedState, bool) {
 func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) (settled bool, at time.Time, err error) {
 	var v string
 	var gerr error
-	if err := r.shared.call(ctx, rt.storeLimit(), func() {
+	if err := r.shared.call(ctx, rt.storeLimit(r), func() {
 		v, gerr = rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
 	}); err != nil {
 		return false, time.Time{}, err
@@ -166,7 +166,7 @@ func (r *reader) wantFreshNow() int {
 // query that started at at.
 func (rt *Router) saveShared(ctx context.Context, r *reader, at time.Time) {
 	v := formatShared(r.wm.Load(), r.lagNanos.Load(), r.freshAsOf.Load(), r.healthy.Load(), at)
-	r.shared.call(ctx, rt.storeLimit(), func() {
+	r.shared.call(ctx, rt.storeLimit(r), func() {
 		rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
 	})
 }
@@ -227,15 +227,15 @@ func (sc *sharedSched) stopStore() {
 	<-sc.exited
 }
 
-// storeLimit is how long a monitor waits for one store call: half a
-// PollInterval, so that a read, which waits at least two PollIntervals,
-// still has one for the query after two store calls (a Get and a Claim)
-// that gave up.
-func (rt *Router) storeLimit() time.Duration {
+// storeLimit is how long r's monitor waits for one store call. A read
+// waits for r up to 2 PollIntervals + 5/4 of r's recent lag (see
+// waitAndPick); two store calls that give up (a Get and a Claim) take
+// half of what exceeds one PollInterval, which is left for the query.
+func (rt *Router) storeLimit(r *reader) time.Duration {
 	if rt.cfg.unguardedStore {
 		return 0
 	}
-	return rt.cfg.PollInterval / 2
+	return rt.cfg.PollInterval/2 + time.Duration(r.recentLag.Load())*5/8
 }
 
 // call runs fn, a call to the store whose results fn keeps, on the store
@@ -320,7 +320,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	if background || fresh {
 		var won bool
 		var cerr error
-		err := r.shared.call(ctx, rt.storeLimit(), func() {
+		err := r.shared.call(ctx, rt.storeLimit(r), func() {
 			won, _, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
 		})
 		if err == nil {
@@ -372,7 +372,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	var won bool
 	var until time.Time
 	var cerr error
-	err = r.shared.call(ctx, rt.storeLimit(), func() {
+	err = r.shared.call(ctx, rt.storeLimit(r), func() {
 		won, until, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/demand", ttl)
 	})
 	if err == nil {
