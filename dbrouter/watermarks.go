@@ -33,7 +33,8 @@ type WatermarkStore interface {
 	// value. Claim returns the time the claim holding key expires: the
 	// caller's own if won, the holder's if lost (zero if unknown). The
 	// router polls a reader only when it wins, and the others read what it
-	// published at that time.
+	// published at that time. A failure of the store must be returned as
+	// err, never as a lost claim: nobody would then poll the reader.
 	Claim(ctx context.Context, key string, ttl time.Duration) (won bool, until time.Time, err error)
 }
 
