@@ -134,8 +134,11 @@ type Config struct {
 	// Watermarks, if not nil, shares the monitors' knowledge of readers
 	// between the processes of the fleet: a process reads it before
 	// querying a reader, and only the process that wins a claim queries.
-	// Reader names must then be the same in every process. If nil, each
-	// process queries the readers itself.
+	// Reader names must then be the same in every process. Each reader's
+	// monitor calls the store from a goroutine of its own; a call that
+	// fails or takes longer than half a PollInterval (plus 5/8 of the
+	// reader's recent lag, as reads then wait longer) makes the process
+	// query the reader itself. If nil, each process queries the readers itself.
 	Watermarks WatermarkStore
 
 	// PreferWriter sends a read whose local readers are too far behind to
@@ -225,6 +228,9 @@ type Config struct {
 	// behaviour before issue 13: a reader that became the writer gets
 	// unguarded server-side waits, which time out on MariaDB.
 	unguardedPromotedWait bool
+	// unguardedStore, for the control of a test only, calls the
+	// WatermarkStore on the monitor's goroutine with no time limit.
+	unguardedStore bool
 }
 
 // Endpoint is one database server (or cluster endpoint).

@@ -222,10 +222,20 @@
 //
 // A fleet shares what its monitors learn through a [WatermarkStore]
 // ([Config.Watermarks]; package dbrouter/memcachestore implements it on
-// memcached): only the process that wins a reader's claim queries it, so a
-// reader's monitor load follows the fleet's demand, not the number of
-// processes. The arithmetic and the measurements are in docs/dbrouter.md in
-// the repository, with the architecture of the package.
+// memcached): only the process that wins a reader's claim queries it, at
+// most once per PollInterval for the whole fleet, and the others read what
+// it published when its result is due. If the store fails, each process
+// tracks the readers itself. For 1 000 processes with the defaults, scaled
+// from the per-read ratios that make bench-fleet measures (derivation in
+// docs/dbrouter.md in the repository, with the package's architecture):
+//
+//	per reader, 1 000 processes          without a store     with a shared store
+//	monitor queries per waiting read     0.3–0.6             1/PollInterval ÷ the fleet's reads/s
+//	monitor queries/s, 20 such reads/s   6 000–12 000        ≤ 51 (50 demand + 1/15 s checks)
+//	  per process
+//	store calls per waiting read         none                0.4–0.7 (Get, Claim, Set)
+//	connections, per endpoint            ≤ 10 per process: ≤ 10 000 to the writer and to each
+//	                                     reader; ≤ 0.5 new per second per process under steady load
 //
 // # Failures
 //

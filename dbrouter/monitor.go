@@ -42,6 +42,8 @@ type reader struct {
 
 	kick chan struct{} // wakes the monitor; capacity 1
 
+	shared sharedSched // the shared store's schedule; the monitor goroutine's own
+
 	mu           sync.Mutex // protects the demand fields below
 	pending      *position  // highest position a waiting read needs
 	pendingSince time.Time  // when pending was first not covered by wm
@@ -189,6 +191,10 @@ func (rt *Router) monitorFailed(r *reader) {
 //     waits for a freshness check (writer, then reader).
 func (rt *Router) monitor(ctx context.Context, r *reader) {
 	cfg := &rt.cfg
+	if cfg.Watermarks != nil {
+		r.shared.startStore()
+		defer r.shared.stopStore()
+	}
 	jitter := func() time.Duration {
 		d := cfg.MonitorInterval
 		return d - d/10 + rand.N(d/5+1)
@@ -198,7 +204,7 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 	spacing := time.NewTimer(0)
 	defer spacing.Stop()
 	<-spacing.C
-	var lastPoll time.Time
+	var lastPoll, next time.Time
 	for {
 		background := false
 		select {
@@ -221,7 +227,11 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 			if background {
 				gap = cfg.PollInterval
 			}
-			if wait := time.Until(lastPoll.Add(gap)); wait > 0 {
+			wait := time.Until(lastPoll.Add(gap))
+			if !next.IsZero() {
+				wait = time.Until(next) // the shared store's schedule (see checkShared)
+			}
+			if wait > 0 {
 				spacing.Reset(wait)
 				select {
 				case <-ctx.Done():
@@ -233,7 +243,8 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 				}
 			}
 			lastPoll = time.Now()
-			if rt.check(ctx, r, background, fresh) {
+			var waited bool
+			if waited, next = rt.check(ctx, r, background, fresh); waited {
 				lastPoll = time.Time{} // a server-side wait needs no spacing
 			}
 			background = false
@@ -247,32 +258,15 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 }
 
 // check brings r's state up to date for the monitor loop: from the shared
-// [WatermarkStore] if one is configured and another process polled
-// recently, else by querying r. It reports whether r was queried with a
-// server-side wait that succeeded (no spacing needed before the next one).
-func (rt *Router) check(ctx context.Context, r *reader, background, fresh bool) bool {
-	st := rt.cfg.Watermarks
-	if st == nil {
-		return rt.query(ctx, r, background, fresh)
+// [WatermarkStore] if one is configured (see checkShared), else by querying
+// r. It reports whether r was queried with a server-side wait that
+// succeeded (no spacing needed before the next one), and, with a store, when
+// to look again if the need remains (zero: the usual spacing).
+func (rt *Router) check(ctx context.Context, r *reader, background, fresh bool) (bool, time.Time) {
+	if rt.cfg.Watermarks == nil {
+		return rt.query(ctx, r, background, fresh), time.Time{}
 	}
-	if rt.loadShared(ctx, r, background || fresh) {
-		return false
-	}
-	ttl := rt.cfg.PollInterval
-	kind := "/demand"
-	if background || fresh {
-		ttl, kind = rt.cfg.MonitorInterval, "/check"
-	}
-	won, err := st.Claim(ctx, watermarkPrefix+r.spec.Name+kind, ttl)
-	if err != nil {
-		won = true // the store is down: every process polls for itself
-	}
-	if !won {
-		return false // another process polls; the next round reads its result
-	}
-	waited := rt.query(ctx, r, background, fresh)
-	rt.saveShared(ctx, r)
-	return waited
+	return rt.checkShared(ctx, r, background, fresh)
 }
 
 // query queries r: a server-side wait for the pending position if the

@@ -46,15 +46,15 @@ func (s *memWatermarks) Set(_ context.Context, key, v string, ttl time.Duration)
 	return nil
 }
 
-func (s *memWatermarks) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+func (s *memWatermarks) Claim(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.claims++
 	if it, ok := s.m[key]; ok && time.Now().Before(it.exp) {
-		return false, nil
+		return false, it.exp, nil
 	}
 	s.m[key] = memItem{v: "1", exp: time.Now().Add(ttl)}
-	return true, nil
+	return true, s.m[key].exp, nil
 }
 
 // questions returns the server's Questions counter (statements received).
@@ -87,6 +87,7 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 	}
 	defer admin.Close()
 
+	var fallbacks int64 // checks without the store, in the last run
 	run := func(t *testing.T, store WatermarkStore) (monitor, server int64, reads int64) {
 		cfg := stackConfig(t, s, testserver.PrimaryRegion)
 		cfg.Readers = cfg.Readers[:1] // r1 only
@@ -126,10 +127,12 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		fallbacks = 0
 		for _, rt := range rts {
 			st := rt.Stats()
 			monitor += st.MonitorQueries
 			reads += st.ReadsLocal
+			fallbacks += st.StoreFallbacks
 		}
 		q1 := questions(t, admin)
 		for _, rt := range rts {
@@ -154,15 +157,22 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 		if reads < 300 { // enough demand to matter; throughput itself is not what is tested
 			t.Errorf("only %d local reads", reads)
 		}
-		if d := server - monitor; d < -5 || d > 5 {
+		// The two counters are read at different instants: each
+		// router's monitor may have one query in flight in between.
+		if d := server - monitor; d < -routers || d > routers {
 			t.Errorf("server saw %d monitor queries, routers counted %d", server, monitor)
 		}
 		// One query per PollInterval for the fleet, one background
 		// check per MonitorInterval, and the odd query of a claim that
 		// expired while its wait ran.
 		limit := int64(dur/poll) + 10
-		if server > limit {
-			t.Errorf("%d monitor queries in %v with a shared store, want <= %d", server, dur, limit)
+		if server > limit+fallbacks {
+			t.Errorf("%d monitor queries in %v with a shared store, want <= %d (+ %d checks without the store)", server, dur, limit, fallbacks)
+		}
+		// The in-memory store never fails; a check without it is one
+		// whose call waited past half a PollInterval on a loaded machine.
+		if fallbacks > server/4 {
+			t.Errorf("%d of %d checks went without the store", fallbacks, server)
 		}
 		t.Logf("store: %d gets, %d sets, %d claims", store.gets, store.sets, store.claims)
 	})

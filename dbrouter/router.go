@@ -68,6 +68,7 @@ type counters struct {
 	fallbacks, waits, tokensRejected, writePosFailures         atomic.Int64
 	failovers, connsOpened                                     atomic.Int64
 	positionsRejected                                          atomic.Int64
+	storeFallbacks                                             atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -116,6 +117,10 @@ type Stats struct {
 	// failed to answer or answered read-only). A search probes every
 	// endpoint with a new connection.
 	WriterSearches int64
+	// StoreFallbacks counts monitor checks that queried a reader without
+	// the shared WatermarkStore because a store call failed or was too
+	// slow (see [Config].Watermarks).
+	StoreFallbacks int64
 }
 
 // Stats returns the router's counters.
@@ -130,6 +135,7 @@ func (rt *Router) Stats() Stats {
 		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
 		ConnectionsOpened: c.connsOpened.Load(), WriterSearches: rt.search.started.Load(),
+		StoreFallbacks: c.storeFallbacks.Load(),
 	}
 	return s
 }

@@ -2,26 +2,40 @@ package dbrouter
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // WatermarkStore shares what the monitors learn about readers between the
 // processes of a fleet, so that one query to a reader serves every process
-// (see the package documentation for the arithmetic). A memcached or Redis
-// client is a natural implementation; the router never stores secrets in
-// it. Implementations must be safe for concurrent use.
+// (see the package documentation for the arithmetic). The router never
+// stores secrets in it, and parses what it reads as hostile input.
+// Implementations must be safe for concurrent use, and should fail fast
+// (a short client timeout): a failing store makes the router track the
+// readers itself. Package dbrouter/memcachestore implements it on memcached
+// and documents a Redis implementation command by command.
 type WatermarkStore interface {
 	// Get returns the value last stored under key, or "" if there is none
 	// (or it expired). err is for failures of the store only.
 	Get(ctx context.Context, key string) (string, error)
 	// Set stores value under key for ttl.
 	Set(ctx context.Context, key, value string, ttl time.Duration) error
-	// Claim atomically creates key for ttl and reports whether it did: of
-	// all the callers that claim the same key while it exists, exactly one
-	// gets true (memcached "add", Redis "SET NX PX").
-	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	// Claim atomically takes key for ttl unless a claim of key taken less
+	// than its own ttl ago still holds it: of all the callers that claim
+	// key while a claim holds it, none wins, and once it has expired
+	// exactly one wins. The ttl is tens of milliseconds: a store whose
+	// expiry is coarser (memcached: seconds) keeps the deadline in the
+	// value. Claim returns the time the claim holding key expires: the
+	// caller's own if won, the holder's if lost (zero if unknown). The
+	// router polls a reader only when it wins, and the others read what it
+	// published at that time. A failure of the store must be returned as
+	// err, never as a lost claim: nobody would then poll the reader.
+	Claim(ctx context.Context, key string, ttl time.Duration) (won bool, until time.Time, err error)
 }
 
 // watermarkPrefix starts every key the router uses in a WatermarkStore;
@@ -30,7 +44,8 @@ type WatermarkStore interface {
 const watermarkPrefix = "regiondb/dbrouter/"
 
 // The shared value: "v1 <position text> <lag ns> <fresh-as-of unix ns>
-// <healthy 0|1> <checked-at unix ns>".
+// <healthy 0|1> <checked-at unix ns>", checked-at being when the query
+// that read the position started.
 func formatShared(wm *position, lag, freshAsOf int64, healthy bool, at time.Time) string {
 	h := "0"
 	if healthy {
@@ -88,15 +103,23 @@ func parseShared(s string, kind streamKind) (sharedState, bool) {
 // settles the monitor's need: for a check (background or freshness), a
 // state checked less than a MonitorInterval (resp. PollInterval) ago; for
 // demand, a watermark that covers every pending position.
-func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) bool {
-	v, err := rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
-	if err != nil || v == "" {
-		return false
+// at is when the query of the state read started (zero if none), err is
+// the store's.
+func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) (settled bool, at time.Time, err error) {
+	var v string
+	var gerr error
+	if err := r.shared.call(ctx, rt.storeLimit(r), func() {
+		v, gerr = rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
+	}); err != nil {
+		return false, time.Time{}, err
+	}
+	if gerr != nil || v == "" {
+		return false, time.Time{}, gerr
 	}
 	st, ok := parseShared(v, rt.dialect.kind())
 	if !ok {
 		rt.stats.positionsRejected.Add(1)
-		return false
+		return false, time.Time{}, nil
 	}
 	if st.wm != nil {
 		for {
@@ -117,7 +140,7 @@ func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) bool {
 	}
 	wm := r.wm.Load()
 	r.mu.Lock()
-	settled := false
+	settled = false
 	if !r.pending.empty() && wm.covers(r.pending) {
 		sample := time.Since(r.pendingSince)
 		r.pending, r.pendingFresh = nil, time.Time{}
@@ -129,9 +152,9 @@ func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) bool {
 	r.mu.Unlock()
 	rt.changed.broadcast()
 	if check {
-		return age < rt.cfg.MonitorInterval && r.wantFreshNow() == 0
+		return age < rt.cfg.MonitorInterval && r.wantFreshNow() == 0, st.at, nil
 	}
-	return settled
+	return settled, st.at, nil
 }
 
 func (r *reader) wantFreshNow() int {
@@ -140,8 +163,302 @@ func (r *reader) wantFreshNow() int {
 	return r.wantFresh
 }
 
-// saveShared publishes r's state after this process queried it.
-func (rt *Router) saveShared(ctx context.Context, r *reader) {
-	v := formatShared(r.wm.Load(), r.lagNanos.Load(), r.freshAsOf.Load(), r.healthy.Load(), time.Now())
-	rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
+// saveShared publishes r's state after this process queried it with a
+// query that started at at.
+func (rt *Router) saveShared(ctx context.Context, r *reader, at time.Time) {
+	v := formatShared(r.wm.Load(), r.lagNanos.Load(), r.freshAsOf.Load(), r.healthy.Load(), at)
+	r.shared.call(ctx, rt.storeLimit(r), func() {
+		rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
+	})
+}
+
+// sharedSched is a monitor's view of the fleet's demand claim of its
+// reader. Only the reader's monitor goroutine uses it.
+type sharedSched struct {
+	until time.Time     // when the demand claim last seen expires
+	ttl   time.Duration // the ttl this process claimed it with
+	ours  bool          // this process holds it
+	looks int           // reads of the store since, waiting for the holder's result
+	// pubDelay is the smoothed time from a won claim to its publication
+	// (a query and a Set): when the others read the result.
+	pubDelay time.Duration
+
+	calls  chan *storeCall // to the store goroutine (capacity 1)
+	exited chan struct{}   // closed when the store goroutine returns
+	last   *storeCall      // the latest call sent
+}
+
+// storeCall is one call to the WatermarkStore, run by the store goroutine.
+type storeCall struct {
+	fn      func()
+	started atomic.Int64  // UnixNano when fn started, 0 before
+	done    chan struct{} // closed when fn returned (or panicked)
+	panic   any           // what fn panicked with
+}
+
+// errStoreSlow stands for a store call that did not return within
+// storeLimit, or could not start because the previous one still runs.
+var errStoreSlow = errors.New("dbrouter: watermark store too slow")
+
+// startStore starts the store goroutine of r's monitor, which runs the
+// monitor's calls to the WatermarkStore so that a hung store costs a check
+// at most storeLimit per call. stopStore ends it.
+func (sc *sharedSched) startStore() {
+	calls, exited := make(chan *storeCall, 1), make(chan struct{})
+	sc.calls, sc.exited, sc.last = calls, exited, nil
+	go func() {
+		defer close(exited)
+		for c := range calls {
+			func() {
+				defer func() {
+					c.panic = recover()
+					close(c.done)
+				}()
+				c.started.Store(time.Now().UnixNano())
+				c.fn()
+			}()
+		}
+	}()
+}
+
+// stopStore ends the store goroutine and waits for it: for the call in
+// flight, if any, at most the store's own timeout.
+func (sc *sharedSched) stopStore() {
+	close(sc.calls)
+	<-sc.exited
+}
+
+// storeLimit is how long r's monitor waits for one store call. A read
+// waits for r up to 2 PollIntervals + 5/4 of r's recent lag (see
+// waitAndPick); two store calls that give up (a Get and a Claim) take
+// half of what exceeds one PollInterval, which is left for the query.
+func (rt *Router) storeLimit(r *reader) time.Duration {
+	if rt.cfg.unguardedStore {
+		return 0
+	}
+	return rt.cfg.PollInterval/2 + time.Duration(r.recentLag.Load())*5/8
+}
+
+// call runs fn, a call to the store whose results fn keeps, on the store
+// goroutine, and returns nil if it returned within limit (limit 0: fn runs
+// on the caller's goroutine, for a test's control). Else it returns
+// errStoreSlow, and the caller goes on as if the store had failed (fn's
+// results are then never read: the late call only writes them). A panic in
+// fn is raised again here, in the monitor, whose supervisor logs it.
+func (sc *sharedSched) call(ctx context.Context, limit time.Duration, fn func()) error {
+	if limit == 0 {
+		fn()
+		return nil
+	}
+	if sc.last != nil {
+		select {
+		case <-sc.last.done:
+		default:
+			return errStoreSlow // the previous call still runs
+		}
+	}
+	c := &storeCall{fn: fn, done: make(chan struct{})}
+	sc.last = c
+	sc.calls <- c
+	// The limit counts from when fn started: a goroutine that a loaded
+	// machine starts late does not make the store slow.
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			if c.panic != nil {
+				panic(c.panic)
+			}
+			return nil
+		case <-t.C:
+			start := c.started.Load()
+			if start == 0 {
+				t.Reset(limit / 4)
+				continue
+			}
+			if left := time.Until(time.Unix(0, start).Add(limit)); left > 0 {
+				t.Reset(left)
+				continue
+			}
+			return errStoreSlow
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// checkShared is check with a WatermarkStore. A process reads the shared
+// state first; a read waiting for a position takes the reader's demand
+// claim (ttl PollInterval), and only the winner queries the reader and
+// publishes. The claim's expiry sets the fleet's schedule:
+//
+//   - the holder may query again as soon as its claim expires (its query
+//     started when it won), not one more PollInterval after it noticed;
+//   - a process that lost reads the store when the holder's result is due
+//     (the claim's start plus the usual time to query and publish), a few
+//     times more shortly after if it is not there yet, and claims again when
+//     the claim expires;
+//   - a query of the fleet is a server-side wait for the claimer's pending
+//     position that then reads the reader's applied position, in one
+//     statement, so that what it publishes covers every write the reader
+//     has applied, not only the claimer's.
+//
+// While a position stays missing (a stalled reader), the claim lasts the
+// monitor's back-off gap, so the fleet backs off as one process does. If
+// the store fails, the process queries the reader itself (and the usual
+// spacing applies): a store outage never makes reads wait longer.
+func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh bool) (bool, time.Time) {
+	st := rt.cfg.Watermarks
+	settled, at, err := rt.loadShared(ctx, r, background || fresh)
+	if err != nil {
+		rt.stats.storeFallbacks.Add(1)
+		return rt.query(ctx, r, background, fresh), time.Time{}
+	}
+	if settled {
+		return false, time.Now()
+	}
+	if background || fresh {
+		var won bool
+		var cerr error
+		err := r.shared.call(ctx, rt.storeLimit(r), func() {
+			won, _, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
+		})
+		if err == nil {
+			err = cerr
+		}
+		if err == nil && !won {
+			return false, time.Time{} // another process checks; the next round reads its result
+		}
+		if err != nil {
+			rt.stats.storeFallbacks.Add(1)
+		}
+		start := time.Now()
+		waited := rt.query(ctx, r, background, fresh)
+		if err == nil {
+			rt.saveShared(ctx, r, start)
+		}
+		return waited, time.Time{}
+	}
+	sc := &r.shared
+	poll := rt.cfg.PollInterval
+	if sc.pubDelay == 0 {
+		sc.pubDelay = poll / 10
+	}
+	now := time.Now()
+	if now.Before(sc.until) {
+		if sc.ours {
+			return false, sc.until
+		}
+		if due := sc.until.Add(sc.pubDelay - sc.ttl); now.Before(due) {
+			return false, due
+		}
+		claimed := sc.until.Add(-sc.ttl)
+		if at.Before(claimed) {
+			if sc.looks < 3 {
+				// The holder's result is not in yet: look again soon.
+				sc.looks++
+				return false, minTime(sc.until, now.Add(max(sc.pubDelay/2, poll/40)))
+			}
+		} else if sc.looks > 0 {
+			// It came later than this process expected: expect the
+			// holders' results that much later.
+			sc.pubDelay = min(sc.pubDelay+(now.Sub(claimed)-sc.pubDelay)/4, poll/2)
+			sc.looks = 0
+		}
+		return false, sc.until
+	}
+	_, age, _ := r.unmet(now)
+	ttl := max(poll, min(age/8, rt.cfg.MonitorInterval))
+	var won bool
+	var until time.Time
+	var cerr error
+	err = r.shared.call(ctx, rt.storeLimit(r), func() {
+		won, until, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/demand", ttl)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		rt.stats.storeFallbacks.Add(1)
+		return rt.query(ctx, r, false, false), time.Time{}
+	}
+	start := time.Now()
+	switch {
+	case until.IsZero() || until.After(start.Add(ttl)):
+		// Unknown, or further than a claim of this ttl taken now (a
+		// planted value, a clock ahead of ours): claim again after at
+		// most one ttl, so that no reading of the store makes reads
+		// wait longer than the fleet's schedule.
+		until = start.Add(ttl)
+	case until.Before(start.Add(sc.pubDelay)):
+		until = start.Add(sc.pubDelay) // (a clock behind ours) no spinning
+	}
+	sc.until, sc.ttl, sc.ours, sc.looks = until, ttl, won, 0
+	if !won {
+		if due := until.Add(sc.pubDelay - ttl); start.Before(due) {
+			return false, due
+		}
+		return false, until
+	}
+	rt.queryShared(ctx, r)
+	rt.saveShared(ctx, r, start)
+	d := time.Since(start)
+	sc.pubDelay = min(max(sc.pubDelay+(d-sc.pubDelay)/4, poll/20), poll/2)
+	return false, until
+}
+
+// queryShared queries r for the fleet (see checkShared): with a dialect
+// that has a server-side wait and a pending position, one statement that
+// waits (at most a PollInterval) and then reads r's applied position; else
+// a position poll.
+func (rt *Router) queryShared(ctx context.Context, r *reader) {
+	r.mu.Lock()
+	target := r.pending
+	r.mu.Unlock()
+	var q string
+	if !target.empty() && !rt.isWriter(r) && !r.wm.Load().covers(target) {
+		if w := rt.dialect.waitQuery(target, rt.cfg.PollInterval); w != "" {
+			// Both are one-column SELECTs without FROM; MariaDB and
+			// MySQL evaluate a select list left to right, so the
+			// position is read after the wait returned.
+			q = w + ", " + strings.TrimPrefix(rt.dialect.readerQuery(), "SELECT ")
+		}
+	}
+	if q == "" {
+		rt.poll(ctx, r, false)
+		return
+	}
+	start := time.Now()
+	r.polls.Add(1)
+	rt.monitorQueries.Add(1)
+	qctx, cancel := context.WithTimeout(ctx, rt.cfg.MonitorTimeout)
+	var res sql.NullInt64
+	var s sql.NullString
+	err := r.db.QueryRowContext(qctx, q).Scan(&res, &s)
+	cancel()
+	var p *position
+	if err == nil {
+		p, err = rt.dialect.parseReader(s.String)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		if r.healthy.Swap(false) {
+			rt.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "dbrouter: reader excluded: monitor query failed",
+				slog.String("reader", r.spec.Name), slog.String("error", err.Error()))
+		}
+		rt.changed.broadcast()
+		return
+	}
+	r.sample.record(p, start)
+	rt.update(ctx, r, p, nil, time.Time{}, start)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

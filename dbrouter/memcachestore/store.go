@@ -24,9 +24,36 @@
 // itself: a store outage never makes reads wait. Give the client a short
 // Timeout (tens of milliseconds): a claim is on the path of reads that wait.
 //
-// Redis offers the same protocol natively: Get is GET, Set is SET key value
-// PX ttl, and Claim is SET key 1 NX PX ttl (millisecond expiry, no deadline
-// needed).
+// # Redis
+//
+// Redis expires keys in milliseconds, so a Redis store needs no deadline
+// takeover; with a client such as github.com/redis/go-redis/v9 (key and
+// values as the router passes them, ttl in milliseconds, rounded up):
+//
+//	Get(key)             GET key                  a nil reply is "" (no value), not an error
+//	Set(key, v, ttl)     SET key v PX ttl
+//	Claim(key, ttl)      EVAL claimScript 1 key <now+ttl as Unix ns> ttl
+//
+// where claimScript takes the claim atomically, returns {1, ttl} when the
+// caller won and {0, the holder's remaining ms} when it lost (until is then
+// now plus that), and takes over a key without expiry or with a longer one
+// (planted: no claim of this ttl writes it), so that it cannot stop the
+// fleet's polls:
+//
+//	if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+//	  return {1, tonumber(ARGV[2])}
+//	end
+//	local left = redis.call('PTTL', KEYS[1])
+//	if left < 0 or left > tonumber(ARGV[2]) then
+//	  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+//	  return {1, tonumber(ARGV[2])}
+//	end
+//	return {0, left}
+//
+// (On Redis 7, SET key v NX PX ttl GET is the claim without the takeover in
+// one command: a nil reply means won, a value is the holder's deadline.) As
+// with memcached, a store error must be returned, never reported as a lost
+// claim: the router then queries the readers itself.
 package memcachestore
 
 import (
@@ -99,55 +126,61 @@ func (s *Store) Set(_ context.Context, key, value string, ttl time.Duration) err
 	return nil
 }
 
-// Claim reports whether this caller won key for ttl: of all callers that
-// claim key before the winner's ttl passes, exactly one gets true.
-func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+// Claim reports whether this caller won key for ttl (of all callers that
+// claim key before the winner's ttl passes, exactly one gets true) and when
+// the claim holding key expires: the caller's if won, the holder's if lost.
+func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
 	if err := s.ready(); err != nil {
-		return false, err
+		return false, time.Time{}, err
 	}
 	now := s.now()
+	deadline := now.Add(ttl)
 	claim := func() *memcache.Item {
-		return &memcache.Item{Key: key, Value: strconv.AppendInt(nil, now.Add(ttl).UnixNano(), 10),
+		return &memcache.Item{Key: key, Value: strconv.AppendInt(nil, deadline.UnixNano(), 10),
 			Expiration: seconds(ttl) + 1}
 	}
+	// The claim item outlives its deadline (memcached keeps it for
+	// seconds), so it is read first: a live claim costs one round trip.
 	for range 2 {
-		err := s.c.Add(claim())
-		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, memcache.ErrNotStored) {
-			return false, s.failed(err)
-		}
-		// Taken: won back only if the holder's deadline has passed.
 		it, err := s.c.Get(key)
 		if errors.Is(err, memcache.ErrCacheMiss) {
-			continue // expired in between: try to add again
+			switch err := s.c.Add(claim()); {
+			case err == nil:
+				return true, deadline, nil
+			case errors.Is(err, memcache.ErrNotStored):
+				continue // added in between: read it
+			default:
+				return false, time.Time{}, s.failed(err)
+			}
 		}
 		if err != nil {
-			return false, s.failed(err)
+			return false, time.Time{}, s.failed(err)
 		}
-		// A deadline further away than this ttl (plus a second of clock
+		// Taken: won over only if the holder's deadline has passed. A
+		// deadline further away than this ttl (plus a second of clock
 		// skew) was not written by a claim of this key: it is taken over
 		// like a corrupt one, so that a planted value cannot stop the
 		// fleet's polls.
 		d, err := strconv.ParseInt(string(it.Value), 10, 64)
 		if err == nil && now.UnixNano() < d && d <= now.Add(ttl+time.Second).UnixNano() {
-			return false, nil
+			return false, time.Unix(0, d), nil
 		}
 		next := claim()
 		it.Value, it.Expiration = next.Value, next.Expiration
 		switch err := s.c.CompareAndSwap(it); {
 		case err == nil:
-			return true, nil
+			return true, deadline, nil
 		case errors.Is(err, memcache.ErrCASConflict):
-			return false, nil // another caller took it over first
+			// Another caller took it over first, at about the same
+			// time with about the same ttl.
+			return false, deadline, nil
 		case errors.Is(err, memcache.ErrNotStored):
-			continue // expired in between: try to add again
+			continue // expired in between: try again
 		default:
-			return false, s.failed(err)
+			return false, time.Time{}, s.failed(err)
 		}
 	}
-	return false, nil
+	return false, time.Time{}, nil
 }
 
 // ready returns ErrUnavailable while the store backs off.

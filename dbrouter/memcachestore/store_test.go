@@ -51,9 +51,15 @@ func race(t *testing.T, stores []*Store, key string, ttl time.Duration) int {
 		go func() {
 			defer wg.Done()
 			<-start
-			won, err := st.Claim(context.Background(), key, ttl)
+			now := st.now()
+			won, until, err := st.Claim(context.Background(), key, ttl)
 			if err != nil {
 				t.Error(err)
+			}
+			// Winner and losers learn when the claim expires: within
+			// one ttl from now (the clock of the test is shared).
+			if err == nil && (!until.After(now) || until.After(now.Add(ttl))) {
+				t.Errorf("Claim returned won=%v until %v, want within (%v, %v]", won, until, now, now.Add(ttl))
 			}
 			if won {
 				wins.Add(1)
@@ -172,14 +178,14 @@ func TestUnavailableFailsFast(t *testing.T) {
 	st := New(cc)
 	st.now = clk.now
 	ctx := context.Background()
-	if _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
+	if _, _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Claim on a dead memcached: %v", err)
 	}
 	for range 10 {
 		if _, err := st.Get(ctx, "k"); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Get during back-off: %v", err)
 		}
-		if _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
+		if _, _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Claim during back-off: %v", err)
 		}
 	}

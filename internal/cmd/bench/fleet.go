@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -22,10 +25,19 @@ import (
 //	 "position_queries_per_unscoped_write":...,"overload":{"searches":0,"typed_errors":...},...}
 func fleet(fs *flag.FlagSet) runFunc {
 	dur := fs.Duration("duration", 6*time.Second, "measured load per fleet size and mode")
+	sizes := fs.String("n", "1,10,40", "fleet sizes, comma-separated")
 	return func(ctx context.Context, s *testserver.Stack, logf logFunc) (any, error) {
+		var ns []int
+		for _, f := range strings.Split(*sizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("-n: bad fleet size %q", f)
+			}
+			ns = append(ns, n)
+		}
 		// The driver logs refused connections through a global logger; the
 		// overload phase causes many on purpose.
 		_ = mysql.SetLogger(&mysql.NopLogger{})
-		return fleetharness.Run(ctx, s, fleetharness.Config{Duration: *dur, Logf: logf})
+		return fleetharness.Run(ctx, s, fleetharness.Config{Ns: ns, Duration: *dur, Logf: logf})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -68,10 +69,13 @@ type Load struct {
 	LoopsPerSec      float64 `json:"loops_per_s"`
 	Reads            int64   `json:"reads"`
 	Errors           int64   `json:"errors"`
+	StaleReads       int64   `json:"stale_reads"`              // read backs that missed their own write
 	MonitorPerRead   float64 `json:"monitor_queries_per_read"` // the highest of r1, r2
 	MonitorQPSReader float64 `json:"monitor_qps_per_reader"`   // the highest of r1, r2
 	ReadsToWriter    float64 `json:"reads_to_writer"`          // share of reads the writer served
 	P50ms            float64 `json:"p50_ms"`                   // one loop: write, read back
+	WriteP50ms       float64 `json:"write_p50_ms"`             // the write of a loop
+	ReadP50ms        float64 `json:"read_p50_ms"`              // the read back: its wait for a position, and the query
 	// NewConnsPerRouter counts the connections the routers opened to all
 	// servers (their own count: a replica's Connections status counter
 	// also counts sessions of its replication applier, about 3 per 200
@@ -83,6 +87,8 @@ type Load struct {
 	// connections opened and monitor queries, beside the servers'.
 	RouterConns   int64 `json:"router_conns_opened"`
 	RouterMonitor int64 `json:"router_monitor_queries"`
+	// Store is what the routers asked of the shared store (shared runs).
+	Store *StoreStats `json:"store,omitempty"`
 }
 
 // Shared is the summary of the runs with the shared memcached store.
@@ -90,6 +96,9 @@ type Shared struct {
 	MonitorQPSPerReader float64 `json:"monitor_qps_per_reader"`
 	ReadsToWriter       float64 `json:"reads_to_writer"`
 	P50PenaltyMs        float64 `json:"p50_penalty_ms"`
+	// P50PenaltyUnsatMs is P50PenaltyMs over the fleet sizes the machine
+	// did not saturate (see Limits), where latencies are the router's.
+	P50PenaltyUnsatMs float64 `json:"p50_penalty_ms_unsaturated"`
 }
 
 // Overload is what the routers did while the writer's connection limit was
@@ -117,6 +126,19 @@ type Report struct {
 	// before reads carried their own wait, still used by connectors and
 	// other dialects): it shows the harness counts monitor queries.
 	MonitorControl Load `json:"monitor_control"`
+	MachineLimits            Limits   `json:"machine_limits"`
+}
+
+// Limits says what the machine running the benchmark limits: at the fleet
+// sizes in Saturated, the routers offered more loops than its cores ran
+// (measured loops/s below half of N × Loops / Think), so loops_per_s and
+// the p50 latencies there are the machine's, and only the per-read and
+// per-reader ratios carry over to a fleet.
+type Limits struct {
+	Cores            int    `json:"cores"`
+	LoopsPerSecLimit int    `json:"loops_per_s_ceiling"` // near this, the stack and the routers use every core
+	Saturated        []int  `json:"saturated_ns"`
+	Limited          string `json:"limited"`
 }
 
 // Run measures everything and returns the report.
@@ -153,10 +175,18 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 			}
 		}
 	}
+	rep.MachineLimits = Limits{Cores: runtime.NumCPU(), LoopsPerSecLimit: 2000,
+		Limited: "absolute loops_per_s and p50 latencies (and so p50_penalty_ms) at the saturated sizes; not the per-read ratios or per-reader query rates"}
 	for i, l := range rep.Local {
+		offered := float64(l.N*cfg.Loops) / cfg.Think.Seconds()
+		sh := rep.SharedRuns[i]
+		if l.LoopsPerSec < offered/2 || sh.LoopsPerSec < offered/2 {
+			rep.MachineLimits.Saturated = append(rep.MachineLimits.Saturated, l.N)
+		} else {
+			rep.Shared.P50PenaltyUnsatMs = max(rep.Shared.P50PenaltyUnsatMs, sh.P50ms-l.P50ms)
+		}
 		rep.MonitorQueriesPerRead = max(rep.MonitorQueriesPerRead, l.MonitorPerRead)
 		rep.NewConnsPerSecPerRouter = max(rep.NewConnsPerSecPerRouter, l.NewConnsPerRouter)
-		sh := rep.SharedRuns[i]
 		rep.Shared.MonitorQPSPerReader = max(rep.Shared.MonitorQPSPerReader, sh.MonitorQPSReader)
 		rep.Shared.ReadsToWriter = max(rep.Shared.ReadsToWriter, sh.ReadsToWriter)
 		rep.Shared.P50PenaltyMs = max(rep.Shared.P50PenaltyMs, sh.P50ms-l.P50ms)
@@ -341,8 +371,9 @@ const (
 
 type tally struct {
 	loops, reads, errs atomic.Int64
-	mu                 sync.Mutex // protects lat
-	lat                []time.Duration
+	stale              atomic.Int64
+	mu                 sync.Mutex // protects lat, wlat, rlat
+	lat, wlat, rlat    []time.Duration
 }
 
 // runLoad runs the workload with n routers and measures it.
@@ -357,11 +388,13 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 		defer mc.Close()
 	}
 	routers := make([]*dbrouter.Router, n)
+	slog := newStoreLog()
 	for i := range routers {
 		rc := routerConfig(s)
 		rc.DisableCombinedStatements = !combine
 		if shared {
-			rc.Watermarks = memcachestore.New(mc) // one store per process in a fleet; one client here
+			// One store per process in a fleet; one client here.
+			rc.Watermarks = &timedStore{WatermarkStore: memcachestore.New(mc), log: slog, proc: i}
 		}
 		rt, err := dbrouter.Open(rc)
 		if err != nil {
@@ -400,11 +433,13 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 		return Load{}, err
 	}
 	measuring.Store(true)
+	slog.on.Store(true)
 	start := time.Now()
 	if err = sleepCtx(ctx, cfg.Duration); err != nil {
 		return Load{}, err
 	}
 	measuring.Store(false)
+	slog.on.Store(false)
 	b, err := c.read(ctx)
 	if err != nil {
 		return Load{}, err
@@ -412,7 +447,7 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 	elapsed := time.Since(start).Seconds()
 	after := statsSum(routers)
 
-	l := Load{N: n, LoopsPerSec: float64(t.loops.Load()) / elapsed, Errors: t.errs.Load()}
+	l := Load{N: n, LoopsPerSec: float64(t.loops.Load()) / elapsed, Errors: t.errs.Load(), StaleReads: t.stale.Load()}
 	reads := after.ReadsLocal + after.ReadsRemote + after.ReadsWriter - before.ReadsLocal - before.ReadsRemote - before.ReadsWriter
 	l.Reads = reads
 	if reads > 0 {
@@ -436,7 +471,12 @@ func runLoad(ctx context.Context, s *testserver.Stack, c *counters, perRead floa
 	l.RouterMonitor = after.MonitorQueries - before.MonitorQueries
 	t.mu.Lock()
 	l.P50ms = percentile(t.lat, 0.5)
+	l.WriteP50ms = percentile(t.wlat, 0.5)
+	l.ReadP50ms = percentile(t.rlat, 0.5)
 	t.mu.Unlock()
+	if shared {
+		l.Store = slog.stats(elapsed)
+	}
 	return l, nil
 }
 
@@ -447,10 +487,12 @@ func loop(ctx context.Context, rt *dbrouter.Router, id int64, think time.Duratio
 		start := time.Now()
 		sctx := dbrouter.NewContext(ctx)
 		_, err := rt.ExecContext(sctx, writeQuery, id, v)
+		wrote := time.Now()
 		var got int64
 		if err == nil {
 			err = rt.QueryRowContext(sctx, readQuery, id).Scan(&got)
 		}
+		read := time.Now()
 		if ctx.Err() != nil {
 			return
 		}
@@ -459,8 +501,13 @@ func loop(ctx context.Context, rt *dbrouter.Router, id int64, think time.Duratio
 			if err != nil {
 				t.errs.Add(1)
 			} else {
+				if got != v {
+					t.stale.Add(1)
+				}
 				t.mu.Lock()
-				t.lat = append(t.lat, time.Since(start))
+				t.lat = append(t.lat, read.Sub(start))
+				t.wlat = append(t.wlat, wrote.Sub(start))
+				t.rlat = append(t.rlat, read.Sub(wrote))
 				t.mu.Unlock()
 			}
 		}

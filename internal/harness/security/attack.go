@@ -207,9 +207,11 @@ var fixedShapes = []*regexp.Regexp{
 	regexp.MustCompile(`^SELECT CONCAT\(IFNULL\(\(SELECT seq FROM regiondb_heartbeat WHERE id = 2\), 0\), ':', seq\) FROM regiondb_heartbeat WHERE id = 1$`),
 	regexp.MustCompile(`^SELECT CONCAT\(IF\(EXISTS\(SELECT 1 FROM regiondb_heartbeat WHERE id = 2\), @@server_id, 0\), ':', seq \+ 1\) FROM regiondb_heartbeat WHERE id = 1$`),
 	regexp.MustCompile(`^SELECT @@global\.read_only, @@global\.innodb_read_only$`),
-	regexp.MustCompile(`^SELECT MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),
+	// The waits; with a shared store (issue 17), followed by a read of
+	// the applied position in the same statement.
+	regexp.MustCompile(`^SELECT MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)(, @@global\.gtid_current_pos)?$`),
 	// The router's wait since issue 13: guarded by read_only.
-	regexp.MustCompile(`^SELECT IF\(@@global\.read_only = 0, NULL, MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)\)$`),
+	regexp.MustCompile(`^SELECT IF\(@@global\.read_only = 0, NULL, MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)\)(, @@global\.gtid_current_pos)?$`),
 	// The one-round-trip read (issue 11): the workload's statement, after
 	// the guard and/or before the served-position sample; or the guard
 	// alone, when the driver cannot interpolate the statement's arguments.
@@ -217,7 +219,7 @@ var fixedShapes = []*regexp.Regexp{
 	regexp.MustCompile(`^` + guardShape + `$`),
 	regexp.MustCompile(`^SELECT WAIT_FOR_EXECUTED_GTID_SET\('` +
 		`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20}` +
-		`(,[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)$`),
+		`(,[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:1-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\)(, @@global\.gtid_executed)?$`),
 }
 
 // guardShape is the router's guard of a combined read (MariaDB).

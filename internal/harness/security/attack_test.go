@@ -21,6 +21,8 @@ func TestNaiveWaitQuery(t *testing.T) {
 	for _, ok := range []string{
 		"SELECT MASTER_GTID_WAIT('0-0-8,1-0-5', 0.500)", "SELECT @@global.gtid_current_pos", workload,
 		"SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT('0-0-8,1-0-5', 0.500))",
+		"SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT('0-0-8', 0.020)), @@global.gtid_current_pos",
+		"SELECT WAIT_FOR_EXECUTED_GTID_SET('3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42', 0.020), @@global.gtid_executed",
 		"SELECT WAIT_FOR_EXECUTED_GTID_SET('3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42', 1.000)",
 	} {
 		if !fixedShape(ok) {

@@ -1,0 +1,232 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/regiondb/regiondb/dbrouter/memcachestore"
+	"github.com/regiondb/regiondb/internal/testserver"
+)
+
+// TestSharedQueryReadsAfterWait checks what queryShared relies on: in the
+// one statement "wait for p, then read the applied position", MariaDB
+// evaluates the select list left to right, so the position read includes
+// p when the wait succeeded, though p was applied during the wait. The
+// control reads the position before the wait and must miss p.
+func TestSharedQueryReadsAfterWait(t *testing.T) {
+	s := testserver.Require(t)
+	cfg := stackConfig(t, s, testserver.PrimaryRegion)
+	d, err := newDialect(DialectMariaDB, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := sql.Open("mysql", cfg.Writer.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := sql.Open("mysql", cfg.Readers[0].DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		name    string
+		control bool
+	}{{"wait-then-read", false}, {"control-read-then-wait", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := s.Stall(ctx, "r1"); err != nil {
+				t.Fatal(err)
+			}
+			resumed := false
+			defer func() {
+				if !resumed {
+					s.Resume(ctx, "r1")
+				}
+			}()
+			conn, err := w.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := conn.ExecContext(ctx, "REPLACE INTO kv (k, v) VALUES ('shared-query', ?)", time.Now().UnixNano()); err != nil {
+				t.Fatal(err)
+			}
+			var gtid string
+			if err := conn.QueryRowContext(ctx, "SELECT @@last_gtid").Scan(&gtid); err != nil {
+				t.Fatal(err)
+			}
+			p, err := parseMariaDBGTIDList(gtid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wait := d.waitQuery(p, 10*time.Second)
+			pos := strings.TrimPrefix(d.readerQuery(), "SELECT ")
+			q := wait + ", " + pos
+			if tc.control {
+				q = "SELECT " + pos + ", " + strings.TrimPrefix(wait, "SELECT ")
+			}
+			type result struct {
+				pos string
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				var a, b sql.NullString
+				err := r.QueryRowContext(ctx, q).Scan(&a, &b)
+				if tc.control {
+					a, b = b, a // the position came first
+				}
+				done <- result{b.String, err}
+			}()
+			// Resume r1 once the statement waits on the server.
+			admin, err := sql.Open("mysql", s.AdminDSN("r1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer admin.Close()
+			waitFor(t, 10*time.Second, "the statement to wait on r1", func() bool {
+				var n int
+				err := admin.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST "+
+					"WHERE INFO LIKE '%MASTER_GTID_WAIT%' AND ID <> CONNECTION_ID()").Scan(&n)
+				return err == nil && n > 0
+			})
+			if err := s.Resume(ctx, "r1"); err != nil {
+				t.Fatal(err)
+			}
+			resumed = true
+			res := <-done
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			got, err := parseMariaDBGTIDList(res.pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if covered := got.covers(p); covered == tc.control {
+				t.Errorf("position read %q, write %q: covered = %v, want %v", res.pos, gtid, covered, !tc.control)
+			}
+		})
+	}
+}
+
+// TestWatermarkStoreHung points the routers' store at a memcached that
+// accepts connections and never answers (a hung server, which the stack
+// cannot make), with a client timeout (300 ms) far over the reads' wait
+// bound (2 PollIntervals, 40 ms): the monitors give up on a store call after
+// half a PollInterval and query the reader themselves, so reads go to the
+// writer no more often than with no store at all. The control calls the
+// store without that limit, and its reads go to the writer.
+func TestWatermarkStoreHung(t *testing.T) {
+	s := testserver.Require(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	var mu sync.Mutex // protects open
+	var open []net.Conn
+	conns.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			conns.Go(func() { io.Copy(io.Discard, c) }) // reads requests, answers none
+		}
+	})
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		conns.Wait()
+	}()
+	mc := memcache.New(ln.Addr().String())
+	mc.Timeout = 300 * time.Millisecond
+	defer mc.Close()
+	run := func(t *testing.T, store WatermarkStore, unguarded bool) (toWriter float64) {
+		t.Helper()
+		var routers []*Router
+		for range 4 {
+			cfg := stackConfig(t, s, testserver.PrimaryRegion)
+			cfg.Readers = cfg.Readers[:1] // r1 only
+			cfg.Watermarks = store
+			cfg.unguardedStore = unguarded
+			routers = append(routers, openRouter(t, cfg))
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		var reads, stale, errs atomic.Int64
+		var wg sync.WaitGroup
+		for i, rt := range routers {
+			for g := range 5 {
+				k := fmt.Sprintf("hung-%d-%d-%d", i, g, time.Now().UnixNano())
+				wg.Go(func() {
+					for v := int64(1); ctx.Err() == nil && reads.Load() < 300; v++ {
+						rctx := NewContext(ctx)
+						_, err := rt.ExecContext(rctx, "REPLACE INTO kv (k, v) VALUES (?, ?)", k, v)
+						var got int64
+						if err == nil {
+							err = rt.QueryRowContext(rctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&got)
+						}
+						switch {
+						case ctx.Err() != nil:
+							return
+						case err != nil:
+							errs.Add(1)
+						case got != v:
+							stale.Add(1)
+						}
+						reads.Add(1)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		var local, writer int64
+		for _, rt := range routers {
+			st := rt.Stats()
+			local, writer = local+st.ReadsLocal, writer+st.ReadsWriter
+			rt.Close()
+		}
+		toWriter = float64(writer) / float64(max(local+writer, 1))
+		t.Logf("%d reads, %d stale, %d errors, %.3f to the writer", reads.Load(), stale.Load(), errs.Load(), toWriter)
+		if reads.Load() < 300 {
+			t.Fatalf("only %d reads in a minute", reads.Load())
+		}
+		if stale.Load()+errs.Load() > 0 {
+			t.Errorf("%d stale reads, %d errors", stale.Load(), errs.Load())
+		}
+		return toWriter
+	}
+	var base, hung float64
+	t.Run("no-store", func(t *testing.T) { base = run(t, nil, false) })
+	t.Run("hung", func(t *testing.T) { hung = run(t, memcachestore.New(mc), false) })
+	if hung > base+0.01 {
+		t.Errorf("with a hung store %.3f of the reads went to the writer, without a store %.3f", hung, base)
+	}
+	t.Run("control-unguarded", func(t *testing.T) {
+		// Until memcachestore's first call times out (300 ms) and it
+		// starts failing fast, the control's reads wait for the store.
+		if c := run(t, memcachestore.New(mc), true); c < base+0.1 {
+			t.Errorf("control: %.3f of the reads went to the writer with store calls on the monitor's goroutine (%.3f without a store); the test cannot see a hung store", c, base)
+		}
+	})
+}
