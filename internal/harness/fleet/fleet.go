@@ -125,8 +125,8 @@ type Report struct {
 	// store, of routers that wait for positions in process (the path
 	// before reads carried their own wait, still used by connectors and
 	// other dialects): it shows the harness counts monitor queries.
-	MonitorControl Load `json:"monitor_control"`
-	MachineLimits            Limits   `json:"machine_limits"`
+	MonitorControl Load   `json:"monitor_control"`
+	MachineLimits  Limits `json:"machine_limits"`
 }
 
 // Limits says what the machine running the benchmark limits: at the fleet
