@@ -283,7 +283,10 @@ func (rt *Router) query(ctx context.Context, r *reader, background, fresh bool) 
 	if !background && !fresh && !rt.isWriter(r) && rt.waitApplied(ctx, r) {
 		return true
 	}
-	rt.poll(ctx, r, background || fresh)
+	// While writes are forwarded, the background check does not read the
+	// writer's position: that would keep a connection to the writer in
+	// every process of the region (forward.go).
+	rt.poll(ctx, r, (background && !rt.forwarding()) || fresh)
 	return false
 }
 

@@ -29,7 +29,8 @@ type Router struct {
 	cands   []endpointSpec               // writer candidates: the writer, then the readers in Config order
 	candTel []*telEndpoint               // their telemetry attributes
 	search  *writerSearch
-	tel     *telemetry // nil: uninstrumented (only the overhead benchmark does that)
+	fwd     *writerTarget // the write forwarding pool of Region, or nil (forward.go)
+	tel     *telemetry    // nil: uninstrumented (only the overhead benchmark does that)
 
 	sqldb    *sql.DB      // the routing pool (see DB)
 	sessions sessionCache // which statements pin a connection (see sessionStmt)
@@ -63,6 +64,7 @@ type counters struct {
 	fallbacks, waits, tokensRejected, writePosFailures         atomic.Int64
 	failovers, connsOpened                                     atomic.Int64
 	positionsRejected                                          atomic.Int64
+	forwarded                                                  atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -111,6 +113,9 @@ type Stats struct {
 	// failed to answer or answered read-only). A search probes every
 	// endpoint with a new connection.
 	WriterSearches int64
+	// WritesForwarded counts statements and transactions sent to the write
+	// forwarding endpoint ([Config].WriteForwarding) instead of the writer.
+	WritesForwarded int64
 }
 
 // Stats returns the router's counters.
@@ -125,6 +130,7 @@ func (rt *Router) Stats() Stats {
 		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
 		ConnectionsOpened: c.connsOpened.Load(), WriterSearches: rt.search.started.Load(),
+		WritesForwarded: c.forwarded.Load(),
 	}
 	return s
 }
@@ -164,6 +170,7 @@ func Open(cfg Config) (*Router, error) {
 	}
 	rt.wpools = make([]*writerTarget, len(rt.cands))
 	rt.wcur.Store(rt.writerFor(0))
+	rt.fwd = rt.openForwarding(n.forward, dbSystem)
 	rt.search = newWriterSearch(writerSearchConfig{
 		probeTimeout: n.WriterProbeTimeout, interval: n.WriterSearchInterval,
 		aurora: n.Aurora, logger: rt.cfg.Logger, onChange: rt.writerChanged,
@@ -227,6 +234,9 @@ func (rt *Router) Close() error {
 			}
 		}
 		rt.wmu.Unlock()
+		if rt.fwd != nil {
+			errs = append(errs, rt.fwd.db.Close())
+		}
 		for _, r := range rt.readers {
 			errs = append(errs, r.db.Close())
 		}

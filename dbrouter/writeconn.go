@@ -29,6 +29,8 @@ type writeConnector struct {
 	inner driver.Connector
 	rt    *Router
 	name  string // endpoint name, for outcome-unknown errors
+	// forward marks the pool of a write forwarding endpoint (forward.go).
+	forward bool
 }
 
 func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -36,7 +38,7 @@ func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writeConn{Conn: conn, rt: c.rt, name: c.name}, nil
+	return &writeConn{Conn: conn, rt: c.rt, name: c.name, forward: c.forward}, nil
 }
 
 func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
@@ -44,9 +46,10 @@ func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
 // writeConn is used by one goroutine at a time (database/sql's guarantee).
 type writeConn struct {
 	driver.Conn
-	rt   *Router
-	name string
-	inTx bool
+	rt      *Router
+	name    string
+	inTx    bool
+	forward bool // a forwarding session (see forward.go)
 }
 
 // txFailed turns err of a statement inside a transaction (or of its commit)
@@ -54,6 +57,11 @@ type writeConn struct {
 // is lost, and after a commit was sent nobody knows whether it applied. It
 // also starts a writer search in the background.
 func (c *writeConn) txFailed(ctx context.Context, err error) error {
+	if c.forward {
+		if e := forwardError(c.name, err); e != nil {
+			return e
+		}
+	}
 	switch classifyFailure(ctx, err) {
 	case failLost, failServerGone, failNotSent:
 		c.rt.search.kick()
@@ -79,6 +87,9 @@ func (c *writeConn) capture(ctx context.Context, t *tracker, global bool) {
 	q := c.rt.dialect.lastWriteQuery()
 	if global {
 		q = c.rt.dialect.writerQuery()
+	}
+	if h, ok := c.rt.dialect.(heartbeatDialect); ok && c.forward {
+		q = h.forwardedWriteQuery()
 	}
 	p, err := c.lastWrite(ctx, q)
 	if err != nil {
