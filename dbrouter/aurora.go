@@ -75,10 +75,14 @@ type auroraTopology struct {
 // cluster endpoints cannot make a reader the writer.
 //
 // cfg needs Aurora, AuroraInstanceHosts, [DialectHeartbeat] and a Writer
-// with a DSN (its user, password, database and parameters are reused). The
-// instance set is read once: an instance added later gets no reads, and the
-// instance that was the writer at OpenAurora gets no reads after a failover,
-// until the Router is opened again.
+// with a DSN (its user, password, database and parameters are reused).
+// The Router reads the topology again every [Config].AuroraTopologyInterval
+// (and, within that bound, after writer searches), on a pooled connection:
+// an instance that joined the cluster becomes a reader (so does the former
+// writer after a failover), one that left gets no reads until it is back,
+// and a writer it does not write to starts a writer search. The writer
+// candidates are the instances known at OpenAurora: one that joined later
+// can be promoted and found only after the Router is opened again.
 //
 // # Unverified without a real Aurora cluster
 //
@@ -179,6 +183,14 @@ func OpenAurora(ctx context.Context, cfg Config) (*Router, error) {
 
 	out := cfg
 	out.auroraInstances = true
+	if cfg.AuroraTopologyInterval >= 0 {
+		dbSystem := "mysql"
+		out.auroraState = &auroraState{builder: b, interval: cfg.AuroraTopologyInterval, defRegion: defRegion,
+			dbSystem: dbSystem, kick: make(chan struct{}, 1)}
+		if out.auroraState.interval == 0 {
+			out.auroraState.interval = DefaultAuroraTopologyInterval
+		}
+	}
 	out.Readers = nil
 	if out.Writer, err = b.endpoint(topo.writer, topo.regions[topo.writer]); err != nil {
 		return nil, err
@@ -261,6 +273,13 @@ func readAuroraTopology(ctx context.Context, c driver.Connector, defRegion strin
 	defer cancel()
 	db := sql.OpenDB(c)
 	defer db.Close()
+	return readAuroraTopologyDB(ctx, db, defRegion)
+}
+
+// readAuroraTopologyDB is readAuroraTopology on a connection of db.
+func readAuroraTopologyDB(ctx context.Context, db *sql.DB, defRegion string) (*auroraTopology, error) {
+	ctx, cancel := context.WithTimeout(ctx, auroraReadTimeout)
+	defer cancel()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, unwrapConnectError(err)

@@ -205,6 +205,16 @@ type Config struct {
 	// (and [DefaultConnMaxLifetime]).
 	ForwardingPool PoolConfig
 
+	// AuroraTopologyInterval is how often a router opened with
+	// [OpenAurora] reads the cluster's topology again (one read, on a pooled
+	// connection of a local reader if one answers): instances added to the
+	// cluster become readers, instances removed stop getting reads, and a
+	// writer other than the current one starts a writer search. A writer
+	// search asks for an early read, but there is never more than one read
+	// per interval. If zero, [DefaultAuroraTopologyInterval] is used; if
+	// negative, the topology is read only by OpenAurora.
+	AuroraTopologyInterval time.Duration
+
 	// NewConnector, if not nil, makes the connector of every endpoint that
 	// the router builds itself from a DSN (the Aurora instances of
 	// [OpenAurora]), such as a driver with IAM authentication or custom
@@ -235,6 +245,8 @@ type Config struct {
 
 	// auroraInstances is set by OpenAurora on the Config it passes to Open.
 	auroraInstances bool
+	// auroraState, set by OpenAurora, makes Open run the topology refresh.
+	auroraState *auroraState
 
 	// unguardedPromotedWait restores, for the control of a test only, the
 	// behaviour before issue 13: a reader that became the writer gets

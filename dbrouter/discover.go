@@ -69,6 +69,9 @@ type writerSearchConfig struct {
 	// onChange, if not nil, is called (outside any lock) when a search
 	// finds a writer other than the current one.
 	onChange func(from, to int)
+	// onSearch, if not nil, is called (outside any lock) after every
+	// search, found or not.
+	onSearch func()
 }
 
 // writerSearch finds the one writable endpoint among the candidates. At most
@@ -244,6 +247,9 @@ func (w *writerSearch) search(call *writerSearchCall) {
 	// Log and report before releasing the waiters, so that a caller that
 	// saw the new writer also sees it counted.
 	defer close(call.done)
+	if w.cfg.onSearch != nil {
+		defer w.cfg.onSearch()
+	}
 
 	if err != nil {
 		w.cfg.logger.LogAttrs(w.base, slog.LevelWarn, "dbrouter: writer search found no writable server",

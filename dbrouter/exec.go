@@ -137,7 +137,7 @@ type retryBudget struct {
 	writer  bool
 }
 
-func (rt *Router) attempts() retryBudget { return retryBudget{readers: len(rt.readers), writer: true} }
+func (rt *Router) attempts() retryBudget { return retryBudget{readers: len(rt.rdrs()), writer: true} }
 
 // failed handles err of the call c on t: a reader's failure excludes the
 // reader and re-routes the call (to another fresh reader, or the writer);

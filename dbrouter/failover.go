@@ -88,7 +88,7 @@ func (rt *Router) writerFor(i int) *writerTarget {
 func (rt *Router) writerChanged(_, to int) {
 	w := rt.writerFor(to)
 	rt.wcur.Store(w)
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.cand == to {
 			// Now the writer: not behind anything (see Router.has).
 			r.lagNanos.Store(0)
@@ -198,7 +198,7 @@ func endpointTel(dbSystem string, spec endpointSpec) *telEndpoint {
 // the writer had).
 func (rt *Router) telReaders(yield func(telReaderStat) bool) {
 	now := time.Now()
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		st := telReaderStat{ep: r.tel, known: r.healthy.Load() && r.wm.Load() != nil}
 		st.lag = time.Duration(r.lagNanos.Load())
 		if f := r.freshAsOf.Load(); f > 0 {
@@ -227,7 +227,7 @@ func (rt *Router) telPools(yield func(telPoolStat) bool) {
 			return
 		}
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if !yield(telPoolStat{ep: r.tel, route: telRouteReader, stats: r.db.Stats()}) {
 			return
 		}

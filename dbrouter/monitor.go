@@ -31,6 +31,7 @@ type reader struct {
 
 	wm        atomic.Pointer[position] // applied position as last polled; nil until the first poll
 	healthy   atomic.Bool              // last poll succeeded
+	removed   atomic.Bool              // gone from the Aurora topology (topology.go)
 	lagNanos  atomic.Int64             // latest lag measurement
 	recentLag atomic.Int64             // smoothed lag, for wait bounds
 	freshAsOf atomic.Int64             // UnixNano: the reader had all the writer had then
@@ -49,7 +50,7 @@ type reader struct {
 
 // usable reports whether the reader may take reads at all.
 func (r *reader) usable(maxLag time.Duration) bool {
-	return r.healthy.Load() && time.Duration(r.lagNanos.Load()) <= maxLag
+	return r.healthy.Load() && !r.removed.Load() && time.Duration(r.lagNanos.Load()) <= maxLag
 }
 
 // demand registers a read waiting for p (or, with fresh, for a freshness

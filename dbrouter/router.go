@@ -30,14 +30,14 @@ type Router struct {
 	candTel []*telEndpoint               // their telemetry attributes
 	search  *writerSearch
 	fwd     *writerTarget // the write forwarding pool of Region, or nil (forward.go)
+	aurora  *auroraState  // OpenAurora's topology refresh, or nil (topology.go)
 	tel     *telemetry    // nil: uninstrumented (only the overhead benchmark does that)
 
 	sqldb    *sql.DB      // the routing pool (see DB)
 	sessions sessionCache // which statements pin a connection (see sessionStmt)
 
-	readers []*reader // local region first, then the others, in Config order
-	nLocal  int       // readers[:nLocal] are local
-	rr      atomic.Uint32
+	rset atomic.Pointer[readerSet] // the readers; replaced (never changed) by OpenAurora's topology refresh
+	rr   atomic.Uint32
 
 	wsample sampler  // writer position reads, for bounding what the writer served
 	changed notifier // monitor state changes
@@ -127,7 +127,7 @@ func (rt *Router) Stats() Stats {
 		Waits: c.waits.Load(), TokensRejected: c.tokensRejected.Load(),
 		PositionsRejected:     c.positionsRejected.Load(),
 		WritePositionFailures: c.writePosFailures.Load(),
-		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
+		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.rset.Load().nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
 		ConnectionsOpened: c.connsOpened.Load(), WriterSearches: rt.search.started.Load(),
 		WritesForwarded: c.forwarded.Load(),
@@ -173,8 +173,10 @@ func Open(cfg Config) (*Router, error) {
 	rt.fwd = rt.openForwarding(n.forward, dbSystem)
 	rt.search = newWriterSearch(writerSearchConfig{
 		probeTimeout: n.WriterProbeTimeout, interval: n.WriterSearchInterval,
-		aurora: n.Aurora, logger: rt.cfg.Logger, onChange: rt.writerChanged,
+		aurora: n.Aurora, logger: rt.cfg.Logger, onChange: rt.writerChanged, onSearch: rt.kickTopology,
 	}, probes, 0)
+	rt.aurora = n.auroraState
+	set := &readerSet{}
 	for pass := range 2 {
 		for i, spec := range n.readers {
 			local := spec.Region == n.Region
@@ -184,14 +186,15 @@ func Open(cfg Config) (*Router, error) {
 			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened}), local: local},
 				kick: make(chan struct{}, 1), cand: i + 1, tel: rt.candTel[i+1]}
 			n.ReaderPool.apply(r.db)
-			r.idx = len(rt.readers)
+			r.idx = len(set.all)
 			r.healthy.Store(true)
-			rt.readers = append(rt.readers, r)
+			set.all = append(set.all, r)
 			if local {
-				rt.nLocal++
+				set.nLocal++
 			}
 		}
 	}
+	rt.rset.Store(set)
 	rt.tel = newTelemetry(telemetryConfig{
 		tracerProvider: n.TracerProvider, meterProvider: n.MeterProvider,
 		dbSystem: dbSystem,
@@ -205,9 +208,13 @@ func Open(cfg Config) (*Router, error) {
 		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: no TokenKeys: read-your-writes tokens are signed "+
 			"with a random key of this process, and every other process and region rejects them")
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		rt.wg.Add(1)
 		go rt.supervise(rt.ctx, "monitor "+r.spec.Name, func(ctx context.Context) { rt.monitor(ctx, r) }, func() { rt.monitorFailed(r) })
+	}
+	if rt.aurora != nil {
+		rt.wg.Add(1)
+		go rt.supervise(rt.ctx, "aurora topology", rt.refreshTopology, nil)
 	}
 	if n.Dialect == DialectHeartbeat && n.HeartbeatPeriod > 0 {
 		rt.wg.Add(1)
@@ -237,7 +244,7 @@ func (rt *Router) Close() error {
 		if rt.fwd != nil {
 			errs = append(errs, rt.fwd.db.Close())
 		}
-		for _, r := range rt.readers {
+		for _, r := range rt.rdrs() {
 			errs = append(errs, r.db.Close())
 		}
 		rt.closeErr = errors.Join(errs...)
@@ -338,7 +345,7 @@ func (rt *Router) PingContext(ctx context.Context) error {
 	if err := w.db.PingContext(ctx); err != nil {
 		return &EndpointError{Endpoint: w.spec.Name, Op: "ping", Err: unwrapConnectError(err)}
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if err := r.db.PingContext(ctx); err != nil {
 			return &EndpointError{Endpoint: r.spec.Name, Op: "ping", Err: unwrapConnectError(err)}
 		}
@@ -366,7 +373,7 @@ func (rt *Router) readerFailed(ctx context.Context, db *sql.DB, err error) bool 
 	if !classifyFailure(ctx, err).serverFailure() {
 		return false
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.db != db {
 			continue
 		}
@@ -399,7 +406,7 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 	}
 	o, _ := ctx.Value(routeKey{}).(routeOpts)
 	t := trackerFrom(ctx)
-	if o.writer || len(rt.readers) == 0 {
+	if o.writer || len(rt.rdrs()) == 0 {
 		rt.stats.readsForced.Add(1)
 		if t != nil {
 			t.served(servedBy{rt: rt})
@@ -506,16 +513,17 @@ func (rt *Router) writerOrUnavailable(ctx context.Context) target {
 // a local one (round robin) or, with remote, one of another region.
 func (rt *Router) pick(need *position, remote bool) *reader {
 	maxLag := rt.cfg.MaxLag
-	if n := rt.nLocal; n > 0 {
+	set := rt.rset.Load()
+	if n := set.nLocal; n > 0 {
 		start := int(rt.rr.Add(1))
 		for i := range n {
-			if r := rt.readers[(start+i)%n]; r.usable(maxLag) && rt.has(r, need) {
+			if r := set.all[(start+i)%n]; r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
 		}
 	}
 	if remote {
-		for _, r := range rt.readers[rt.nLocal:] {
+		for _, r := range set.all[set.nLocal:] {
 			if r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
@@ -542,7 +550,7 @@ func (rt *Router) has(r *reader, need *position) bool {
 // pickStale returns a reader (local first) known to be at most d behind.
 func (rt *Router) pickStale(d time.Duration) *reader {
 	limit := time.Now().Add(-d).UnixNano()
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.usable(rt.cfg.MaxLag) && (r.freshAsOf.Load() >= limit || rt.isWriter(r)) {
 			return r
 		}
@@ -556,7 +564,7 @@ func (rt *Router) pickStale(d time.Duration) *reader {
 func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirement, stale time.Duration) (target, *reader) {
 	var cands []*reader
 	var bound time.Duration
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.usable(rt.cfg.MaxLag) {
 			cands = append(cands, r)
 			bound = max(bound, time.Duration(r.recentLag.Load())*5/4+2*rt.cfg.PollInterval)
