@@ -134,8 +134,11 @@ type Config struct {
 	// Watermarks, if not nil, shares the monitors' knowledge of readers
 	// between the processes of the fleet: a process reads it before
 	// querying a reader, and only the process that wins a claim queries.
-	// Reader names must then be the same in every process. If nil, each
-	// process queries the readers itself.
+	// Reader names must then be the same in every process. It also shares
+	// the writer a search found: another process's search probes that one
+	// alone first (one connection instead of one per endpoint, when a
+	// fleet searches after a failover). If nil, each process queries the
+	// readers and searches by itself.
 	Watermarks WatermarkStore
 
 	// PreferWriter sends a read whose local readers are too far behind to
@@ -145,7 +148,8 @@ type Config struct {
 
 	// WriterProbeTimeout bounds each probe of a writer search (connect and
 	// one query per endpoint; the probes of a search run concurrently). If
-	// zero, [DefaultWriterProbeTimeout] is used.
+	// zero, each probe's timeout is sized to the endpoint's measured
+	// connect time (see [DefaultWriterProbeTimeout]).
 	WriterProbeTimeout time.Duration
 
 	// WriterSearchInterval is the least time between two writer searches.

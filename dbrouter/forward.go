@@ -147,7 +147,7 @@ func (rt *Router) openForwarding(spec *endpointSpec, dbSystem string) *writerTar
 	}
 	w := &writerTarget{
 		endpointDB: endpointDB{spec: *spec, local: true,
-			db: sql.OpenDB(&writeConnector{inner: failureConnector{consistencyConnector{spec.connector}, &rt.stats.connsOpened},
+			db: sql.OpenDB(&writeConnector{inner: failureConnector{consistencyConnector{spec.connector}, &rt.stats.connsOpened, nil},
 				rt: rt, name: spec.Name, forward: true})},
 		cand: -1,
 		tel:  endpointTel(dbSystem, *spec),

@@ -28,6 +28,7 @@ type Router struct {
 	wpools  []*writerTarget              // writer-role pools by candidate, opened on first use
 	cands   []endpointSpec               // writer candidates: the writer, then the readers in Config order
 	candTel []*telEndpoint               // their telemetry attributes
+	candRTT []rttStat                    // their measured connect times (probe timeouts)
 	search  *writerSearch
 	fwd     *writerTarget // the write forwarding pool of Region, or nil (forward.go)
 	aurora  *auroraState  // OpenAurora's topology refresh, or nil (topology.go)
@@ -164,9 +165,10 @@ func Open(cfg Config) (*Router, error) {
 	rt.cands = append([]endpointSpec{n.writer}, n.readers...)
 	rt.candTel = make([]*telEndpoint, len(rt.cands))
 	probes := make([]writerCandidate, len(rt.cands))
+	rt.candRTT = make([]rttStat, len(rt.cands))
 	for i, spec := range rt.cands {
 		rt.candTel[i] = endpointTel(dbSystem, spec)
-		probes[i] = writerCandidate{name: spec.Name, connector: spec.connector}
+		probes[i] = writerCandidate{name: spec.Name, connector: spec.connector, rtt: &rt.candRTT[i]}
 	}
 	rt.wpools = make([]*writerTarget, len(rt.cands))
 	rt.wcur.Store(rt.writerFor(0))
@@ -174,6 +176,7 @@ func Open(cfg Config) (*Router, error) {
 	rt.search = newWriterSearch(writerSearchConfig{
 		probeTimeout: n.WriterProbeTimeout, interval: n.WriterSearchInterval,
 		aurora: n.Aurora, logger: rt.cfg.Logger, onChange: rt.writerChanged, onSearch: rt.kickTopology,
+		shared: n.Watermarks, sharedKey: sharedWriterKey(probes),
 	}, probes, 0)
 	rt.aurora = n.auroraState
 	set := &readerSet{}
@@ -183,7 +186,7 @@ func Open(cfg Config) (*Router, error) {
 			if local != (pass == 0) {
 				continue
 			}
-			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened}), local: local},
+			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened, &rt.candRTT[i+1]}), local: local},
 				kick: make(chan struct{}, 1), cand: i + 1, tel: rt.candTel[i+1]}
 			n.ReaderPool.apply(r.db)
 			r.idx = len(set.all)

@@ -163,7 +163,7 @@ func (rt *Router) applyTopology(ctx context.Context, t *auroraTopology) {
 			continue // no pattern for its region, or not a host label
 		}
 		spec := endpointSpec{Endpoint: ep, connector: ep.Connector}
-		r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened}),
+		r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened, nil}),
 			local: ep.Region == rt.cfg.Region}, kick: make(chan struct{}, 1), cand: -1, tel: endpointTel(a.dbSystem, spec)}
 		rt.cfg.ReaderPool.apply(r.db)
 		r.healthy.Store(true)
