@@ -94,9 +94,15 @@ type auroraTopology struct {
 // DialectMySQL); which rows a secondary region's replica_host_status shows
 // (assumed that region's instances, without a writer row, hence the global
 // table); that LAST_UPDATE_TIMESTAMP is UTC; how long the cluster writer
-// endpoint keeps leading to the old writer after a failover; and the
-// distribution of the heartbeat's visibility delay on readers. The command
-// examples/aurora-check settles them in one run against a real cluster.
+// endpoint keeps leading to the old writer after a failover; the
+// distribution of the heartbeat's visibility delay on readers; and, for
+// [Config].WriteForwarding, that aurora_replica_read_consistency = SESSION
+// makes a read on the session right after a forwarded write wait for it
+// (so the position read there covers the write), and that Aurora refuses
+// the statements forwarding does not support with ER_NOT_SUPPORTED_YET
+// (1235), which is what [ErrForwardingRestricted] matches. The command
+// examples/aurora-check (with -forward for the last two) settles them in
+// one run against a real cluster.
 func OpenAurora(ctx context.Context, cfg Config) (*Router, error) {
 	if !cfg.Aurora {
 		return nil, &ConfigError{Field: "Aurora", Reason: "false, but OpenAurora needs an Aurora cluster"}

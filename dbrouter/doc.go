@@ -132,8 +132,13 @@
 // topology and routes to each instance through its instance endpoint, with
 // one watermark per instance, so that a DNS-balanced reader endpoint never
 // stands for several instances and stale DNS of the writer endpoint cannot
-// lead writes to a reader. Its documentation lists what remains unverified
-// without a real Aurora cluster; examples/aurora-check settles it.
+// lead writes to a reader; it re-reads the topology while it runs
+// ([Config].AuroraTopologyInterval). In a Global Database's secondary region,
+// [Config].WriteForwarding sends writes to the local reader endpoint
+// (Aurora write forwarding) so that the region's processes hold no
+// connections to the writer. Its documentation lists what remains
+// unverified without a real Aurora cluster; examples/aurora-check settles
+// it.
 //
 // # Tokens across requests and regions
 //
