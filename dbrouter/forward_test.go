@@ -155,6 +155,27 @@ func TestWriteForwarding(t *testing.T) {
 	if got := rt.Stats().WritesForwarded; got != 10 {
 		t.Errorf("SERIALIZABLE transaction was forwarded (%d)", got)
 	}
+	// A forwarded transaction reads its own write, and the scope reads it
+	// after the commit.
+	sctx := NewContext(ctx)
+	tx, err = rt.BeginTx(sctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := key(t)
+	if _, err := tx.ExecContext(sctx, "INSERT INTO kv (k, v) VALUES (?, 3)", k); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := tx.QueryRowContext(sctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 3 {
+		t.Fatalf("read in the forwarded transaction: %d, %v", v, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.QueryRowContext(sctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 3 {
+		t.Fatalf("read after the forwarded commit: %d, %v", v, err)
+	}
 	// A forwarded transaction that uses a savepoint: a typed error.
 	tx, err = rt.BeginTx(ctx, nil)
 	if err != nil {
@@ -170,8 +191,8 @@ func TestWriteForwarding(t *testing.T) {
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	if got := rt.Stats().WritesForwarded; got != 11 {
-		t.Errorf("%d forwarded, want 11 (the transaction)", got)
+	if got := rt.Stats().WritesForwarded; got != 12 {
+		t.Errorf("%d forwarded, want 12 (the two transactions)", got)
 	}
 
 	// A forwarding endpoint that does not answer: the write provably did

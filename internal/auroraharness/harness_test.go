@@ -81,9 +81,11 @@ func TestForwarding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stale != 0 || st.forwarded == 0 || conns[testserver.SecondaryRegion] != 0 {
-		t.Errorf("forwarding: %d stale reads (want 0), %d writes forwarded (want > 0), %d us-east-1 connections to the writer (want 0)",
-			stale, st.forwarded, conns[testserver.SecondaryRegion])
+	// Writes hold no writer connection; only a read that no reader served
+	// in time may open one (none on an idle machine).
+	if stale != 0 || st.forwarded == 0 || conns[testserver.SecondaryRegion] > st.readsWriter {
+		t.Errorf("forwarding: %d stale reads (want 0), %d writes forwarded (want > 0), %d us-east-1 connections to the writer (want 0, or at most the %d reads that fell back to it)",
+			stale, st.forwarded, conns[testserver.SecondaryRegion], st.readsWriter)
 	}
 	_, _, ctl, err := writerConns(ctx, s, cfg, forwardEventual)
 	if err != nil {

@@ -421,7 +421,10 @@ func WriterConns(ctx context.Context, s *testserver.Stack, cfg Config, rep *Repo
 	return nil
 }
 
-type fwdStats struct{ forwarded, sessions int64 }
+type fwdStats struct {
+	forwarded, sessions int64
+	readsWriter         int64 // us-east-1 reads that fell back to the writer
+}
 
 func writerConns(ctx context.Context, s *testserver.Stack, cfg Config, fwd forwarding) (map[string]int64, fwdStats, int64, error) {
 	var st fwdStats
@@ -522,6 +525,7 @@ func writerConns(ctx context.Context, s *testserver.Stack, cfg Config, fwd forwa
 			for _, rt := range g.rts {
 				rs := rt.Stats()
 				st.forwarded += rs.WritesForwarded
+				st.readsWriter += rs.ReadsWriter
 				cfg.Logf("bench-aurora: us-east-1 router: %d writes (%d forwarded), reads local %d remote %d writer %d forced %d, waits %d, position failures %d",
 					rs.Writes, rs.WritesForwarded, rs.ReadsLocal, rs.ReadsRemote, rs.ReadsWriter, rs.ReadsForced, rs.Waits, rs.WritePositionFailures)
 			}

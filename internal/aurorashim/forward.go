@@ -12,9 +12,20 @@ import (
 	"github.com/go-sql-driver/mysql"
 )
 
-// What the forwarding emulation shows and what it cannot.
+// ErrCodeForwardingRestricted is the MySQL error number the emulation
+// returns for a statement that write forwarding does not support.
+const ErrCodeForwardingRestricted = 1235
+
+// forwardSession is the shim's form of the production statement
+// "SET aurora_replica_read_consistency = ..." (see [Renames]).
+const forwardSession = "SET @aurora_replica_read_consistency"
+
+// ForwardingConnector returns a connector for dsn (a reader endpoint, as
+// for [Shim.Connector]) whose connections emulate Aurora write forwarding.
+// Connections to the reader are counted as for Connector; the sessions it
+// opens on the primary are counted by [Shim.ForwardedPeak].
 //
-// A connection of [Shim.ForwardingConnector] plays a session on a reader
+// Each connection plays a session on a reader
 // instance with Aurora write forwarding enabled: it holds a connection to
 // the reader (the endpoint it was given) and one to the stack's primary.
 // Writes, transactions and locking reads go to the primary; other reads go
@@ -34,20 +45,6 @@ import (
 // (aurora_fwd_writer_max_connections_pct, aurora_fwd_writer_idle_timeout);
 // and what happens to a forwarded session across a failover or switchover
 // (forwarding must be re-enabled on the new secondary).
-
-// ErrCodeForwardingRestricted is the MySQL error number the emulation
-// returns for a statement that write forwarding does not support.
-const ErrCodeForwardingRestricted = 1235
-
-// forwardSession is the shim's form of the production statement
-// "SET aurora_replica_read_consistency = ..." (see [Renames]).
-const forwardSession = "SET @aurora_replica_read_consistency"
-
-// ForwardingConnector returns a connector for dsn (a reader endpoint, as
-// for [Shim.Connector]) whose connections emulate Aurora write forwarding
-// (see the package's forward.go for what the emulation cannot show).
-// Connections to the reader are counted as for Connector; the sessions it
-// opens on the primary are counted by [Shim.ForwardedPeak].
 func (s *Shim) ForwardingConnector(dsn string) (driver.Connector, error) {
 	rc, err := s.Connector(dsn)
 	if err != nil {
@@ -252,6 +249,9 @@ func (c *fwdConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, er
 	if rs != "" {
 		return nil, restricted(rs)
 	}
+	// Inside a transaction every statement runs on the primary (a
+	// forwarded transaction sees its own writes).
+	read = read && !c.inTx
 	var st driver.Stmt
 	if read {
 		st, err = c.r.baseConn.PrepareContext(ctx, q)
@@ -262,11 +262,6 @@ func (c *fwdConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, er
 		return nil, err
 	}
 	if read {
-		// A read prepared inside a transaction runs on the reader too,
-		// which differs from Aurora (reads of a forwarded transaction see
-		// its writes); dbrouter runs a transaction's statements unprepared
-		// only when the driver allows, so keep transactions write-only in
-		// tests.
 		return &fwdStmt{Stmt: st, c: c, read: true}, nil
 	}
 	return &fwdStmt{Stmt: st, c: c}, nil
