@@ -225,9 +225,12 @@
 //     a cluster endpoint's DNS name. One search runs at a time per router,
 //     shared by every statement that waits for it, at most one per
 //     WriterSearchInterval ([DefaultWriterSearchInterval]), each probe bounded
-//     by WriterProbeTimeout ([DefaultWriterProbeTimeout]); a fleet of N
-//     processes thus opens at most N connections per endpoint per interval
-//     during a failover. Writes then go to the new writer, without a restart
+//     by WriterProbeTimeout or, by default, by a timeout sized to the
+//     endpoint's measured connect time ([DefaultWriterProbeTimeout]); a fleet
+//     of N processes thus opens at most N connections per endpoint per
+//     interval during a failover, and with a shared [Config].Watermarks most
+//     of them probe only the writer another process found. Writes then go
+//     to the new writer, without a restart
 //     ([Stats].Writer, [Stats].Failovers, the regiondb.dbrouter.failovers
 //     metric).
 //   - Retries of writes. A statement is retried once, on the writer the
