@@ -75,10 +75,14 @@ type auroraTopology struct {
 // cluster endpoints cannot make a reader the writer.
 //
 // cfg needs Aurora, AuroraInstanceHosts, [DialectHeartbeat] and a Writer
-// with a DSN (its user, password, database and parameters are reused). The
-// instance set is read once: an instance added later gets no reads, and the
-// instance that was the writer at OpenAurora gets no reads after a failover,
-// until the Router is opened again.
+// with a DSN (its user, password, database and parameters are reused).
+// The Router reads the topology again every [Config].AuroraTopologyInterval
+// (and, within that bound, after writer searches), on a pooled connection:
+// an instance that joined the cluster becomes a reader (so does the former
+// writer after a failover), one that left gets no reads until it is back,
+// and a writer it does not write to starts a writer search. The writer
+// candidates are the instances known at OpenAurora: one that joined later
+// can be promoted and found only after the Router is opened again.
 //
 // # Unverified without a real Aurora cluster
 //
@@ -90,9 +94,15 @@ type auroraTopology struct {
 // DialectMySQL); which rows a secondary region's replica_host_status shows
 // (assumed that region's instances, without a writer row, hence the global
 // table); that LAST_UPDATE_TIMESTAMP is UTC; how long the cluster writer
-// endpoint keeps leading to the old writer after a failover; and the
-// distribution of the heartbeat's visibility delay on readers. The command
-// examples/aurora-check settles them in one run against a real cluster.
+// endpoint keeps leading to the old writer after a failover; the
+// distribution of the heartbeat's visibility delay on readers; and, for
+// [Config].WriteForwarding, that aurora_replica_read_consistency = SESSION
+// makes a read on the session right after a forwarded write wait for it
+// (so the position read there covers the write), and that Aurora refuses
+// the statements forwarding does not support with ER_NOT_SUPPORTED_YET
+// (1235), which is what [ErrForwardingRestricted] matches. The command
+// examples/aurora-check (with -forward for the last two) settles them in
+// one run against a real cluster.
 func OpenAurora(ctx context.Context, cfg Config) (*Router, error) {
 	if !cfg.Aurora {
 		return nil, &ConfigError{Field: "Aurora", Reason: "false, but OpenAurora needs an Aurora cluster"}
@@ -179,6 +189,14 @@ func OpenAurora(ctx context.Context, cfg Config) (*Router, error) {
 
 	out := cfg
 	out.auroraInstances = true
+	if cfg.AuroraTopologyInterval >= 0 {
+		dbSystem := "mysql"
+		out.auroraState = &auroraState{builder: b, interval: cfg.AuroraTopologyInterval, defRegion: defRegion,
+			dbSystem: dbSystem, kick: make(chan struct{}, 1)}
+		if out.auroraState.interval == 0 {
+			out.auroraState.interval = DefaultAuroraTopologyInterval
+		}
+	}
 	out.Readers = nil
 	if out.Writer, err = b.endpoint(topo.writer, topo.regions[topo.writer]); err != nil {
 		return nil, err
@@ -261,6 +279,13 @@ func readAuroraTopology(ctx context.Context, c driver.Connector, defRegion strin
 	defer cancel()
 	db := sql.OpenDB(c)
 	defer db.Close()
+	return readAuroraTopologyDB(ctx, db, defRegion)
+}
+
+// readAuroraTopologyDB is readAuroraTopology on a connection of db.
+func readAuroraTopologyDB(ctx context.Context, db *sql.DB, defRegion string) (*auroraTopology, error) {
+	ctx, cancel := context.WithTimeout(ctx, auroraReadTimeout)
+	defer cancel()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, unwrapConnectError(err)

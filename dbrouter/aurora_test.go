@@ -73,7 +73,7 @@ func openAurora(t *testing.T, cfg Config) *Router {
 
 func readerNames(rt *Router) []string {
 	var out []string
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		out = append(out, r.spec.Name+"/"+r.spec.Region)
 	}
 	return out
@@ -142,6 +142,7 @@ func TestOpenAuroraStaleWriterDNS(t *testing.T) {
 func TestAuroraFailoverInstances(t *testing.T) {
 	s := testserver.Require(t)
 	sh, cfg := auroraStack(t, s)
+	cfg.AuroraTopologyInterval = 200 * time.Millisecond
 	rt := openAurora(t, cfg)
 	ctx := ctxT(t)
 	if err := sh.Failover(ctx, "r1"); err != nil {
@@ -162,6 +163,11 @@ func TestAuroraFailoverInstances(t *testing.T) {
 	if st.Writer != "tokyo-b" || st.Failovers != 1 {
 		t.Fatalf("writer %q after %d failovers, want tokyo-b after 1", st.Writer, st.Failovers)
 	}
+	// The former writer, now a reader, joins the readers at the next
+	// topology refresh.
+	eventually(t, "tokyo-a to become a reader", func() bool {
+		return strings.Contains(strings.Join(readerNames(rt), ","), "tokyo-a/ap-northeast-1")
+	})
 }
 
 // TestOpenAuroraRegionWithoutPattern: an instance of a region without a

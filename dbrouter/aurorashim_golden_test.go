@@ -20,6 +20,7 @@ var auroraSQL = []string{
 	probeAuroraTopologyQuery,
 	auroraHostsQuery,
 	auroraGlobalQuery,
+	forwardConsistencyQuery,
 }
 
 // TestAuroraShimOnlyRenames asserts that what the shim runs differs from the

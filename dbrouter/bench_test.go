@@ -78,7 +78,7 @@ func BenchmarkReadCPU(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer rt.Close()
-	rt.readers[0].wm.Store(&position{parts: []posPart{{key: domainKey(0), seq: 10}}})
+	rt.rdrs()[0].wm.Store(&position{parts: []posPart{{key: domainKey(0), seq: 10}}})
 	scoped := NewContext(context.Background())
 	trackerFrom(scoped).advance(&position{parts: []posPart{{key: domainKey(0), seq: 5}}}, true)
 	var v int64

@@ -132,7 +132,7 @@ func TestCombinedGuardFails(t *testing.T) {
 	if after.ReadsWriter-before.ReadsWriter != 1 {
 		t.Errorf("reads to the writer: %d, want 1", after.ReadsWriter-before.ReadsWriter)
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if !r.healthy.Load() {
 			t.Errorf("%s excluded after a guard failure", r.spec.Name)
 		}

@@ -138,7 +138,11 @@ type Config struct {
 	// monitor calls the store from a goroutine of its own; a call that
 	// fails or takes longer than half a PollInterval (plus 5/8 of the
 	// reader's recent lag, as reads then wait longer) makes the process
-	// query the reader itself. If nil, each process queries the readers itself.
+	// query the reader itself. The store also shares the writer a search
+	// found: another process's search probes that one alone first (one
+	// connection instead of one per endpoint, when a fleet searches after a
+	// failover). If nil, each process queries the readers and searches by
+	// itself.
 	Watermarks WatermarkStore
 
 	// PreferWriter sends a read whose local readers are too far behind to
@@ -148,7 +152,8 @@ type Config struct {
 
 	// WriterProbeTimeout bounds each probe of a writer search (connect and
 	// one query per endpoint; the probes of a search run concurrently). If
-	// zero, [DefaultWriterProbeTimeout] is used.
+	// zero, each probe's timeout is sized to the endpoint's measured
+	// connect time (see [DefaultWriterProbeTimeout]).
 	WriterProbeTimeout time.Duration
 
 	// WriterSearchInterval is the least time between two writer searches.
@@ -173,6 +178,50 @@ type Config struct {
 	// (the AWS wrappers' clusterInstanceHostPattern). [Open] refuses it:
 	// use OpenAurora. Nil means no instance topology.
 	AuroraInstanceHosts map[string]string
+
+	// WriteForwarding, with Aurora and [DialectHeartbeat], maps a region to
+	// the reader endpoint of that region's cluster on which Aurora write
+	// forwarding is enabled (a Global Database's secondary cluster reader
+	// endpoint, "…cluster-ro-…"). Only the entry of Region is used, and only
+	// while the writer is in another region (its [Endpoint].Region, which
+	// [OpenAurora] sets from the topology): the router's writes then go to
+	// that endpoint through a small pool of its own (see ForwardingPool),
+	// each connection opened with aurora_replica_read_consistency =
+	// SESSION, and the region's processes hold no connections to the
+	// writer for their writes. Reads still go to readers by position.
+	//
+	// Only statements the endpoint supports are forwarded: INSERT, UPDATE,
+	// DELETE, REPLACE, writing SELECT and WITH statements, and read-write
+	// transactions at the default or REPEATABLE READ isolation level.
+	// Everything else (DDL, XA, SAVEPOINT, LOAD DATA, SET, LOCK TABLES,
+	// CALL, other isolation levels) goes to the writer as without
+	// forwarding. A statement the endpoint refuses as unsupported (inside a
+	// forwarded transaction) fails with [ErrForwardingRestricted], never
+	// [ErrOutcomeUnknown]; one that provably did not reach it (endpoint
+	// down, forwarding disabled as after a switchover) runs on the writer.
+	// A write's read-your-writes position is read on its forwarding session
+	// right after it. While it forwards, the monitors' background checks
+	// do not read the writer's position (a reader's lag is then measured
+	// by the reads that wait for it); bounded-staleness reads
+	// ([WithMaxStaleness]) and reads that fall back to the writer still use
+	// the writer's pool. Nil means no forwarding.
+	WriteForwarding map[string]Endpoint
+
+	// ForwardingPool limits the pool of the forwarding endpoint. Zero
+	// fields mean [DefaultForwardingMaxOpenConns],
+	// [DefaultForwardingMaxIdleConns] and [DefaultForwardingConnMaxIdleTime]
+	// (and [DefaultConnMaxLifetime]).
+	ForwardingPool PoolConfig
+
+	// AuroraTopologyInterval is how often a router opened with
+	// [OpenAurora] reads the cluster's topology again (one read, on a pooled
+	// connection of a local reader if one answers): instances added to the
+	// cluster become readers, instances removed stop getting reads, and a
+	// writer other than the current one starts a writer search. A writer
+	// search asks for an early read, but there is never more than one read
+	// per interval. If zero, [DefaultAuroraTopologyInterval] is used; if
+	// negative, the topology is read only by OpenAurora.
+	AuroraTopologyInterval time.Duration
 
 	// NewConnector, if not nil, makes the connector of every endpoint that
 	// the router builds itself from a DSN (the Aurora instances of
@@ -223,6 +272,8 @@ type Config struct {
 
 	// auroraInstances is set by OpenAurora on the Config it passes to Open.
 	auroraInstances bool
+	// auroraState, set by OpenAurora, makes Open run the topology refresh.
+	auroraState *auroraState
 
 	// unguardedPromotedWait restores, for the control of a test only, the
 	// behaviour before issue 13: a reader that became the writer gets
@@ -330,6 +381,7 @@ type normalized struct {
 	Config
 	writer    endpointSpec
 	readers   []endpointSpec
+	forward   *endpointSpec // WriteForwarding[Region], if any
 	warnings  []string
 	tokenKeys []TokenKey
 }
@@ -427,6 +479,29 @@ func validate(cfg Config) (*normalized, error) {
 	}
 	if len(c.Readers) > 0 && local == 0 {
 		n.warnings = append(n.warnings, "no reader in the local region "+c.Region+": reads go to other regions' readers or the writer")
+	}
+	if len(c.WriteForwarding) > 0 {
+		if !c.Aurora || c.Dialect != DialectHeartbeat {
+			return nil, &ConfigError{Field: "WriteForwarding", Reason: "needs Aurora and DialectHeartbeat"}
+		}
+		if e, ok := c.WriteForwarding[c.Region]; ok {
+			field := "WriteForwarding[" + c.Region + "]"
+			spec, err := endpoint(field, e, false)
+			if err != nil {
+				return nil, err
+			}
+			if spec.Region != "" && spec.Region != c.Region {
+				return nil, &ConfigError{Field: field + ".Region", Reason: "not the key's region"}
+			}
+			spec.Region = c.Region
+			if prev, dup := seen[spec.Name]; dup {
+				return nil, &ConfigError{Field: field + ".Name", Reason: "duplicate endpoint " + spec.Name + " (also " + prev + ")"}
+			}
+			n.forward = &spec
+		}
+	}
+	if err := c.ForwardingPool.validate("ForwardingPool"); err != nil {
+		return nil, &ConfigError{Field: "ForwardingPool", Reason: "inconsistent limits", Err: err}
 	}
 	ids := map[uint8]bool{}
 	for i, k := range c.TokenKeys {

@@ -5,9 +5,11 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,9 +20,20 @@ import (
 // Defaults of the writer search.
 const (
 	// DefaultWriterProbeTimeout bounds one probe of one endpoint during a
-	// writer search (connect, handshake and one query). The probes of a
-	// search run concurrently, so it also bounds the whole search.
+	// writer search (connect, handshake and one query) while the router has
+	// not yet measured how long connecting to that endpoint takes. Once it
+	// has (every new connection of the router's pools and probes is timed),
+	// a probe gets four times the smoothed connect time, at least
+	// [MinWriterProbeTimeout] and at most [MaxWriterProbeTimeout], so that a
+	// cross-region handshake fits and a dead local endpoint fails fast. The
+	// probes of a search run concurrently, so the longest bounds the search.
 	DefaultWriterProbeTimeout = time.Second
+	// MinWriterProbeTimeout is the floor of a probe timeout sized to the
+	// measured connect time.
+	MinWriterProbeTimeout = 300 * time.Millisecond
+	// MaxWriterProbeTimeout is the cap of a probe timeout sized to the
+	// measured connect time.
+	MaxWriterProbeTimeout = 5 * time.Second
 	// DefaultWriterSearchInterval is the least time between the starts of two
 	// writer searches of one router. Statements that need the writer while a
 	// search is running wait for it (bounded by their context); within the
@@ -53,11 +66,71 @@ const (
 type writerCandidate struct {
 	name      string           // endpoint name, for logs and errors (never a DSN)
 	connector driver.Connector // opens a fresh connection for each probe
+	rtt       *rttStat         // its measured connect time, or nil
+}
+
+// probeRTTFactor is how many measured connect times a probe may take.
+const probeRTTFactor = 4
+
+// rttStat is the smoothed time one endpoint takes to accept a connection
+// (TCP, TLS and authentication: several round trips). The zero value has
+// no measurement.
+type rttStat struct{ nanos atomic.Int64 }
+
+// record adds one measurement (an exponential average, weight 1/8).
+func (s *rttStat) record(d time.Duration) {
+	if s == nil || d <= 0 {
+		return
+	}
+	for {
+		old := s.nanos.Load()
+		next := int64(d)
+		if old > 0 {
+			next = old - old/8 + int64(d)/8
+		}
+		if s.nanos.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// probeTimeout returns the probe timeout for an endpoint with this
+// measurement: DefaultWriterProbeTimeout without one.
+func (s *rttStat) probeTimeout() time.Duration {
+	if s == nil || s.nanos.Load() == 0 {
+		return DefaultWriterProbeTimeout
+	}
+	return min(max(probeRTTFactor*time.Duration(s.nanos.Load()), MinWriterProbeTimeout), MaxWriterProbeTimeout)
+}
+
+// sharedWriterTTL is how long a found writer stays in the WatermarkStore.
+const sharedWriterTTL = time.Minute
+
+// sharedStoreTimeout bounds one WatermarkStore call of a writer search.
+const sharedStoreTimeout = 300 * time.Millisecond
+
+// errNotProbed stands for the candidates a search did not probe because the
+// writer the fleet shares answered.
+var errNotProbed = errors.New("dbrouter: not probed (the shared writer answered)")
+
+// sharedWriterKey is the WatermarkStore key of the writer found by any
+// process whose writer candidates have the same names.
+func sharedWriterKey(cands []writerCandidate) string {
+	names := make([]string, len(cands))
+	for i, c := range cands {
+		names[i] = c.name
+	}
+	slices.Sort(names)
+	h := fnv.New64a()
+	h.Write([]byte(strings.Join(names, "\n")))
+	return watermarkPrefix + "writer/" + strconv.FormatUint(h.Sum64(), 16)
 }
 
 // writerSearchConfig configures a writerSearch. Zero durations mean the
 // defaults.
 type writerSearchConfig struct {
+	// probeTimeout, if set, bounds every probe; if zero, each probe's
+	// timeout is sized to its candidate's measured connect time.
 	probeTimeout time.Duration
 	interval     time.Duration
 	// aurora makes probes also read Aurora MySQL's own instance id and the
@@ -69,6 +142,14 @@ type writerSearchConfig struct {
 	// onChange, if not nil, is called (outside any lock) when a search
 	// finds a writer other than the current one.
 	onChange func(from, to int)
+	// onSearch, if not nil, is called (outside any lock) after every
+	// search, found or not.
+	onSearch func()
+	// shared, if not nil, shares the found writer with the fleet under
+	// sharedKey: a search first probes the writer it names alone, and a
+	// search that had to probe every candidate publishes what it found.
+	shared    WatermarkStore
+	sharedKey string
 }
 
 // writerSearch finds the one writable endpoint among the candidates. At most
@@ -85,6 +166,7 @@ type writerSearch struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // running search goroutines
 	started atomic.Int64   // searches started
+	hits    atomic.Int64   // searches settled by the shared writer alone
 
 	mu       sync.Mutex // protects the fields below
 	current  int        // index of the writer as last known
@@ -105,9 +187,6 @@ type writerSearchCall struct {
 }
 
 func newWriterSearch(cfg writerSearchConfig, cands []writerCandidate, current int) *writerSearch {
-	if cfg.probeTimeout <= 0 {
-		cfg.probeTimeout = DefaultWriterProbeTimeout
-	}
 	if cfg.interval <= 0 {
 		cfg.interval = DefaultWriterSearchInterval
 	}
@@ -208,18 +287,19 @@ type probeResult struct {
 func (w *writerSearch) search(call *writerSearchCall) {
 	defer w.wg.Done()
 	w.started.Add(1)
-	ctx, cancel := context.WithTimeout(w.base, w.cfg.probeTimeout)
 	results := make([]probeResult, len(w.cands))
-	var pwg sync.WaitGroup
-	for i := range w.cands {
-		pwg.Add(1)
-		go func() {
-			defer pwg.Done()
-			results[i] = probeWriter(ctx, w.cands[i].connector, w.cfg.aurora)
-		}()
+	shared := w.tryShared(results)
+	if !shared {
+		var pwg sync.WaitGroup
+		for i := range w.cands {
+			pwg.Add(1)
+			go func() {
+				defer pwg.Done()
+				results[i] = w.probe(i)
+			}()
+		}
+		pwg.Wait()
 	}
-	pwg.Wait()
-	cancel()
 
 	w.mu.Lock()
 	prev := w.current
@@ -244,7 +324,15 @@ func (w *writerSearch) search(call *writerSearchCall) {
 	// Log and report before releasing the waiters, so that a caller that
 	// saw the new writer also sees it counted.
 	defer close(call.done)
+	if w.cfg.onSearch != nil {
+		defer w.cfg.onSearch()
+	}
 
+	if err == nil && !shared && w.cfg.shared != nil {
+		sctx, cancel := context.WithTimeout(w.base, sharedStoreTimeout)
+		w.cfg.shared.Set(sctx, w.cfg.sharedKey, "v1 "+w.cands[idx].name, sharedWriterTTL)
+		cancel()
+	}
 	if err != nil {
 		w.cfg.logger.LogAttrs(w.base, slog.LevelWarn, "dbrouter: writer search found no writable server",
 			slog.String("error", err.Error()))
@@ -257,6 +345,49 @@ func (w *writerSearch) search(call *writerSearchCall) {
 			w.cfg.onChange(prev, idx)
 		}
 	}
+}
+
+// probe probes candidate i, bounded by its timeout (see rttStat).
+func (w *writerSearch) probe(i int) probeResult {
+	c := w.cands[i]
+	d := w.cfg.probeTimeout
+	if d <= 0 {
+		d = c.rtt.probeTimeout()
+	}
+	ctx, cancel := context.WithTimeout(w.base, d)
+	defer cancel()
+	return probeWriter(ctx, c.connector, w.cfg.aurora, c.rtt)
+}
+
+// tryShared probes alone the writer the fleet shares, if any, and reports
+// whether it settles the search: it answered writable (on Aurora, also as
+// the writer of its own topology table). Then results holds its answer and
+// errNotProbed for the others.
+func (w *writerSearch) tryShared(results []probeResult) bool {
+	if w.cfg.shared == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(w.base, sharedStoreTimeout)
+	v, err := w.cfg.shared.Get(ctx, w.cfg.sharedKey)
+	cancel()
+	name, ok := strings.CutPrefix(v, "v1 ")
+	if err != nil || !ok {
+		return false
+	}
+	i := slices.IndexFunc(w.cands, func(c writerCandidate) bool { return c.name == name })
+	if i < 0 {
+		return false // not one of ours (the store is as hostile as the network)
+	}
+	r := w.probe(i)
+	if r.err != nil || !r.writable || (w.cfg.aurora && !strings.EqualFold(r.writerID, r.serverID)) {
+		return false
+	}
+	for j := range results {
+		results[j].err = errNotProbed
+	}
+	results[i] = r
+	w.hits.Add(1)
+	return true
 }
 
 // choose picks the writer from the probe results: on Aurora the candidate
@@ -363,11 +494,13 @@ func (e *noWriterError) Unwrap() []error {
 // connection to a demoted server nor a cached DNS answer can mislead it),
 // asks whether the server is writable and, on Aurora, for its own id and the
 // writer's id, and closes the connection. ctx bounds it.
-func probeWriter(ctx context.Context, c driver.Connector, aurora bool) (res probeResult) {
+func probeWriter(ctx context.Context, c driver.Connector, aurora bool, rtt *rttStat) (res probeResult) {
+	start := time.Now()
 	conn, err := c.Connect(ctx)
 	if err != nil {
 		return probeResult{err: unwrapConnectError(err)}
 	}
+	rtt.record(time.Since(start))
 	defer conn.Close()
 	if aurora {
 		vals, err := probeQuery(ctx, conn, probeAuroraIDQuery, 2)

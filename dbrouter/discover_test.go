@@ -446,3 +446,110 @@ func TestWriterSearchBacksOff(t *testing.T) {
 		}
 	})
 }
+
+func TestProbeTimeoutSizedToRTT(t *testing.T) {
+	var none *rttStat
+	for _, tc := range []struct {
+		name string
+		rtt  time.Duration
+		want time.Duration
+	}{
+		{"unmeasured", 0, DefaultWriterProbeTimeout},
+		{"loopback: the floor", time.Millisecond, MinWriterProbeTimeout},
+		{"cross-region handshake", 400 * time.Millisecond, 1600 * time.Millisecond},
+		{"very slow: the cap", 3 * time.Second, MaxWriterProbeTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &rttStat{}
+			s.record(tc.rtt)
+			if got := s.probeTimeout(); got != tc.want {
+				t.Fatalf("probeTimeout = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if got := none.probeTimeout(); got != DefaultWriterProbeTimeout {
+		t.Fatalf("nil: %v", got)
+	}
+	// A hanging endpoint whose connects took 10 ms is given up after the
+	// floor, not the default second.
+	synctest.Test(t, func(t *testing.T) {
+		srv, cands := discoverTopology()
+		srv[0].set(func(s *discoverFakeServer) { s.hang = true })
+		srv[1].set(func(s *discoverFakeServer) { s.readOnly = false })
+		for i := range cands {
+			cands[i].rtt = &rttStat{}
+			cands[i].rtt.record(10 * time.Millisecond)
+		}
+		w := newWriterSearch(writerSearchConfig{}, cands, 0)
+		defer w.close()
+		start := time.Now()
+		if got, err := w.find(context.Background()); got != 1 || err != nil {
+			t.Fatalf("find = %d, %v", got, err)
+		}
+		if d := time.Since(start); d != MinWriterProbeTimeout {
+			t.Fatalf("search took %v, want the floor %v", d, MinWriterProbeTimeout)
+		}
+	})
+}
+
+// TestWriterSearchShared: a process that found the writer publishes it in
+// the WatermarkStore; another process's search probes that one alone. A
+// stale or foreign shared value makes a full search.
+func TestWriterSearchShared(t *testing.T) {
+	ctx := context.Background()
+	newFleet := func() ([]*discoverFakeServer, []writerCandidate) {
+		inst := []*discoverFakeServer{
+			{serverID: "i-1", topology: "i-2", innodbRO: true}, // demoted
+			{serverID: "i-2", topology: "i-2"},                 // the writer
+			{serverID: "i-3", topology: "i-2", innodbRO: true},
+		}
+		var cands []writerCandidate
+		for _, s := range inst {
+			cands = append(cands, writerCandidate{name: s.serverID, connector: discoverConnector(s)})
+		}
+		return inst, cands
+	}
+	store := newMemWatermarks()
+	inst, cands := newFleet()
+	key := sharedWriterKey(cands)
+	a := newWriterSearch(writerSearchConfig{aurora: true, shared: store, sharedKey: key}, cands, 0)
+	defer a.close()
+	if got, err := a.find(ctx); got != 1 || err != nil {
+		t.Fatalf("first process: find = %d, %v", got, err)
+	}
+	if v, _ := store.Get(ctx, key); v != "v1 i-2" {
+		t.Fatalf("shared value %q", v)
+	}
+	if a.hits.Load() != 0 || inst[0].connects.Load() != 1 {
+		t.Fatalf("first process: %d shared hits, %d probes of i-1", a.hits.Load(), inst[0].connects.Load())
+	}
+
+	inst2, cands2 := newFleet()
+	b := newWriterSearch(writerSearchConfig{aurora: true, shared: store, sharedKey: sharedWriterKey(cands2)}, cands2, 0)
+	defer b.close()
+	if got, err := b.find(ctx); got != 1 || err != nil {
+		t.Fatalf("second process: find = %d, %v", got, err)
+	}
+	if b.hits.Load() != 1 || inst2[0].connects.Load() != 0 || inst2[2].connects.Load() != 0 || inst2[1].connects.Load() != 1 {
+		t.Fatalf("second process: %d hits, probes %d %d %d; want 1 hit and only i-2 probed",
+			b.hits.Load(), inst2[0].connects.Load(), inst2[1].connects.Load(), inst2[2].connects.Load())
+	}
+
+	for _, v := range []string{"v1 i-1", "v1 nowhere", "garbage"} {
+		t.Run(v, func(t *testing.T) {
+			inst3, cands3 := newFleet()
+			store.Set(ctx, key, v, time.Minute)
+			c := newWriterSearch(writerSearchConfig{aurora: true, shared: store, sharedKey: sharedWriterKey(cands3)}, cands3, 0)
+			defer c.close()
+			if got, err := c.find(ctx); got != 1 || err != nil {
+				t.Fatalf("find = %d, %v", got, err)
+			}
+			if c.hits.Load() != 0 || inst3[2].connects.Load() != 1 {
+				t.Fatalf("%d hits, %d probes of i-3; want a full search", c.hits.Load(), inst3[2].connects.Load())
+			}
+			if got, _ := store.Get(ctx, key); got != "v1 i-2" {
+				t.Fatalf("republished %q", got)
+			}
+		})
+	}
+}

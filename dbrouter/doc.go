@@ -132,8 +132,13 @@
 // topology and routes to each instance through its instance endpoint, with
 // one watermark per instance, so that a DNS-balanced reader endpoint never
 // stands for several instances and stale DNS of the writer endpoint cannot
-// lead writes to a reader. Its documentation lists what remains unverified
-// without a real Aurora cluster; examples/aurora-check settles it.
+// lead writes to a reader; it re-reads the topology while it runs
+// ([Config].AuroraTopologyInterval). In a Global Database's secondary region,
+// [Config].WriteForwarding sends writes to the local reader endpoint
+// (Aurora write forwarding) so that the region's processes hold no
+// connections to the writer. Its documentation lists what remains
+// unverified without a real Aurora cluster; examples/aurora-check settles
+// it.
 //
 // # Tokens across requests and regions
 //
@@ -269,9 +274,12 @@
 //     a cluster endpoint's DNS name. One search runs at a time per router,
 //     shared by every statement that waits for it, at most one per
 //     WriterSearchInterval ([DefaultWriterSearchInterval]), each probe bounded
-//     by WriterProbeTimeout ([DefaultWriterProbeTimeout]); a fleet of N
-//     processes thus opens at most N connections per endpoint per interval
-//     during a failover. Writes then go to the new writer, without a restart
+//     by WriterProbeTimeout or, by default, by a timeout sized to the
+//     endpoint's measured connect time ([DefaultWriterProbeTimeout]); a fleet
+//     of N processes thus opens at most N connections per endpoint per
+//     interval during a failover, and with a shared [Config].Watermarks most
+//     of them probe only the writer another process found. Writes then go
+//     to the new writer, without a restart
 //     ([Stats].Writer, [Stats].Failovers, the regiondb.dbrouter.failovers
 //     metric).
 //   - Retries of writes. A statement is retried once, on the writer the

@@ -116,3 +116,29 @@ func (e *positionUnavailableError) Error() string {
 func (e *positionUnavailableError) Is(target error) bool { return target == ErrPositionUnavailable }
 
 func (e *positionUnavailableError) Unwrap() error { return e.search }
+
+// ErrForwardingRestricted is matched (with [errors.Is]) by the error of a
+// statement that the forwarding endpoint refused because Aurora's write
+// forwarding does not support it (DDL, XA, SAVEPOINT, LOAD DATA, an
+// isolation level other than REPEATABLE READ). The statement did not run:
+// it is not an outcome-unknown failure. The router sends the statements it
+// can recognise as restricted to the writer itself (see
+// [Config].WriteForwarding), so this is seen only inside a forwarded
+// transaction or for a statement the router could not classify. The error
+// unwraps to the driver's error.
+var ErrForwardingRestricted = errors.New("dbrouter: statement not supported by Aurora write forwarding")
+
+// forwardRestrictedError is the error of a statement refused by forwarding.
+type forwardRestrictedError struct {
+	endpoint string
+	err      error
+}
+
+func (e *forwardRestrictedError) Error() string {
+	return ErrForwardingRestricted.Error() + " (" + e.endpoint + "): " + e.err.Error()
+}
+func (e *forwardRestrictedError) Unwrap() error        { return e.err }
+func (e *forwardRestrictedError) Is(target error) bool { return target == ErrForwardingRestricted }
+
+// ErrorType names the error for telemetry.
+func (e *forwardRestrictedError) ErrorType() string { return "forwarding_restricted" }

@@ -38,8 +38,9 @@ const (
 // stmtCall describes one call of the execution path.
 type stmtCall struct {
 	op    opKind
-	query string // the statement's text; "" for BEGIN, COMMIT, ROLLBACK
-	ro    bool   // opBegin: a read-only transaction; opQuery: inside one
+	query string                // the statement's text; "" for BEGIN, COMMIT, ROLLBACK
+	ro    bool                  // opBegin: a read-only transaction; opQuery: inside one
+	iso   driver.IsolationLevel // opBegin: the isolation level asked for
 }
 
 // spanText returns the text the span and metrics describe the call by (its
@@ -73,6 +74,11 @@ func (c stmtCall) write(rt *Router) bool {
 
 // target returns where the call runs.
 func (rt *Router) target(ctx context.Context, c stmtCall) target {
+	return rt.forwardTarget(c, rt.routeCall(ctx, c))
+}
+
+// routeCall returns where the call runs without write forwarding.
+func (rt *Router) routeCall(ctx context.Context, c stmtCall) target {
 	switch c.op {
 	case opExec:
 		rt.stats.writes.Add(1)
@@ -143,7 +149,7 @@ type retryBudget struct {
 }
 
 func (rt *Router) attempts() retryBudget {
-	return retryBudget{readers: len(rt.readers), writer: true, guard: true}
+	return retryBudget{readers: len(rt.rdrs()), writer: true, guard: true}
 }
 
 // failed handles err of the call c on t: a reader's failure excludes the
@@ -151,6 +157,9 @@ func (rt *Router) attempts() retryBudget {
 // the writer's goes to writeFailed. It reports whether to run the call again
 // on the returned target.
 func (rt *Router) failed(ctx context.Context, t target, c stmtCall, err error, b *retryBudget) (target, bool, error) {
+	if t.w != nil && t.w == rt.fwd {
+		return rt.forwardFailed(ctx, t, c, err, b)
+	}
 	if t.route == telRouteWriter {
 		write := c.write(rt)
 		if !b.writer {

@@ -84,7 +84,7 @@ func (rt *Router) writerFor(i int) *writerTarget {
 	spec := rt.cands[i]
 	w := &writerTarget{
 		endpointDB: endpointDB{spec: spec, local: true,
-			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened}, rt: rt, name: spec.Name,
+			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened, &rt.candRTT[i]}, rt: rt, name: spec.Name,
 				comb: rt.combining(spec)})},
 		cand: i,
 		tel:  rt.candTel[i],
@@ -99,7 +99,7 @@ func (rt *Router) writerFor(i int) *writerTarget {
 func (rt *Router) writerChanged(_, to int) {
 	w := rt.writerFor(to)
 	rt.wcur.Store(w)
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.cand == to {
 			// Now the writer: not behind anything (see Router.has).
 			r.lagNanos.Store(0)
@@ -209,7 +209,7 @@ func endpointTel(dbSystem string, spec endpointSpec) *telEndpoint {
 // the writer had).
 func (rt *Router) telReaders(yield func(telReaderStat) bool) {
 	now := time.Now()
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		st := telReaderStat{ep: r.tel, known: r.healthy.Load() && r.wm.Load() != nil}
 		st.lag = time.Duration(r.lagNanos.Load())
 		if f := r.freshAsOf.Load(); f > 0 {
@@ -238,7 +238,7 @@ func (rt *Router) telPools(yield func(telPoolStat) bool) {
 			return
 		}
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if !yield(telPoolStat{ep: r.tel, route: telRouteReader, stats: r.db.Stats()}) {
 			return
 		}

@@ -44,7 +44,7 @@ func TestReadRetriedWhenReaderDiesStack(t *testing.T) {
 			t.Errorf("read %d served by %d", i, id)
 		}
 	}
-	if rt.readers[0].healthy.Load() {
+	if rt.rdrs()[0].healthy.Load() {
 		t.Error("r1 still counted healthy")
 	}
 	started = true

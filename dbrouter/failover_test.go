@@ -300,7 +300,7 @@ func TestCallerCancelStack(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want the caller's context error", err)
 		}
-		if !rt.readers[0].healthy.Load() {
+		if !rt.rdrs()[0].healthy.Load() {
 			t.Fatal("the caller's cancellation excluded the reader")
 		}
 	}

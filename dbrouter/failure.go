@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -292,16 +293,21 @@ func (e *connectError) Unwrap() error { return e.err }
 // never reached the server). database/sql returns Connect's error unchanged
 // to the statement that asked for the connection.
 // When opened is not nil, each new connection is counted there.
+// When rtt is not nil, each successful Connect is timed there (see
+// rttStat).
 type failureConnector struct {
 	driver.Connector
 	opened *atomic.Int64
+	rtt    *rttStat
 }
 
 func (c failureConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	start := time.Now()
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
 		return nil, &connectError{err: err}
 	}
+	c.rtt.record(time.Since(start))
 	if c.opened != nil {
 		c.opened.Add(1)
 	}

@@ -31,6 +31,7 @@ type reader struct {
 
 	wm        atomic.Pointer[position] // applied position as last polled; nil until the first poll
 	healthy   atomic.Bool              // last poll succeeded
+	removed   atomic.Bool              // gone from the Aurora topology (topology.go)
 	lagNanos  atomic.Int64             // latest lag measurement
 	recentLag atomic.Int64             // smoothed lag, for wait bounds
 	freshAsOf atomic.Int64             // UnixNano: the reader had all the writer had then
@@ -54,7 +55,7 @@ type reader struct {
 
 // usable reports whether the reader may take reads at all.
 func (r *reader) usable(maxLag time.Duration) bool {
-	return r.healthy.Load() && time.Duration(r.lagNanos.Load()) <= maxLag
+	return r.healthy.Load() && !r.removed.Load() && time.Duration(r.lagNanos.Load()) <= maxLag
 }
 
 // demand registers a read waiting for p (or, with fresh, for a freshness
@@ -280,7 +281,10 @@ func (rt *Router) query(ctx context.Context, r *reader, background, fresh bool) 
 	if !background && !fresh && !rt.isWriter(r) && rt.waitApplied(ctx, r) {
 		return true
 	}
-	rt.poll(ctx, r, background || fresh)
+	// While writes are forwarded, the background check does not read the
+	// writer's position: that would keep a connection to the writer in
+	// every process of the region (forward.go).
+	rt.poll(ctx, r, (background && !rt.forwarding()) || fresh)
 	return false
 }
 

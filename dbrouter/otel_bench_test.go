@@ -58,7 +58,7 @@ func BenchmarkOtelNoopRatio(b *testing.B) {
 		Writer:  Endpoint{Name: "w", Connector: nopConnector{}},
 		Readers: []Endpoint{{Name: "r", Connector: nopConnector{}, Region: "a"}},
 	})
-	nop.readers[0].wm.Store(&position{parts: []posPart{{key: domainKey(0), seq: 10}}})
+	nop.rdrs()[0].wm.Store(&position{parts: []posPart{{key: domainKey(0), seq: 10}}})
 	ctx := context.Background()
 	read := func(rt *Router, tel *telemetry) func() {
 		return func() {

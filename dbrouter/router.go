@@ -28,15 +28,17 @@ type Router struct {
 	wpools  []*writerTarget              // writer-role pools by candidate, opened on first use
 	cands   []endpointSpec               // writer candidates: the writer, then the readers in Config order
 	candTel []*telEndpoint               // their telemetry attributes
+	candRTT []rttStat                    // their measured connect times (probe timeouts)
 	search  *writerSearch
-	tel     *telemetry // nil: uninstrumented (only the overhead benchmark does that)
+	fwd     *writerTarget // the write forwarding pool of Region, or nil (forward.go)
+	aurora  *auroraState  // OpenAurora's topology refresh, or nil (topology.go)
+	tel     *telemetry    // nil: uninstrumented (only the overhead benchmark does that)
 
 	sqldb    *sql.DB      // the routing pool (see DB)
 	sessions sessionCache // which statements pin a connection (see sessionStmt)
 
-	readers []*reader // local region first, then the others, in Config order
-	nLocal  int       // readers[:nLocal] are local
-	rr      atomic.Uint32
+	rset atomic.Pointer[readerSet] // the readers; replaced (never changed) by OpenAurora's topology refresh
+	rr   atomic.Uint32
 
 	wsample sampler  // writer position reads, for bounding what the writer served
 	changed notifier // monitor state changes
@@ -69,6 +71,7 @@ type counters struct {
 	failovers, connsOpened                                     atomic.Int64
 	positionsRejected                                          atomic.Int64
 	storeFallbacks                                             atomic.Int64
+	forwarded                                                  atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -121,6 +124,9 @@ type Stats struct {
 	// the shared WatermarkStore because a store call failed or was too
 	// slow (see [Config].Watermarks).
 	StoreFallbacks int64
+	// WritesForwarded counts statements and transactions sent to the write
+	// forwarding endpoint ([Config].WriteForwarding) instead of the writer.
+	WritesForwarded int64
 }
 
 // Stats returns the router's counters.
@@ -132,10 +138,11 @@ func (rt *Router) Stats() Stats {
 		Waits: c.waits.Load(), TokensRejected: c.tokensRejected.Load(),
 		PositionsRejected:     c.positionsRejected.Load(),
 		WritePositionFailures: c.writePosFailures.Load(),
-		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.nLocal,
+		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.rset.Load().nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
 		ConnectionsOpened: c.connsOpened.Load(), WriterSearches: rt.search.started.Load(),
 		StoreFallbacks: c.storeFallbacks.Load(),
+		WritesForwarded: c.forwarded.Load(),
 	}
 	return s
 }
@@ -170,35 +177,41 @@ func Open(cfg Config) (*Router, error) {
 	rt.cands = append([]endpointSpec{n.writer}, n.readers...)
 	rt.candTel = make([]*telEndpoint, len(rt.cands))
 	probes := make([]writerCandidate, len(rt.cands))
+	rt.candRTT = make([]rttStat, len(rt.cands))
 	for i, spec := range rt.cands {
 		rt.candTel[i] = endpointTel(dbSystem, spec)
-		probes[i] = writerCandidate{name: spec.Name, connector: spec.connector}
+		probes[i] = writerCandidate{name: spec.Name, connector: spec.connector, rtt: &rt.candRTT[i]}
 	}
 	rt.wpools = make([]*writerTarget, len(rt.cands))
 	rt.wcur.Store(rt.writerFor(0))
+	rt.fwd = rt.openForwarding(n.forward, dbSystem)
 	rt.search = newWriterSearch(writerSearchConfig{
 		probeTimeout: n.WriterProbeTimeout, interval: n.WriterSearchInterval,
-		aurora: n.Aurora, logger: rt.cfg.Logger, onChange: rt.writerChanged,
+		aurora: n.Aurora, logger: rt.cfg.Logger, onChange: rt.writerChanged, onSearch: rt.kickTopology,
+		shared: n.Watermarks, sharedKey: sharedWriterKey(probes),
 	}, probes, 0)
+	rt.aurora = n.auroraState
+	set := &readerSet{}
 	for pass := range 2 {
 		for i, spec := range n.readers {
 			local := spec.Region == n.Region
 			if local != (pass == 0) {
 				continue
 			}
-			rc := &readConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened}, rt: rt, comb: rt.combining(spec)}
+			rc := &readConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened, &rt.candRTT[i+1]}, rt: rt, comb: rt.combining(spec)}
 			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(rc), local: local},
 				kick: make(chan struct{}, 1), cand: i + 1, tel: rt.candTel[i+1]}
 			rc.r = r
 			n.ReaderPool.apply(r.db)
-			r.idx = len(rt.readers)
+			r.idx = len(set.all)
 			r.healthy.Store(true)
-			rt.readers = append(rt.readers, r)
+			set.all = append(set.all, r)
 			if local {
-				rt.nLocal++
+				set.nLocal++
 			}
 		}
 	}
+	rt.rset.Store(set)
 	rt.tel = newTelemetry(telemetryConfig{
 		tracerProvider: n.TracerProvider, meterProvider: n.MeterProvider,
 		dbSystem: dbSystem,
@@ -212,9 +225,13 @@ func Open(cfg Config) (*Router, error) {
 		rt.cfg.Logger.LogAttrs(rt.ctx, slog.LevelWarn, "dbrouter: no TokenKeys: read-your-writes tokens are signed "+
 			"with a random key of this process, and every other process and region rejects them")
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		rt.wg.Add(1)
 		go rt.supervise(rt.ctx, "monitor "+r.spec.Name, func(ctx context.Context) { rt.monitor(ctx, r) }, func() { rt.monitorFailed(r) })
+	}
+	if rt.aurora != nil {
+		rt.wg.Add(1)
+		go rt.supervise(rt.ctx, "aurora topology", rt.refreshTopology, nil)
 	}
 	if n.Dialect == DialectHeartbeat && n.HeartbeatPeriod > 0 {
 		rt.wg.Add(1)
@@ -246,7 +263,10 @@ func (rt *Router) Close() error {
 			}
 		}
 		rt.wmu.Unlock()
-		for _, r := range rt.readers {
+		if rt.fwd != nil {
+			errs = append(errs, rt.fwd.db.Close())
+		}
+		for _, r := range rt.rdrs() {
 			errs = append(errs, r.db.Close())
 		}
 		rt.closeErr = errors.Join(errs...)
@@ -347,7 +367,7 @@ func (rt *Router) PingContext(ctx context.Context) error {
 	if err := w.db.PingContext(ctx); err != nil {
 		return &EndpointError{Endpoint: w.spec.Name, Op: "ping", Err: unwrapConnectError(err)}
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if err := r.db.PingContext(ctx); err != nil {
 			return &EndpointError{Endpoint: r.spec.Name, Op: "ping", Err: unwrapConnectError(err)}
 		}
@@ -375,7 +395,7 @@ func (rt *Router) readerFailed(ctx context.Context, db *sql.DB, err error) bool 
 	if !classifyFailure(ctx, err).serverFailure() {
 		return false
 	}
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.db != db {
 			continue
 		}
@@ -408,7 +428,7 @@ func (rt *Router) route(ctx context.Context, query string, readOnlyTx bool) targ
 	}
 	o, _ := ctx.Value(routeKey{}).(routeOpts)
 	t := trackerFrom(ctx)
-	if o.writer || len(rt.readers) == 0 {
+	if o.writer || len(rt.rdrs()) == 0 {
 		rt.stats.readsForced.Add(1)
 		if t != nil {
 			t.served(servedBy{rt: rt})
@@ -465,10 +485,11 @@ func (rt *Router) guardedRead(t *tracker, need *position) (target, *reader) {
 	r := t.sticky(rt)
 	if r == nil || !r.local || !r.usable(rt.cfg.MaxLag) || !rt.combines(r) {
 		r = nil
-		if n := rt.nLocal; n > 0 {
+		if set := rt.rset.Load(); set.nLocal > 0 {
+			n := set.nLocal
 			start := int(rt.rr.Add(1))
 			for i := range n {
-				if c := rt.readers[(start+i)%n]; c.usable(rt.cfg.MaxLag) && rt.combines(c) {
+				if c := set.all[(start+i)%n]; c.usable(rt.cfg.MaxLag) && rt.combines(c) {
 					r = c
 					break
 				}
@@ -604,16 +625,17 @@ func (rt *Router) writerOrUnavailable(ctx context.Context) target {
 // a local one (round robin) or, with remote, one of another region.
 func (rt *Router) pick(need *position, remote bool) *reader {
 	maxLag := rt.cfg.MaxLag
-	if n := rt.nLocal; n > 0 {
+	set := rt.rset.Load()
+	if n := set.nLocal; n > 0 {
 		start := int(rt.rr.Add(1))
 		for i := range n {
-			if r := rt.readers[(start+i)%n]; r.usable(maxLag) && rt.has(r, need) {
+			if r := set.all[(start+i)%n]; r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
 		}
 	}
 	if remote {
-		for _, r := range rt.readers[rt.nLocal:] {
+		for _, r := range set.all[set.nLocal:] {
 			if r.usable(maxLag) && rt.has(r, need) {
 				return r
 			}
@@ -640,7 +662,7 @@ func (rt *Router) has(r *reader, need *position) bool {
 // pickStale returns a reader (local first) known to be at most d behind.
 func (rt *Router) pickStale(d time.Duration) *reader {
 	limit := time.Now().Add(-d).UnixNano()
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.usable(rt.cfg.MaxLag) && (r.freshAsOf.Load() >= limit || rt.isWriter(r)) {
 			return r
 		}
@@ -654,7 +676,7 @@ func (rt *Router) pickStale(d time.Duration) *reader {
 func (rt *Router) waitAndPick(ctx context.Context, need *position, req *requirement, stale time.Duration) (target, *reader) {
 	var cands []*reader
 	var bound time.Duration
-	for _, r := range rt.readers {
+	for _, r := range rt.rdrs() {
 		if r.usable(rt.cfg.MaxLag) {
 			cands = append(cands, r)
 			bound = max(bound, rt.waitBound(r, need, stale))

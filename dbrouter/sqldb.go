@@ -311,7 +311,7 @@ func (c *routingConn) Begin() (driver.Tx, error) {
 
 func (c *routingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	var dtx driver.Tx
-	call := stmtCall{op: opBegin, ro: opts.ReadOnly}
+	call := stmtCall{op: opBegin, ro: opts.ReadOnly, iso: opts.Isolation}
 	if pin := c.pinned(); pin != nil {
 		err := c.rt.execute(ctx, call, pin, func(ctx context.Context, _ target) (err error) {
 			dtx, err = beginOn(ctx, c.pin.dc, opts)

@@ -188,7 +188,7 @@ func TestRoutingDBStack(t *testing.T) {
 			conns = append(conns, c)
 			serverID(t, ctx, c, "SELECT @@server_id")
 		}
-		inUse := rt.readers[0].db.Stats().InUse + rt.curWriter().db.Stats().InUse
+		inUse := rt.rdrs()[0].db.Stats().InUse + rt.curWriter().db.Stats().InUse
 		for _, c := range conns {
 			c.Close()
 		}

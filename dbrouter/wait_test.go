@@ -53,7 +53,7 @@ func TestWaitBound(t *testing.T) {
 			t.Errorf("after catch-up: waited %v, reader served %d", waited, r.served())
 		}
 		// Its recent lag (about the time it took) now sets the bound.
-		if lag := time.Duration(rt.readers[0].recentLag.Load()); lag < 20*time.Millisecond || lag > 2*time.Second {
+		if lag := time.Duration(rt.rdrs()[0].recentLag.Load()); lag < 20*time.Millisecond || lag > 2*time.Second {
 			t.Errorf("recent lag %v", lag)
 		}
 		rt.Close()

@@ -35,6 +35,8 @@ type writeConnector struct {
 	rt    *Router
 	name  string // endpoint name, for outcome-unknown errors
 	comb  combining
+	// forward marks the pool of a write forwarding endpoint (forward.go).
+	forward bool
 }
 
 func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -42,7 +44,7 @@ func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writeConn{Conn: conn, rt: c.rt, name: c.name, comb: c.comb}, nil
+	return &writeConn{Conn: conn, rt: c.rt, name: c.name, comb: c.comb, forward: c.forward}, nil
 }
 
 func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
@@ -50,10 +52,11 @@ func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
 // writeConn is used by one goroutine at a time (database/sql's guarantee).
 type writeConn struct {
 	driver.Conn
-	rt   *Router
-	name string
-	inTx bool
-	comb combining
+	rt      *Router
+	name    string
+	inTx    bool
+	comb    combining
+	forward bool // a forwarding session (see forward.go)
 }
 
 // check refuses a text of more than one statement on a combining pool,
@@ -192,6 +195,11 @@ func (r combinedResult) RowsAffected() (int64, error) { return r.rows, nil }
 // is lost, and after a commit was sent nobody knows whether it applied. It
 // also starts a writer search in the background.
 func (c *writeConn) txFailed(ctx context.Context, err error) error {
+	if c.forward {
+		if e := forwardError(c.name, err); e != nil {
+			return e
+		}
+	}
 	switch classifyFailure(ctx, err) {
 	case failLost, failServerGone, failNotSent:
 		c.rt.search.kick()
@@ -217,6 +225,9 @@ func (c *writeConn) capture(ctx context.Context, t *tracker, global bool) {
 	q := c.rt.dialect.lastWriteQuery()
 	if global {
 		q = c.rt.dialect.writerQuery()
+	}
+	if h, ok := c.rt.dialect.(heartbeatDialect); ok && c.forward {
+		q = h.forwardedWriteQuery()
 	}
 	p, err := c.lastWrite(ctx, q)
 	if err != nil {

@@ -13,6 +13,14 @@
 //     instance, including the secondary region's;
 //   - how long after a write a heartbeat row becomes visible on each reader
 //     (the distribution that sizes DialectHeartbeat's waits);
+//   - whether LAST_UPDATE_TIMESTAMP is UTC (its newest value against
+//     UTC_TIMESTAMP() on each instance);
+//   - with -forward, write forwarding on a secondary region's reader
+//     endpoint: whether aurora_replica_read_consistency = SESSION is
+//     accepted, whether a read on the session right after a forwarded write
+//     sees it, and the error number and text Aurora returns for the statements
+//     forwarding does not support (DDL, SAVEPOINT, XA, another isolation
+//     level), which dbrouter takes as ER_NOT_SUPPORTED_YET (1235);
 //   - with -watch-failover, how long the cluster writer endpoint keeps
 //     leading new connections to an instance that is no longer the writer
 //     while you run a failover (aws rds failover-db-cluster, or a
@@ -21,7 +29,8 @@
 // Usage:
 //
 //	go run ./examples/aurora-check -writer 'user:pw@tcp(cluster-endpoint:3306)/db' \
-//	    -reader 'user:pw@tcp(instance-1:3306)/db' -reader 'user:pw@tcp(instance-2:3306)/db'
+//	    -reader 'user:pw@tcp(instance-1:3306)/db' -reader 'user:pw@tcp(instance-2:3306)/db' \
+//	    [-forward 'user:pw@tcp(secondary-cluster-ro-endpoint:3306)/db']
 //
 // It creates and drops one table, regiondb_aurora_check, in the writer's
 // database, and writes at most 50 rows a second to it for -duration. It
@@ -60,6 +69,7 @@ type instance struct {
 	GTIDMovesOnRead *bool            `json:"gtid_executed_moves_after_a_write,omitempty"`
 	Topology        []map[string]any `json:"replica_host_status,omitempty"`
 	Global          []map[string]any `json:"aurora_global_db_instance_status,omitempty"`
+	TopologyAgeMS   *float64         `json:"replica_host_status_newest_age_vs_utc_ms,omitempty"`
 	Visibility      *visibility      `json:"heartbeat_visibility_ms,omitempty"`
 	Unavailable     []string         `json:"unavailable,omitempty"`
 }
@@ -83,6 +93,7 @@ func run(args []string, out io.Writer) int {
 	writer := flags.String("writer", "", "DSN of the writer (the cluster endpoint)")
 	flags.Var(&readers, "reader", "DSN of one reader instance (repeat for each; include the secondary region's)")
 	dur := flags.Duration("duration", 20*time.Second, "how long to measure heartbeat visibility")
+	fwd := flags.String("forward", "", "DSN of a reader endpoint with write forwarding enabled (a secondary region's cluster-ro endpoint)")
 	watch := flags.Duration("watch-failover", 0, "watch the writer endpoint for this long while you run a failover")
 	if err := flags.Parse(args); err != nil {
 		return 2
@@ -121,6 +132,9 @@ func run(args []string, out io.Writer) int {
 		fmt.Fprintln(os.Stderr, "aurora-check:", err)
 		return 1
 	}
+	if *fwd != "" {
+		report["write_forwarding"] = forwarding(ctx, *fwd)
+	}
 	heartbeat(ctx, w, dbs[1:], insts[1:], *dur)
 	report["instances"] = insts
 	if *watch > 0 {
@@ -153,7 +167,66 @@ func describe(ctx context.Context, role string, db *sql.DB) *instance {
 	if in.Global, err = rows(ctx, db, "SELECT SERVER_ID, SESSION_ID, AWS_REGION, VISIBILITY_LAG_IN_MSEC FROM information_schema.aurora_global_db_instance_status"); err != nil {
 		in.Unavailable = append(in.Unavailable, "aurora_global_db_instance_status: "+err.Error())
 	}
+	// Small and positive if LAST_UPDATE_TIMESTAMP is UTC; hours off if not.
+	var age sql.NullFloat64
+	if err := db.QueryRowContext(ctx, "SELECT TIMESTAMPDIFF(MICROSECOND, MAX(LAST_UPDATE_TIMESTAMP), UTC_TIMESTAMP(6)) / 1000 "+
+		"FROM information_schema.replica_host_status").Scan(&age); err == nil && age.Valid {
+		in.TopologyAgeMS = &age.Float64
+	}
 	return in
+}
+
+// forwarding checks write forwarding on one session of the endpoint dsn.
+func forwarding(ctx context.Context, dsn string) map[string]any {
+	out := map[string]any{}
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		out["error"] = err.Error()
+		return out
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		out["error"] = err.Error()
+		return out
+	}
+	defer conn.Close()
+	res := func(err error) string {
+		if err == nil {
+			return "ok"
+		}
+		return err.Error() // "Error NNNN (SQLSTATE): text" with go-sql-driver/mysql
+	}
+	out["set_session_consistency"] = res(func() error {
+		_, err := conn.ExecContext(ctx, "SET aurora_replica_read_consistency = 'SESSION'")
+		return err
+	}())
+	seq := time.Now().UnixNano()
+	_, err = conn.ExecContext(ctx, "REPLACE INTO "+table+" VALUES (2, ?)", seq)
+	out["forwarded_write"] = res(err)
+	if err == nil {
+		var got int64
+		err := conn.QueryRowContext(ctx, "SELECT seq FROM "+table+" WHERE id = 2").Scan(&got)
+		out["read_after_write_on_session"] = res(err)
+		out["read_after_write_sees_it"] = err == nil && got == seq
+	}
+	for name, stmts := range map[string][]string{
+		"ddl":            {"CREATE TABLE " + table + "_ddl (a INT)"},
+		"savepoint":      {"BEGIN", "REPLACE INTO " + table + " VALUES (3, 0)", "SAVEPOINT s"},
+		"xa":             {"XA START 'regiondb_aurora_check'"},
+		"read_committed": {"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "BEGIN", "REPLACE INTO " + table + " VALUES (3, 0)"},
+	} {
+		var err error
+		for _, q := range stmts {
+			if _, err = conn.ExecContext(ctx, q); err != nil {
+				break
+			}
+		}
+		conn.ExecContext(ctx, "ROLLBACK")
+		out["restricted_"+name] = res(err)
+	}
+	conn.ExecContext(ctx, "DROP TABLE IF EXISTS "+table+"_ddl")
+	return out
 }
 
 func rows(ctx context.Context, db *sql.DB, q string) ([]map[string]any, error) {

@@ -53,6 +53,9 @@ var Renames = [][2]string{
 	{"@@aurora_server_id", "@aurora_server_id"},
 	{"@@global.innodb_read_only", "@@global.read_only"},
 	{"@@innodb_read_only", "@@read_only"},
+	// A user variable that the forwarding emulation interprets (see
+	// Shim.ForwardingConnector).
+	{"SET aurora_replica_read_consistency", "SET @aurora_replica_read_consistency"},
 }
 
 var (
@@ -79,7 +82,8 @@ var ErrUnknownAuroraName = errors.New("aurorashim: statement names an Aurora-onl
 // Rewrite returns q with the production names replaced (see [Renames]).
 func Rewrite(q string) (string, error) {
 	out := rewriter.Replace(q)
-	if strings.Contains(strings.ToLower(out), "aurora_") && !strings.Contains(out, "@aurora_server_id") {
+	rest := strings.NewReplacer("@aurora_server_id", "", "@aurora_replica_read_consistency", "").Replace(out)
+	if strings.Contains(strings.ToLower(rest), "aurora_") {
 		return "", fmt.Errorf("%w: %q", ErrUnknownAuroraName, q)
 	}
 	return out, nil
@@ -118,12 +122,19 @@ type Shim struct {
 	Global bool
 	// Resolver, if not nil, dials the connectors' addresses.
 	Resolver *Resolver
+	// ForwardEventual makes the sessions of ForwardingConnector ignore
+	// aurora_replica_read_consistency = SESSION and read without waiting
+	// for their writes (EVENTUAL): the naive control of read-your-writes
+	// with forwarding.
+	ForwardEventual bool
 
 	connects atomic.Int64
-	mu       sync.Mutex       // protects counts, open and peak
+	mu       sync.Mutex       // protects counts, open, peak, fwdOpen and fwdPeak
 	counts   map[string]int64 // connections opened per instance id
 	open     map[string]int64 // connections open per instance id
 	peak     map[string]int64 // most connections open at once per instance id
+	fwdOpen  int64            // forwarded sessions open on the primary
+	fwdPeak  int64            // most of them open at once
 }
 
 // Failover moves the writer role to server as Aurora does: the current
@@ -159,6 +170,17 @@ func (s *Shim) PeakOpen(id string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.peak[id]
+}
+
+// ResetPeak restarts [Shim.PeakOpen] and [Shim.ForwardedPeak] from the
+// connections open now (to measure a steady state after start-up).
+func (s *Shim) ResetPeak() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.peak {
+		s.peak[id] = s.open[id]
+	}
+	s.fwdPeak = s.fwdOpen
 }
 
 func (s *Shim) opened(id string, d int64) {

@@ -30,6 +30,9 @@ const Database = "regiondb_aurora"
 const (
 	writerEndpoint = "app.cluster-abc.ap-northeast-1.rds.test:3306"
 	readerEndpoint = "app.cluster-ro-abc.ap-northeast-1.rds.test:3306"
+	// The secondary cluster's reader endpoint of a Global Database, where
+	// write forwarding is enabled.
+	readerEndpointUS = "app.cluster-ro-def.us-east-1.rds.test:3306"
 )
 
 // Config sizes the scenarios. Zero fields get defaults.
@@ -69,6 +72,19 @@ type Report struct {
 	ProbesPerProcessPerS     float64          `json:"probes_per_process_per_s"`
 	ProbeConnsPerProcessPerS float64          `json:"probe_conns_per_process_per_s"`
 	WriterConnsPerRegion     map[string]int64 `json:"writer_conns_per_region"`
+	// WriterConnsWithForwarding is WriterConnsPerRegion's us-east-1 figure
+	// with write forwarding on in us-east-1; ForwardedWrites counts the
+	// writes its routers forwarded, and ForwardedSessions the most
+	// forwarded sessions the reader held on the writer at once (Aurora's,
+	// not the routers'). ForwardingStaleReads counts the us-east-1
+	// write-then-read pairs that missed their write with forwarding (must
+	// be 0); ForwardingControl the same with sessions that ignore SESSION
+	// consistency (EVENTUAL: must be above 0).
+	WriterConnsWithForwarding map[string]int64 `json:"writer_conns_with_forwarding"`
+	ForwardedWrites           int64            `json:"forwarded_writes"`
+	ForwardedSessions         int64            `json:"forwarded_sessions_on_writer"`
+	ForwardingStaleReads      int64            `json:"forwarding_stale_reads"`
+	ForwardingControl         int64            `json:"forwarding_control"`
 }
 
 func (c *Config) defaults() {
@@ -151,6 +167,7 @@ func newCluster(ctx context.Context, s *testserver.Stack, global bool) (*cluster
 	if global {
 		r2 = aurorashim.Instance{Server: "r2", ID: "virginia-a", Region: testserver.SecondaryRegion}
 		hosts[testserver.SecondaryRegion] = "?.def.us-east-1.rds.test:3306"
+		res.Set(readerEndpointUS, s.Addr("r2"))
 	}
 	insts := []aurorashim.Instance{
 		{Server: "m1", ID: "tokyo-a", Region: testserver.PrimaryRegion},

@@ -62,3 +62,36 @@ func TestFailoverStaleDNS(t *testing.T) {
 		t.Errorf("%d flaps, error window %d ms, writers %v; want 0 flaps, at most 5000 ms, [tokyo-a tokyo-b]", flaps, window, writers)
 	}
 }
+
+// TestForwarding: with write forwarding on in us-east-1, the routers there
+// hold no connection to the writer and read their writes; the control,
+// forwarded sessions that ignore SESSION consistency, misses writes.
+func TestForwarding(t *testing.T) {
+	s := testserver.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t.Cleanup(func() {
+		if err := fresh(context.Background(), s); err != nil {
+			t.Errorf("reset: %v", err)
+		}
+	})
+	cfg := Config{Logf: t.Logf}
+	cfg.defaults()
+	conns, st, stale, err := writerConns(ctx, s, cfg, forwardSession)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes hold no writer connection; only a read that no reader served
+	// in time may open one (none on an idle machine).
+	if stale != 0 || st.forwarded == 0 || conns[testserver.SecondaryRegion] > st.readsWriter {
+		t.Errorf("forwarding: %d stale reads (want 0), %d writes forwarded (want > 0), %d us-east-1 connections to the writer (want 0, or at most the %d reads that fell back to it)",
+			stale, st.forwarded, conns[testserver.SecondaryRegion], st.readsWriter)
+	}
+	_, _, ctl, err := writerConns(ctx, s, cfg, forwardEventual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctl == 0 {
+		t.Errorf("control (EVENTUAL sessions): no stale read; the scenario cannot see the failure")
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/regiondb/regiondb/dbrouter"
@@ -382,21 +384,61 @@ func Probes(ctx context.Context, s *testserver.Stack, cfg Config, rep *Report) e
 
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 
+// forwarding is how the us-east-1 routers of writerConns write.
+type forwarding int
+
+const (
+	noForwarding forwarding = iota
+	forwardSession
+	forwardEventual // the naive control: forwarded sessions ignore SESSION
+)
+
 // WriterConns: three routers per region under a write-and-read load; the
 // most connections the routers of each region held open to the writer
-// instance at once.
+// instance at once. It runs again with write forwarding on in us-east-1
+// (writer_conns_with_forwarding, and the read-your-writes of the us-east-1
+// pairs: forwarding_stale_reads), and once more with forwarded sessions
+// that ignore SESSION consistency (the control: forwarding_control > 0).
 func WriterConns(ctx context.Context, s *testserver.Stack, cfg Config, rep *Report) error {
-	if err := fresh(ctx, s); err != nil {
-		return err
-	}
-	c, err := newCluster(ctx, s, true)
+	conns, _, _, err := writerConns(ctx, s, cfg, noForwarding)
 	if err != nil {
 		return err
 	}
-	rep.WriterConnsPerRegion = map[string]int64{}
+	rep.WriterConnsPerRegion = conns
+	cfg.Logf("bench-aurora: writer connections per region (3 routers each): %v", conns)
+	conns, st, stale, err := writerConns(ctx, s, cfg, forwardSession)
+	if err != nil {
+		return fmt.Errorf("forwarding: %w", err)
+	}
+	rep.WriterConnsWithForwarding = map[string]int64{testserver.SecondaryRegion: conns[testserver.SecondaryRegion]}
+	rep.ForwardedWrites, rep.ForwardedSessions, rep.ForwardingStaleReads = st.forwarded, st.sessions, stale
+	cfg.Logf("bench-aurora: with forwarding in us-east-1: writer connections %v, %d writes forwarded over at most %d sessions, %d stale reads",
+		conns, st.forwarded, st.sessions, stale)
+	if _, _, rep.ForwardingControl, err = writerConns(ctx, s, cfg, forwardEventual); err != nil {
+		return fmt.Errorf("forwarding control: %w", err)
+	}
+	cfg.Logf("bench-aurora: forwarding control (EVENTUAL sessions): %d stale reads", rep.ForwardingControl)
+	return nil
+}
+
+type fwdStats struct {
+	forwarded, sessions int64
+	readsWriter         int64 // us-east-1 reads that fell back to the writer
+}
+
+func writerConns(ctx context.Context, s *testserver.Stack, cfg Config, fwd forwarding) (map[string]int64, fwdStats, int64, error) {
+	var st fwdStats
+	if err := fresh(ctx, s); err != nil {
+		return nil, st, 0, err
+	}
+	c, err := newCluster(ctx, s, true)
+	if err != nil {
+		return nil, st, 0, err
+	}
+	conns := map[string]int64{}
 	type group struct {
 		region string
-		shim   interface{ PeakOpen(string) int64 }
+		shim   *aurorashim.Shim
 		rts    []*dbrouter.Router
 	}
 	var groups []group
@@ -409,21 +451,42 @@ func WriterConns(ctx context.Context, s *testserver.Stack, cfg Config, rep *Repo
 	}()
 	for _, region := range []string{testserver.PrimaryRegion, testserver.SecondaryRegion} {
 		sh := c.withShim()
+		sh.ForwardEventual = fwd == forwardEventual
 		g := group{region: region, shim: sh}
 		for i := 0; i < 3; i++ {
 			ccfg, err := c.config(sh, region)
 			if err != nil {
-				return err
+				return nil, st, 0, err
+			}
+			if fwd != noForwarding && region == testserver.SecondaryRegion {
+				dsn := strings.Replace(s.DSN("m1", Database), s.Addr("m1"), readerEndpointUS, 1)
+				fc, err := sh.ForwardingConnector(dsn)
+				if err != nil {
+					return nil, st, 0, err
+				}
+				ccfg.WriteForwarding = map[string]dbrouter.Endpoint{
+					region: {Name: "forward-" + region, DSN: dsn, Connector: fc, Region: region},
+				}
 			}
 			rt, err := dbrouter.OpenAurora(ctx, c.instances(ccfg, sh))
 			if err != nil {
-				return err
+				return nil, st, 0, err
 			}
 			g.rts = append(g.rts, rt)
 		}
 		groups = append(groups, g)
 	}
+	// The heartbeat runs (a Tokyo router beats) before the load starts.
+	if err := waitReady(ctx, groups[0].rts[0]); err != nil {
+		return nil, st, 0, err
+	}
+	// Count from here: OpenAurora's own short connection to the writer
+	// (confirming it at start-up, closed at once) is not held.
+	for _, g := range groups {
+		g.shim.ResetPeak()
+	}
 	var wg sync.WaitGroup
+	var stale atomic.Int64
 	errs := make(chan error, 64)
 	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -434,9 +497,16 @@ func WriterConns(ctx context.Context, s *testserver.Stack, cfg Config, rep *Repo
 				go func() {
 					defer wg.Done()
 					for lctx.Err() == nil {
-						if _, err := writeRead(lctx, rt); err != nil && lctx.Err() == nil {
+						// The pair runs to its end under ctx: lctx only says
+						// when to stop starting pairs (a pair cut short by
+						// a deadline would fall back or lose its position).
+						missed, err := writeRead(ctx, rt)
+						if err != nil {
 							errs <- err
 							return
+						}
+						if missed && err == nil && g.region == testserver.SecondaryRegion {
+							stale.Add(1)
 						}
 					}
 				}()
@@ -446,11 +516,23 @@ func WriterConns(ctx context.Context, s *testserver.Stack, cfg Config, rep *Repo
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return err
+		return nil, st, 0, err
 	}
 	for _, g := range groups {
-		rep.WriterConnsPerRegion[g.region] = g.shim.PeakOpen("tokyo-a")
+		conns[g.region] = g.shim.PeakOpen("tokyo-a")
+		if g.region == testserver.SecondaryRegion {
+			st.sessions = g.shim.ForwardedPeak()
+			for _, rt := range g.rts {
+				rs := rt.Stats()
+				st.forwarded += rs.WritesForwarded
+				st.readsWriter += rs.ReadsWriter
+				cfg.Logf("bench-aurora: us-east-1 router: %d writes (%d forwarded), reads local %d remote %d writer %d forced %d, waits %d, position failures %d",
+					rs.Writes, rs.WritesForwarded, rs.ReadsLocal, rs.ReadsRemote, rs.ReadsWriter, rs.ReadsForced, rs.Waits, rs.WritePositionFailures)
+			}
+		}
 	}
-	cfg.Logf("bench-aurora: writer connections per region (3 routers each): %v", rep.WriterConnsPerRegion)
-	return nil
+	if fwd != noForwarding && st.forwarded == 0 {
+		return nil, st, 0, errors.New("no write was forwarded")
+	}
+	return conns, st, stale.Load(), nil
 }
