@@ -141,7 +141,7 @@ func (rt *Router) Stats() Stats {
 		MonitorQueries:        rt.monitorQueries.Load(), LocalReaders: rt.rset.Load().nLocal,
 		Failovers: c.failovers.Load(), Writer: rt.curWriter().spec.Name,
 		ConnectionsOpened: c.connsOpened.Load(), WriterSearches: rt.search.started.Load(),
-		StoreFallbacks: c.storeFallbacks.Load(),
+		StoreFallbacks:  c.storeFallbacks.Load(),
 		WritesForwarded: c.forwarded.Load(),
 	}
 	return s
