@@ -135,16 +135,30 @@ func BenchmarkQueryRow(b *testing.B) {
 		b.Fatal(err)
 	}
 	var v int64
+	// A scope after a write that r1 is known to have applied (the
+	// read-your-writes steady state): its reads carry the served-position
+	// sample in their text.
+	wctx := NewContext(ctx)
+	if _, err := rt.ExecContext(wctx, "UPDATE kv SET v = v WHERE k = 'bench'"); err != nil {
+		b.Fatal(err)
+	}
+	for rt.Stats().ReadsLocal == 0 {
+		if err := rt.QueryRowContext(wctx, "SELECT COUNT(*) FROM kv WHERE k = ?", "x").Scan(&v); err != nil {
+			b.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
-		name string
-		q    interface {
+		name  string
+		scope context.Context
+		q     interface {
 			QueryRowContext(context.Context, string, ...any) *sql.Row
 		}
-	}{{"impl=raw", raw}, {"impl=router", rt}, {"impl=db", rt.DB()}} {
+	}{{"impl=raw", ctx, raw}, {"impl=router", ctx, rt}, {"impl=db", ctx, rt.DB()},
+		{"impl=router-scope", wctx, rt}, {"impl=db-scope", wctx, rt.DB()}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				err := tc.q.QueryRowContext(ctx, "SELECT COUNT(*) FROM kv WHERE k = ?", "x").Scan(&v)
+				err := tc.q.QueryRowContext(tc.scope, "SELECT COUNT(*) FROM kv WHERE k = ?", "x").Scan(&v)
 				if err != nil {
 					b.Fatal(err)
 				}

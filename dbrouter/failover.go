@@ -36,7 +36,9 @@ func (t target) runCtx(ctx context.Context) context.Context {
 	if t.dir == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, directiveKey{}, t.dir)
+	// The directive is the statement's context (one allocation for both).
+	t.dir.Context = ctx
+	return t.dir
 }
 
 // curWriter returns the current writer target.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -30,8 +31,11 @@ import (
 // and which raises the reader's watermark. Either part is left out when not
 // needed. The caller sees only the statement's result set.
 
-// readDirective is what routing asks of one read on one reader.
+// readDirective is what routing asks of one read on one reader. It is also
+// the context of the read's statement (see target.runCtx): the statement's
+// context with the directive as its value, in one allocation.
 type readDirective struct {
+	context.Context
 	rt   *Router
 	r    *reader
 	need *position     // not empty: the guard, waiting up to wait
@@ -40,6 +44,14 @@ type readDirective struct {
 }
 
 type directiveKey struct{}
+
+// Value returns d for directiveKey, else the statement context's value.
+func (d *readDirective) Value(key any) any {
+	if key == (directiveKey{}) {
+		return d
+	}
+	return d.Context.Value(key)
+}
 
 // errGuard is matched by the error of a read whose reader had not applied
 // the position it needed within the wait budget; the statement did not run.
@@ -71,6 +83,11 @@ type readConnector struct {
 	rt    *Router
 	r     *reader // set before the pool is used
 	comb  combining
+	// texts holds the combined text of each statement read with a
+	// sample and no guard (the steady state of a scope's reads), so that
+	// it is built once: string -> string, at most classCacheSize.
+	texts  sync.Map
+	ntexts atomic.Int64
 }
 
 func (c *readConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -87,6 +104,10 @@ func (c *readConnector) Driver() driver.Driver { return c.inner.Driver() }
 type readConn struct {
 	driver.Conn
 	c *readConnector
+	// rows is the result of the connection's latest combined read: one
+	// at a time, since database/sql closes a connection's rows before it
+	// lends the connection again.
+	rows readRows
 }
 
 func (c *readConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
@@ -124,27 +145,14 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 			return nil, &guardError{d: d, err: errors.New("position of another dialect")}
 		}
 	}
-	n := len(query)
-	if guard != "" {
-		n += len(guard) + 2
-	}
-	if d.t != nil {
-		n += len(cs.sample) + 3
-	}
-	var b strings.Builder
-	b.Grow(n)
-	if guard != "" {
-		b.WriteString(guard)
-		b.WriteString(";\n")
-	}
-	b.WriteString(query)
-	if d.t != nil {
-		// The newline ends a trailing "--" or "#" comment of query.
-		b.WriteString("\n;\n")
-		b.WriteString(cs.sample)
+	var text string
+	if guard == "" && d.t != nil {
+		text = c.c.sampledText(query, cs.sample)
+	} else {
+		text = combinedText(guard, query, cs.sample, d.t != nil)
 	}
 	sent := time.Now()
-	rows, err := q.QueryContext(ctx, b.String(), args)
+	rows, err := q.QueryContext(ctx, text, args)
 	if err == driver.ErrSkip {
 		// The driver cannot put the arguments into the text (it then
 		// prepares the statement): check the guard alone, and let the
@@ -186,9 +194,50 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		}
 	}
 	if d.t == nil {
-		return &readRows{Rows: rows}, nil
+		c.rows = readRows{Rows: rows}
+	} else {
+		c.rows = readRows{Rows: rows, d: d, sent: sent}
 	}
-	return &readRows{Rows: rows, d: d, sent: sent}, nil
+	return &c.rows, nil
+}
+
+// combinedText returns guard (if any), query and, with sample, the sample
+// as one text.
+func combinedText(guard, query, sample string, withSample bool) string {
+	n := len(query)
+	if guard != "" {
+		n += len(guard) + 2
+	}
+	if withSample {
+		n += len(sample) + 3
+	}
+	var b strings.Builder
+	b.Grow(n)
+	if guard != "" {
+		b.WriteString(guard)
+		b.WriteString(";\n")
+	}
+	b.WriteString(query)
+	if withSample {
+		// The newline ends a trailing "--" or "#" comment of query.
+		b.WriteString("\n;\n")
+		b.WriteString(sample)
+	}
+	return b.String()
+}
+
+// sampledText returns query followed by sample, built once per query text.
+func (c *readConnector) sampledText(query, sample string) string {
+	if v, ok := c.texts.Load(query); ok {
+		return v.(string)
+	}
+	text := combinedText("", query, sample, true)
+	if c.ntexts.Load() < classCacheSize {
+		if _, loaded := c.texts.LoadOrStore(query, text); !loaded {
+			c.ntexts.Add(1)
+		}
+	}
+	return text
 }
 
 // guardAlone runs guard as a text of its own.
@@ -377,9 +426,9 @@ func (r *readRows) sample() (*position, error) {
 	if err := n.NextResultSet(); err != nil {
 		return nil, err
 	}
-	if len(r.Rows.Columns()) != 1 {
-		return nil, errNoPosition
-	}
+	// The sample is the router's own one-column SELECT (asking the
+	// driver for its columns would build their names on every read); a
+	// value of another shape fails to parse.
 	if err := r.Rows.Next(r.val[:]); err != nil {
 		return nil, err
 	}
