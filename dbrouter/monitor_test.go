@@ -46,7 +46,25 @@ func (s *memWatermarks) Set(_ context.Context, key, v string, ttl time.Duration)
 	return nil
 }
 
-func (s *memWatermarks) Claim(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+func (s *memWatermarks) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	won, _, err := s.claimUntil(ctx, key, ttl)
+	return won, err
+}
+
+// deadlineWatermarks is a memWatermarks that also reports the claims'
+// expiry (a ClaimDeadliner, as memcachestore.Store is).
+type deadlineWatermarks struct{ *memWatermarks }
+
+func (s deadlineWatermarks) ClaimUntil(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+	return s.claimUntil(ctx, key, ttl)
+}
+
+var (
+	_ WatermarkStore = (*memWatermarks)(nil)
+	_ ClaimDeadliner = deadlineWatermarks{}
+)
+
+func (s *memWatermarks) claimUntil(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.claims++
@@ -150,32 +168,40 @@ func TestMonitorLoadManyRouters(t *testing.T) {
 	}
 
 	var shared, own int64
-	t.Run("shared", func(t *testing.T) {
-		store := newMemWatermarks()
-		monitor, server, reads := run(t, store)
-		shared = server
-		if reads < 300 { // enough demand to matter; throughput itself is not what is tested
-			t.Errorf("only %d local reads", reads)
-		}
-		// The two counters are read at different instants: each
-		// router's monitor may have one query in flight in between.
-		if d := server - monitor; d < -routers || d > routers {
-			t.Errorf("server saw %d monitor queries, routers counted %d", server, monitor)
-		}
-		// One query per PollInterval for the fleet, one background
-		// check per MonitorInterval, and the odd query of a claim that
-		// expired while its wait ran.
-		limit := int64(dur/poll) + 10
-		if server > limit+fallbacks {
-			t.Errorf("%d monitor queries in %v with a shared store, want <= %d (+ %d checks without the store)", server, dur, limit, fallbacks)
-		}
-		// The in-memory store never fails; a check without it is one
-		// whose call waited past half a PollInterval on a loaded machine.
-		if fallbacks > server/4 {
-			t.Errorf("%d of %d checks went without the store", fallbacks, server)
-		}
-		t.Logf("store: %d gets, %d sets, %d claims", store.gets, store.sets, store.claims)
-	})
+	// Both kinds of store: one that reports its claims' expiry
+	// (ClaimDeadliner) and one with the plain Claim only.
+	for _, kind := range []string{"shared", "shared-claim-only"} {
+		t.Run(kind, func(t *testing.T) {
+			store := newMemWatermarks()
+			var ws WatermarkStore = deadlineWatermarks{store}
+			if kind == "shared-claim-only" {
+				ws = store
+			}
+			monitor, server, reads := run(t, ws)
+			shared = max(shared, server)
+			if reads < 300 { // enough demand to matter; throughput itself is not what is tested
+				t.Errorf("only %d local reads", reads)
+			}
+			// The two counters are read at different instants: each
+			// router's monitor may have one query in flight in between.
+			if d := server - monitor; d < -routers || d > routers {
+				t.Errorf("server saw %d monitor queries, routers counted %d", server, monitor)
+			}
+			// One query per PollInterval for the fleet, one background
+			// check per MonitorInterval, and the odd query of a claim that
+			// expired while its wait ran.
+			limit := int64(dur/poll) + 10
+			if server > limit+fallbacks {
+				t.Errorf("%d monitor queries in %v with a shared store, want <= %d (+ %d checks without the store)", server, dur, limit, fallbacks)
+			}
+			// The in-memory store never fails; a check without it is one
+			// whose call waited past half a PollInterval on a loaded machine.
+			if fallbacks > server/4 {
+				t.Errorf("%d of %d checks went without the store", fallbacks, server)
+			}
+			t.Logf("store: %d gets, %d sets, %d claims", store.gets, store.sets, store.claims)
+		})
+	}
 	t.Run("per-process", func(t *testing.T) {
 		_, own, _ = run(t, nil)
 	})

@@ -256,8 +256,8 @@ func (s *panickyStore) Get(context.Context, string) (string, error) {
 	return "", nil
 }
 func (s *panickyStore) Set(context.Context, string, string, time.Duration) error { return nil }
-func (s *panickyStore) Claim(_ context.Context, _ string, ttl time.Duration) (bool, time.Time, error) {
-	return true, time.Now().Add(ttl), nil
+func (s *panickyStore) Claim(context.Context, string, time.Duration) (bool, error) {
+	return true, nil
 }
 
 // syncBuffer is an io.Writer safe for concurrent use (a log sink).

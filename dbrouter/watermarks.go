@@ -30,12 +30,38 @@ type WatermarkStore interface {
 	// key while a claim holds it, none wins, and once it has expired
 	// exactly one wins. The ttl is tens of milliseconds: a store whose
 	// expiry is coarser (memcached: seconds) keeps the deadline in the
-	// value. Claim returns the time the claim holding key expires: the
-	// caller's own if won, the holder's if lost (zero if unknown). The
-	// router polls a reader only when it wins, and the others read what it
-	// published at that time. A failure of the store must be returned as
+	// value. The router polls a reader only when it wins, and the others
+	// read what it published. A failure of the store must be returned as
 	// err, never as a lost claim: nobody would then poll the reader.
-	Claim(ctx context.Context, key string, ttl time.Duration) (won bool, until time.Time, err error)
+	//
+	// A store that can also say when the claim holding key expires
+	// implements [ClaimDeadliner] as well.
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}
+
+// ClaimDeadliner is an optional interface of a [WatermarkStore] (found by
+// type assertion, like database/sql's optional driver interfaces): a claim
+// that also returns when the claim holding key expires. With it, processes
+// that lost a claim look for the holder's result when it is due and claim
+// again as soon as the claim expires; without it, they assume a claim of
+// their own ttl taken at the time they asked, which can make reads wait up
+// to one ttl longer. Package dbrouter/memcachestore implements it.
+type ClaimDeadliner interface {
+	// ClaimUntil is [WatermarkStore.Claim] that also returns the time the
+	// claim holding key expires: the caller's own if won, the holder's if
+	// lost, or the zero time if unknown. A time further than ttl from now
+	// is treated as unknown.
+	ClaimUntil(ctx context.Context, key string, ttl time.Duration) (won bool, until time.Time, err error)
+}
+
+// claim claims key in st, with the claim's expiry when st reports it (zero
+// if unknown).
+func claim(ctx context.Context, st WatermarkStore, key string, ttl time.Duration) (bool, time.Time, error) {
+	if d, ok := st.(ClaimDeadliner); ok {
+		return d.ClaimUntil(ctx, key, ttl)
+	}
+	won, err := st.Claim(ctx, key, ttl)
+	return won, time.Time{}, err
 }
 
 // watermarkPrefix starts every key the router uses in a WatermarkStore;
@@ -322,7 +348,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 		var won bool
 		var cerr error
 		err := r.shared.call(ctx, rt.storeLimit(r), func() {
-			won, _, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
+			won, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
 		})
 		if err == nil {
 			err = cerr
@@ -374,7 +400,7 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	var until time.Time
 	var cerr error
 	err = r.shared.call(ctx, rt.storeLimit(r), func() {
-		won, until, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/demand", ttl)
+		won, until, cerr = claim(ctx, st, watermarkPrefix+r.spec.Name+"/demand", ttl)
 	})
 	if err == nil {
 		err = cerr

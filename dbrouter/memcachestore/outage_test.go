@@ -23,8 +23,13 @@ const outageDB = "regiondb_mcstore"
 // implementation of "the store is down, let someone else poll" would.
 type swallowing struct{ *Store }
 
-func (s swallowing) Claim(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
-	won, until, err := s.Store.Claim(ctx, key, ttl)
+func (s swallowing) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	won, _, err := s.ClaimUntil(ctx, key, ttl)
+	return won, err
+}
+
+func (s swallowing) ClaimUntil(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+	won, until, err := s.Store.ClaimUntil(ctx, key, ttl)
 	if err != nil {
 		return false, time.Now().Add(ttl), nil
 	}
@@ -45,8 +50,13 @@ type counted struct {
 	ok *atomic.Int64
 }
 
-func (s counted) Claim(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
-	won, until, err := s.Store.Claim(ctx, key, ttl)
+func (s counted) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	won, _, err := s.ClaimUntil(ctx, key, ttl)
+	return won, err
+}
+
+func (s counted) ClaimUntil(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+	won, until, err := s.Store.ClaimUntil(ctx, key, ttl)
 	if err == nil {
 		s.ok.Add(1)
 	}

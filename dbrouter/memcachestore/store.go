@@ -32,7 +32,8 @@
 //
 //	Get(key)             GET key                  a nil reply is "" (no value), not an error
 //	Set(key, v, ttl)     SET key v PX ttl
-//	Claim(key, ttl)      EVAL claimScript 1 key <now+ttl as Unix ns> ttl
+//	ClaimUntil(key, ttl) EVAL claimScript 1 key <now+ttl as Unix ns> ttl
+//	Claim(key, ttl)      ClaimUntil without the time
 //
 // where claimScript takes the claim atomically, returns {1, ttl} when the
 // caller won and {0, the holder's remaining ms} when it lost (until is then
@@ -51,7 +52,11 @@
 //	return {0, left}
 //
 // (On Redis 7, SET key v NX PX ttl GET is the claim without the takeover in
-// one command: a nil reply means won, a value is the holder's deadline.) As
+// one command: a nil reply means won, a value is the holder's deadline.)
+// Implement ClaimUntil ([dbrouter.ClaimDeadliner]) as well as Claim: with
+// the holder's deadline, the processes that lost look for its result when
+// it is due instead of one ttl after they asked. A wrapper of a store (for
+// metrics, say) must forward both methods, or neither. As
 // with memcached, a store error must be returned, never reported as a lost
 // claim: the router then queries the readers itself.
 package memcachestore
@@ -126,10 +131,17 @@ func (s *Store) Set(_ context.Context, key, value string, ttl time.Duration) err
 	return nil
 }
 
-// Claim reports whether this caller won key for ttl (of all callers that
-// claim key before the winner's ttl passes, exactly one gets true) and when
-// the claim holding key expires: the caller's if won, the holder's if lost.
-func (s *Store) Claim(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+// Claim reports whether this caller won key for ttl: of all callers that
+// claim key before the winner's ttl passes, exactly one gets true.
+func (s *Store) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	won, _, err := s.ClaimUntil(ctx, key, ttl)
+	return won, err
+}
+
+// ClaimUntil is [Store.Claim] that also returns when the claim holding key
+// expires: the caller's if won, the holder's if lost (see
+// [dbrouter.ClaimDeadliner]).
+func (s *Store) ClaimUntil(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
 	if err := s.ready(); err != nil {
 		return false, time.Time{}, err
 	}

@@ -16,7 +16,10 @@ import (
 	"github.com/regiondb/regiondb/internal/testserver"
 )
 
-var _ dbrouter.WatermarkStore = (*Store)(nil)
+var (
+	_ dbrouter.WatermarkStore = (*Store)(nil)
+	_ dbrouter.ClaimDeadliner = (*Store)(nil)
+)
 
 // clock is a fake clock shared by the stores of one test (the "processes").
 type clock struct{ ns atomic.Int64 }
@@ -52,7 +55,7 @@ func race(t *testing.T, stores []*Store, key string, ttl time.Duration) int {
 			defer wg.Done()
 			<-start
 			now := st.now()
-			won, until, err := st.Claim(context.Background(), key, ttl)
+			won, until, err := st.ClaimUntil(context.Background(), key, ttl)
 			if err != nil {
 				t.Error(err)
 			}
@@ -178,14 +181,14 @@ func TestUnavailableFailsFast(t *testing.T) {
 	st := New(cc)
 	st.now = clk.now
 	ctx := context.Background()
-	if _, _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
+	if _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Claim on a dead memcached: %v", err)
 	}
 	for range 10 {
 		if _, err := st.Get(ctx, "k"); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Get during back-off: %v", err)
 		}
-		if _, _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
+		if _, err := st.Claim(ctx, "k", time.Second); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Claim during back-off: %v", err)
 		}
 	}

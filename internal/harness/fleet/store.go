@@ -119,9 +119,23 @@ func (s *timedStore) Set(ctx context.Context, key, value string, ttl time.Durati
 	return err
 }
 
-func (s *timedStore) Claim(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+func (s *timedStore) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	won, _, err := s.ClaimUntil(ctx, key, ttl)
+	return won, err
+}
+
+// ClaimUntil passes the claim's expiry on when the wrapped store reports it
+// (dbrouter.ClaimDeadliner), else the zero time (unknown).
+func (s *timedStore) ClaimUntil(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
 	start := time.Now()
-	won, until, err := s.WatermarkStore.Claim(ctx, key, ttl)
+	var won bool
+	var until time.Time
+	var err error
+	if d, ok := s.WatermarkStore.(dbrouter.ClaimDeadliner); ok {
+		won, until, err = d.ClaimUntil(ctx, key, ttl)
+	} else {
+		won, err = s.WatermarkStore.Claim(ctx, key, ttl)
+	}
 	l := s.log
 	if !l.on.Load() {
 		return won, until, err

@@ -87,12 +87,12 @@ func (m mcStore) Set(_ context.Context, key, value string, ttl time.Duration) er
 	return m.c.Set(&memcache.Item{Key: key, Value: []byte(value), Expiration: int32(max(ttl/time.Second, 1))})
 }
 
-func (m mcStore) Claim(_ context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+func (m mcStore) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
 	err := m.c.Add(&memcache.Item{Key: key, Value: []byte("1"), Expiration: int32(max(ttl/time.Second, 1))})
 	if err == memcache.ErrNotStored {
-		return false, time.Time{}, nil
+		return false, nil
 	}
-	return err == nil, time.Now().Add(ttl), err
+	return err == nil, err
 }
 
 var nonce atomic.Int64
