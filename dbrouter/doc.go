@@ -202,13 +202,20 @@
 // read-your-writes scope also reads, in the same text after the statement,
 // the position the reader had when it answered: the scope requires it from
 // then on (monotonic reads, exactly what was served) and the reader's
-// watermark rises with it, so no monitor query is needed. An UPDATE or
-// DELETE outside a transaction, and a COMMIT, in a scope carry the read of
-// their position in the same text too. So such reads and writes cost one
-// round trip. (An INSERT or REPLACE in a scope still reads its position
-// after it: its OK packet's LastInsertId cannot be reproduced exactly from
-// SQL. Endpoints given as a Connector, the MySQL and heartbeat dialects, and
-// [Config].DisableCombinedStatements keep the separate round trips.)
+// watermark rises with it, so no monitor query is needed. Writes, by kind:
+//
+//	write                                        round trips
+//	any write outside a read-your-writes scope   1 (its position is not read)
+//	UPDATE, DELETE (autocommit) in a scope       1 (position in the same text)
+//	COMMIT of a transaction in a scope           1 (position in the same text)
+//	INSERT, REPLACE (autocommit) in a scope      2 (position read after it)
+//
+// An INSERT or REPLACE in a scope still reads its position after it: its OK
+// packet's LastInsertId cannot be reproduced exactly from SQL (DO
+// LAST_INSERT_ID(x) reports 0 in its own OK packet). make bench-ryw
+// reports it as extra_round_trips_per_insert. Endpoints given as a
+// Connector, the MySQL and heartbeat dialects, and
+// [Config].DisableCombinedStatements keep the separate round trips.
 //
 // For this the router sets multiStatements=true and interpolateParams=true
 // on its own copy of each DSN: statements with arguments go as one text with

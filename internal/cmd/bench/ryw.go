@@ -16,11 +16,13 @@ import (
 // line, {"router":{...},"naive":{...},"window2s":{...},"monotonic":{...},
 // "monotonic_control":{...},"tabs":{...},"tabs_control":{...},
 // "local_only":{...},"local_only_control":{...},"extra_round_trips_per_read":x,
-// "extra_round_trips_per_write":y,"round_trips":{...},"limit_ratio_p50":a,
+// "extra_round_trips_per_write":y,"round_trips":{...},
+// "extra_round_trips_per_insert":z,"insert_round_trips":{...},"limit_ratio_p50":a,
 // "limit_ratio_p90":b,"limit_grid":{...}}: violations, writer_share, p50_ms,
 // p99_ms, reads and errors per strategy; reads, regressions or violations
 // of each guarantee and its control; the statements the readers (the
-// writer) received beyond the workload's, per read (write); and a read's
+// writer) received beyond the workload's, per read (write), and the
+// writer's per scoped INSERT (the workload writes with UPDATEs); and a read's
 // latency over its physical limit across a grid of reader lags and read
 // times after a write, with a cross-region writer (the grid's cells under
 // limit_grid). It exits with status 1 when the run means nothing (more

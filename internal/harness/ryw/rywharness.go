@@ -162,6 +162,13 @@ type Report struct {
 	ExtraRoundTripsPerRead  float64    `json:"extra_round_trips_per_read"`
 	ExtraRoundTripsPerWrite float64    `json:"extra_round_trips_per_write"`
 	RoundTrips              RoundTrips `json:"round_trips"`
+	// ExtraRoundTripsPerInsert is the statements the writer received
+	// beyond the workload's per scoped INSERT (the workload's writes are
+	// UPDATEs, one round trip each): an INSERT's position is read in a
+	// second round trip. InsertRoundTrips has the counts, with scoped
+	// UPDATEs counted the same way.
+	ExtraRoundTripsPerInsert float64          `json:"extra_round_trips_per_insert"`
+	InsertRoundTrips         InsertRoundTrips `json:"insert_round_trips"`
 	// LimitRatioP50 and LimitRatioP90 are the quantiles of read latency
 	// over its physical limit across the latency grid; LimitGrid has the
 	// grid.
@@ -441,6 +448,13 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		rep.ExtraRoundTripsPerWrite = float64(rtrips.WriterExtra) / float64(rtrips.Writes)
 	}
 	cfg.Logf("round trips: %+v", rtrips)
+	ins, err := measureInsertRoundTrips(ctx, s, func() (*dbrouter.Router, error) { return open(regions[0], false) }, 200)
+	if err != nil {
+		return Report{}, fmt.Errorf("rywharness: insert round trips: %w", err)
+	}
+	rep.InsertRoundTrips = ins
+	rep.ExtraRoundTripsPerInsert = float64(ins.WriterExtra) / float64(ins.Inserts)
+	cfg.Logf("insert round trips: %+v", ins)
 
 	lim, err := measureLimits(ctx, s, pools, limitID, cfg.LimitReps, cfg.Logf)
 	if err != nil {
