@@ -139,6 +139,42 @@ func TestCombinedGuardFails(t *testing.T) {
 	}
 }
 
+// TestCombinedGuardRetriesNearWriter: with a writer two polls away or
+// nearer (the stack's primary region), a read whose first guard on r1 times
+// out while r1 is stalled for 300 ms is sent to r1 again with a wait for the
+// rest of MaxWait and answered there, not by the writer (TestCombinedGuardFails,
+// with a MaxWait that leaves no rest, is its control: it goes to the writer).
+func TestCombinedGuardRetriesNearWriter(t *testing.T) {
+	s := testserver.Require(t)
+	cfg := stackConfig(t, s, testserver.PrimaryRegion)
+	cfg.MonitorInterval = time.Hour
+	rt := openRouter(t, cfg)
+	ctx := NewContext(ctxT(t))
+	k := key(t)
+	if err := s.Lag(t.Context(), "r1", 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { waitReplicated(t, s) })
+	if _, err := rt.ExecContext(ctx, "INSERT INTO kv (k, v) VALUES (?, 9)", k); err != nil {
+		t.Fatal(err)
+	}
+	before := rt.Stats()
+	var v int
+	if err := rt.QueryRowContext(ctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != 9 {
+		t.Fatalf("v = %d, want 9", v)
+	}
+	after := rt.Stats()
+	if after.GuardTimeouts == before.GuardTimeouts {
+		t.Fatal("the first guard did not time out: the test did not exercise the retry")
+	}
+	if after.ReadsWriter != before.ReadsWriter || after.ReadsLocal-before.ReadsLocal != 1 {
+		t.Errorf("reads: %d to the writer, %d local; want the read answered by r1", after.ReadsWriter-before.ReadsWriter, after.ReadsLocal-before.ReadsLocal)
+	}
+}
+
 // TestCombinedWriteResult compares the Result of combined writes (and the
 // session's LAST_INSERT_ID() after them) with the plain driver's.
 func TestCombinedWriteResult(t *testing.T) {

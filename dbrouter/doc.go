@@ -198,7 +198,11 @@
 // server (MASTER_GTID_WAIT, at most a little over the reader's recent lag,
 // capped by MaxWait) and fails without running the statement if the reader
 // does not get there; the read is then sent to a reader known to have the
-// position, or the writer, and the reader is not excluded. A read of a
+// position; else, when the writer is at most two PollIntervals away (the
+// readers come first), to the same reader with a wait for the rest of
+// MaxWait, or, when another region's reader is nearer than the writer, to
+// that reader with a wait of its own; else to the writer. The reader is not
+// excluded, and [Stats].GuardTimeouts counts these reads. A read of a
 // read-your-writes scope also reads, in the same text after the statement,
 // the position the reader had when it answered: the scope requires it from
 // then on (monotonic reads, exactly what was served) and the reader's

@@ -169,7 +169,7 @@ func (rt *Router) failed(ctx context.Context, t target, c stmtCall, err error, b
 		b.writer = false
 		return rt.writeFailed(ctx, t, write, err)
 	}
-	if ge, ok := errors.AsType[*guardError](err); ok && b.guard {
+	if ge, ok := errors.AsType[*guardError](err); ok && (b.guard || ge.d.retry) {
 		// The reader had not applied the position in time: the read
 		// did not run. Not a failure of the reader.
 		b.guard = false

@@ -41,6 +41,9 @@ type readDirective struct {
 	need *position     // not empty: the guard, waiting up to wait
 	wait time.Duration // the guard's budget
 	t    *tracker      // not nil: the sample, advancing t
+	// retry: the read's second guard (see Router.afterGuard); if it
+	// fails too, the read goes to the writer.
+	retry bool
 }
 
 type directiveKey struct{}

@@ -72,6 +72,7 @@ type counters struct {
 	positionsRejected                                          atomic.Int64
 	storeFallbacks                                             atomic.Int64
 	forwarded                                                  atomic.Int64
+	guardTimeouts, guardRetriesRemote                          atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -88,8 +89,15 @@ type Stats struct {
 	// Writes counts statements and transactions sent to the writer because
 	// they may write.
 	Writes int64
-	// Waits counts reads that waited for a reader to catch up.
+	// Waits counts reads that waited in the process for a reader to catch
+	// up.
 	Waits int64
+	// GuardTimeouts counts reads whose wait in the reader's own text (see
+	// "One round trip per statement") timed out: the statement did not
+	// run there, and went to a reader known to have the position, or the
+	// writer. GuardRetriesRemote counts those that went to another
+	// region's reader.
+	GuardTimeouts, GuardRetriesRemote int64
 	// TokensRejected counts corrupt, forged and expired tokens ignored.
 	TokensRejected int64
 	// PositionsRejected counts positions that did not parse for the
@@ -143,6 +151,7 @@ func (rt *Router) Stats() Stats {
 		ConnectionsOpened: c.connsOpened.Load(), WriterSearches: rt.search.started.Load(),
 		StoreFallbacks:  c.storeFallbacks.Load(),
 		WritesForwarded: c.forwarded.Load(),
+		GuardTimeouts:   c.guardTimeouts.Load(), GuardRetriesRemote: c.guardRetriesRemote.Load(),
 	}
 	return s
 }
@@ -509,8 +518,14 @@ func (rt *Router) guardedRead(t *tracker, need *position) (target, *reader) {
 }
 
 // afterGuard returns where a read whose guard failed on d.r goes: a reader
-// known to have applied d.need, or the writer.
+// known to have applied d.need; else, once: with a writer at most two polls
+// away, d.r again with the guard waiting the rest of MaxWait; or another
+// region's reader with the guard in its text when its round trip is
+// shorter than the writer's and the wait-or-go policy gives it a budget
+// (its read then costs at most about the writer's round trip); else the
+// writer.
 func (rt *Router) afterGuard(ctx context.Context, d *readDirective) target {
+	rt.stats.guardTimeouts.Add(1)
 	// d.r did not serve the read after all.
 	if d.r.local {
 		rt.stats.readsReader.Add(-1)
@@ -519,6 +534,9 @@ func (rt *Router) afterGuard(ctx context.Context, d *readDirective) target {
 	}
 	if r := rt.pick(d.need, !rt.cfg.PreferWriter); r != nil && r != d.r {
 		tg := readerTarget(r, telReasonRetry)
+		if !r.local {
+			rt.stats.guardRetriesRemote.Add(1)
+		}
 		if d.t != nil && rt.combines(r) {
 			tg.dir = &readDirective{rt: rt, r: r, t: d.t}
 			d.t.lastServed(servedBy{rt: rt, r: r})
@@ -530,6 +548,41 @@ func (rt *Router) afterGuard(ctx context.Context, d *readDirective) target {
 	}
 	if _, serr := rt.search.gone(); serr != nil {
 		return rt.unavailable(serr)
+	}
+	if !d.retry && !rt.cfg.PreferWriter && rt.comb != nil {
+		wrtt := rt.writerRTT.get()
+		if rest := rt.cfg.MaxWait - d.wait; d.r.local && wrtt <= 2*rt.cfg.PollInterval && rest > 0 && d.r.usable(rt.cfg.MaxLag) {
+			// A writer this near saves no latency worth the writer's
+			// load (the wait-or-go policy: the readers come first): the
+			// read waits for d.r, in its text again, for the rest of
+			// MaxWait, as an in-process wait would have.
+			tg := readerTarget(d.r, telReasonRetry)
+			tg.dir = &readDirective{rt: rt, r: d.r, need: d.need, wait: rest, t: d.t, retry: true}
+			if d.t != nil {
+				d.t.lastServed(servedBy{rt: rt, r: d.r})
+			}
+			rt.countRead(d.r)
+			return tg
+		}
+		set := rt.rset.Load()
+		for _, r := range set.all[set.nLocal:] {
+			rrtt := r.rtt.get()
+			if r == d.r || rrtt <= 0 || rrtt >= wrtt || !rt.combines(r) {
+				continue
+			}
+			wait := rt.readWaitBudget(r, d.need)
+			if wait <= 0 {
+				continue
+			}
+			rt.stats.guardRetriesRemote.Add(1)
+			tg := readerTarget(r, telReasonRetry)
+			tg.dir = &readDirective{rt: rt, r: r, need: d.need, wait: wait, t: d.t, retry: true}
+			if d.t != nil {
+				d.t.lastServed(servedBy{rt: rt, r: r})
+			}
+			rt.countRead(r)
+			return tg
+		}
 	}
 	if d.t != nil {
 		d.t.served(servedBy{rt: rt})

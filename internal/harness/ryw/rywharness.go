@@ -475,6 +475,8 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		rep.RouterStats.TokensRejected += st.TokensRejected
 		rep.RouterStats.MonitorQueries += st.MonitorQueries
 		rep.RouterStats.Writes += st.Writes
+		rep.RouterStats.GuardTimeouts += st.GuardTimeouts
+		rep.RouterStats.GuardRetriesRemote += st.GuardRetriesRemote
 	}
 	res := make([]Result, len(tallies))
 	for i, t := range tallies {
