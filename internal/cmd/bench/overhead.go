@@ -15,7 +15,10 @@ import (
 // *sql.DB (Router.DB), and the peak physical connections per role of the
 // routing *sql.DB and of a hand-split pair under 200 concurrent requests
 // (rywharness.MeasureConns). Its last line is {"ns_ratio":...,
-// "extra_allocs":...,"db_ns_ratio":...,"db_extra_allocs":...,"conns":{...}}.
+// "extra_allocs":...,"db_ns_ratio":...,"db_extra_allocs":...,
+// "plain_extra_allocs":...,"conns":{...}}: extra_allocs is for a read of a
+// scope (guard and sample in its text), plain_extra_allocs for a read
+// outside any scope.
 // Run it with `make bench-overhead`.
 func overhead(fs *flag.FlagSet) runFunc {
 	rounds := fs.Int("rounds", 7, "repeated runs, each with fresh pools")

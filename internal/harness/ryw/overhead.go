@@ -41,6 +41,10 @@ type Overhead struct {
 	// same scope, paired with raw queries in batches of their own.
 	DBNsRatio     float64 `json:"db_ns_ratio"`
 	DBExtraAllocs float64 `json:"db_extra_allocs"`
+	// PlainExtraAllocs is the same for a read outside any read-your-writes
+	// scope through the Router (no guard, no sample in its text), counted
+	// the same way.
+	PlainExtraAllocs float64 `json:"plain_extra_allocs"`
 	// Conns are the peak physical connections per role of the routing
 	// *sql.DB and of a hand-split pair under concurrent requests (see
 	// MeasureConns); nil when not measured.
@@ -51,6 +55,8 @@ type Overhead struct {
 	RawNs, RouterNs, DBNs   float64   `json:"-"` // medians over all pairs
 	RawAllocs, RouterAllocs float64   `json:"-"`
 	DBRawAllocs, DBAllocs   float64   `json:"-"`
+	PlainRawAllocs          float64   `json:"-"`
+	PlainAllocs             float64   `json:"-"`
 }
 
 // MeasureOverhead runs a primary-key SELECT on the local reader r1 through a
@@ -83,7 +89,7 @@ func MeasureOverhead(ctx context.Context, s *testserver.Stack, cfg OverheadConfi
 	if err := setup(ctx, s, 1); err != nil {
 		return Overhead{}, err
 	}
-	o := Overhead{RawAllocs: 1e9, RouterAllocs: 1e9, DBRawAllocs: 1e9, DBAllocs: 1e9}
+	o := Overhead{RawAllocs: 1e9, RouterAllocs: 1e9, DBRawAllocs: 1e9, DBAllocs: 1e9, PlainRawAllocs: 1e9, PlainAllocs: 1e9}
 	var rawNs, rtNs, dbNs []float64
 	for round := range cfg.Rounds {
 		r, d, err := overheadRound(ctx, s, cfg, &o, &rawNs, &rtNs, &dbNs)
@@ -98,7 +104,9 @@ func MeasureOverhead(ctx context.Context, s *testserver.Stack, cfg OverheadConfi
 	o.ExtraAllocs = o.RouterAllocs - o.RawAllocs
 	o.DBNsRatio = paired.Median(o.DBRounds)
 	o.DBExtraAllocs = o.DBAllocs - o.DBRawAllocs
+	o.PlainExtraAllocs = o.PlainAllocs - o.PlainRawAllocs
 	o.RawNs, o.RouterNs, o.DBNs = paired.Median(rawNs), paired.Median(rtNs), paired.Median(dbNs)
+	cfg.Logf("read outside a scope: router %.2f allocs/op, raw %.2f", o.PlainAllocs, o.PlainRawAllocs)
 	cfg.Logf("raw %.0f ns/op %.2f allocs/op; router %.0f ns/op %.2f allocs/op; routing *sql.DB %.0f ns/op %.2f allocs/op (raw %.2f); median ratios %.4f, %.4f over %d rounds of %d pairs of %d",
 		o.RawNs, o.RawAllocs, o.RouterNs, o.RouterAllocs, o.DBNs, o.DBAllocs, o.DBRawAllocs, o.NsRatio, o.DBNsRatio, cfg.Rounds, cfg.Pairs, cfg.Batch)
 	return o, nil
@@ -154,6 +162,21 @@ func overheadRound(ctx context.Context, s *testserver.Stack, cfg OverheadConfig,
 				return 0, 0, err
 			}
 		}
+	}
+	runPlain := func() error { return rt.QueryRowContext(ctx, selectQuery, 1).Scan(&v) }
+	if err := runPlain(); err != nil {
+		return 0, 0, err
+	}
+	for range 20 { // allocations only: a few small batches each
+		ra, err := countAllocs(runRaw)
+		if err != nil {
+			return 0, 0, err
+		}
+		pa, err := countAllocs(runPlain)
+		if err != nil {
+			return 0, 0, err
+		}
+		o.PlainRawAllocs, o.PlainAllocs = min(o.PlainRawAllocs, ra), min(o.PlainAllocs, pa)
 	}
 	before := rt.Stats()
 	rtRatio, err := pairs(cfg, runRaw, runRouter, rawNs, rtNs, &o.RawAllocs, &o.RouterAllocs)
@@ -213,4 +236,18 @@ func pairs(cfg OverheadConfig, runRaw, runCand func() error, rawNs, candNs *[]fl
 		*rawAllocs, *candAllocs = min(*rawAllocs, aa), min(*candAllocs, ba)
 	}
 	return paired.Median(ratios), nil
+}
+
+// countAllocs returns the allocations per call of f over 20 calls.
+func countAllocs(f func() error) (float64, error) {
+	const n = 20
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for range n {
+		if err := f(); err != nil {
+			return 0, err
+		}
+	}
+	runtime.ReadMemStats(&m1)
+	return float64(m1.Mallocs-m0.Mallocs) / n, nil
 }
