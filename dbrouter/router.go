@@ -94,9 +94,11 @@ type Stats struct {
 	Waits int64
 	// GuardTimeouts counts reads whose wait in the reader's own text (see
 	// "One round trip per statement") timed out: the statement did not
-	// run there, and went to a reader known to have the position, or the
-	// writer. GuardRetriesRemote counts those that went to another
-	// region's reader.
+	// run there, and went to a reader known to have the position, to the
+	// same reader again with the rest of MaxWait (a near writer), to
+	// another region's reader with a wait of its own, or to the writer.
+	// GuardRetriesRemote counts those that went to another region's
+	// reader.
 	GuardTimeouts, GuardRetriesRemote int64
 	// TokensRejected counts corrupt, forged and expired tokens ignored.
 	TokensRejected int64

@@ -45,7 +45,9 @@ type WatermarkStore interface {
 // that lost a claim look for the holder's result when it is due and claim
 // again as soon as the claim expires; without it, they assume a claim of
 // their own ttl taken at the time they asked, which can make reads wait up
-// to one ttl longer. Package dbrouter/memcachestore implements it.
+// to one ttl longer. Package dbrouter/memcachestore implements it. A
+// wrapper of a store (for metrics, say) must forward both methods or
+// neither: an embedded store's ClaimUntil would bypass the wrapper's Claim.
 type ClaimDeadliner interface {
 	// ClaimUntil is [WatermarkStore.Claim] that also returns the time the
 	// claim holding key expires: the caller's own if won, the holder's if
