@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -364,16 +363,6 @@ func typeName(v any) string {
 		return "nil"
 	}
 	return fmt.Sprintf("%T", v)
-}
-
-// TokenCarrier keeps the read-your-writes token of a request somewhere else
-// than the router's cookie, such as the user's server-side session.
-type TokenCarrier interface {
-	// LoadToken returns the token saved for the request's user, or "".
-	LoadToken(r *http.Request) string
-	// SaveToken saves token for the request's user; "" removes it. It is
-	// called before the response's first byte is written.
-	SaveToken(w http.ResponseWriter, r *http.Request, token string)
 }
 
 // normalized is a validated copy of a Config with defaults applied.

@@ -312,3 +312,12 @@ func parseHeartbeat(s string) (*position, error) {
 	}
 	return &position{parts: []posPart{{key: beatKey(uint32(writer)), seq: n}}}, nil
 }
+
+// forwardedWriteQuery reads, on a forwarding session right after a write,
+// the heartbeat position that covers it: the writer id and counter the
+// reader shows (under SESSION consistency, at or after the write), plus
+// one beat.
+func (h heartbeatDialect) forwardedWriteQuery() string {
+	return "SELECT CONCAT(IFNULL((SELECT seq FROM " + h.table + " WHERE id = 2), 0), ':', seq + 1) FROM " +
+		h.table + " WHERE id = 1"
+}

@@ -72,25 +72,9 @@ func (c stmtCall) write(rt *Router) bool {
 	return false
 }
 
-// target returns where the call runs.
-func (rt *Router) target(ctx context.Context, c stmtCall) target {
+// targetOf returns where the call runs.
+func (rt *Router) targetOf(ctx context.Context, c stmtCall) target {
 	return rt.forwardTarget(c, rt.routeCall(ctx, c))
-}
-
-// routeCall returns where the call runs without write forwarding.
-func (rt *Router) routeCall(ctx context.Context, c stmtCall) target {
-	switch c.op {
-	case opExec:
-		rt.stats.writes.Add(1)
-		return rt.toWriter(telReasonWrite)
-	case opBegin:
-		if !c.ro {
-			rt.stats.writes.Add(1)
-			return rt.toWriter(telReasonWrite)
-		}
-		return rt.route(ctx, "", true)
-	}
-	return rt.route(ctx, c.query, c.ro)
 }
 
 // execute runs the call: it checks that the router is open, chooses the
@@ -111,7 +95,7 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 		t = *pin
 		t.dir = nil // a pinned connection's statements are not combined
 	} else {
-		t = rt.target(ctx, c)
+		t = rt.targetOf(ctx, c)
 	}
 	text, isQuery := c.spanText()
 	sctx, o := rt.tel.startCall(ctx, text, isQuery, t.ep, t.route, t.reason)
@@ -122,7 +106,7 @@ func (rt *Router) execute(ctx context.Context, c stmtCall, pin *target, run func
 	if err != nil && pin == nil && t.err == nil {
 		for b := rt.attempts(); err != nil; {
 			var retry bool
-			if t, retry, err = rt.failed(ctx, t, c, err, &b); !retry {
+			if t, retry, err = rt.retryOrFail(ctx, t, c, err, &b); !retry {
 				break
 			}
 			// The span covers every attempt; each further one is an
@@ -152,22 +136,22 @@ func (rt *Router) attempts() retryBudget {
 	return retryBudget{readers: len(rt.rdrs()), writer: true, guard: true}
 }
 
-// failed handles err of the call c on t: a reader's failure excludes the
+// retryOrFail handles err of the call c on t: a reader's failure excludes the
 // reader and re-routes the call (to another fresh reader, or the writer);
-// the writer's goes to writeFailed. It reports whether to run the call again
+// the writer's goes to writerFailed. It reports whether to run the call again
 // on the returned target.
-func (rt *Router) failed(ctx context.Context, t target, c stmtCall, err error, b *retryBudget) (target, bool, error) {
+func (rt *Router) retryOrFail(ctx context.Context, t target, c stmtCall, err error, b *retryBudget) (target, bool, error) {
 	if t.w != nil && t.w == rt.fwd {
 		return rt.forwardFailed(ctx, t, c, err, b)
 	}
 	if t.route == telRouteWriter {
 		write := c.write(rt)
 		if !b.writer {
-			t, _, err = rt.writeFailedFinal(ctx, t, write, err)
+			t, _, err = rt.writerFailedFinal(ctx, t, write, err)
 			return t, false, err
 		}
 		b.writer = false
-		return rt.writeFailed(ctx, t, write, err)
+		return rt.writerFailed(ctx, t, write, err)
 	}
 	if ge, ok := errors.AsType[*guardError](err); ok && (b.guard || ge.d.retry) {
 		// The reader had not applied the position in time: the read
@@ -179,7 +163,7 @@ func (rt *Router) failed(ctx context.Context, t target, c stmtCall, err error, b
 		}
 		return n, true, nil
 	}
-	if b.readers > 0 && rt.readerFailed(ctx, t.db, err) {
+	if b.readers > 0 && rt.excludeReader(ctx, t.db, err) {
 		b.readers--
 		n := rt.route(ctx, c.query, c.ro || c.op == opBegin)
 		if n.err != nil {

@@ -322,3 +322,8 @@ func unwrapConnectError(err error) error {
 	}
 	return err
 }
+
+func isErrno(err error, n uint16) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == n
+}

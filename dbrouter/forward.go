@@ -82,15 +82,6 @@ func forwardable(q string) bool {
 	return !strings.Contains(q, "/*!") && !strings.Contains(q, "/*M!")
 }
 
-// forwardedWriteQuery reads, on a forwarding session right after a write,
-// the heartbeat position that covers it: the writer id and counter the
-// reader shows (under SESSION consistency, at or after the write), plus
-// one beat.
-func (h heartbeatDialect) forwardedWriteQuery() string {
-	return "SELECT CONCAT(IFNULL((SELECT seq FROM " + h.table + " WHERE id = 2), 0), ':', seq + 1) FROM " +
-		h.table + " WHERE id = 1"
-}
-
 // consistencyConnector sets SESSION read consistency on every connection.
 type consistencyConnector struct{ inner driver.Connector }
 

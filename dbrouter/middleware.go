@@ -207,3 +207,13 @@ func (w *tokenWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	return nil, nil, errors.New("dbrouter: response writer does not support hijacking")
 }
+
+// TokenCarrier keeps the read-your-writes token of a request somewhere else
+// than the router's cookie, such as the user's server-side session.
+type TokenCarrier interface {
+	// LoadToken returns the token saved for the request's user, or "".
+	LoadToken(r *http.Request) string
+	// SaveToken saves token for the request's user; "" removes it. It is
+	// called before the response's first byte is written.
+	SaveToken(w http.ResponseWriter, r *http.Request, token string)
+}

@@ -9,98 +9,8 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 )
-
-// endpointDB is one endpoint with its pool.
-type endpointDB struct {
-	spec  endpointSpec
-	db    *sql.DB
-	local bool // in the router's region
-}
-
-// reader is one reader with its monitor state. The monitor goroutine
-// (run) is the only writer of the watermark fields; reads of the routing
-// path use atomics only.
-type reader struct {
-	endpointDB
-	idx  int
-	cand int          // index in the writer candidates (see Router.cands)
-	tel  *telEndpoint // telemetry attributes
-
-	wm        atomic.Pointer[position] // applied position as last polled; nil until the first poll
-	healthy   atomic.Bool              // last poll succeeded
-	removed   atomic.Bool              // gone from the Aurora topology (topology.go)
-	lagNanos  atomic.Int64             // latest lag measurement
-	recentLag atomic.Int64             // smoothed lag, for wait bounds
-	freshAsOf atomic.Int64             // UnixNano: the reader had all the writer had then
-	polls     atomic.Int64             // monitor queries sent to this reader
-	sample    sampler                  // position reads, for bounding what the reader served
-	rtt       rttEstimate              // round trip of its position polls (see readWaitBudget)
-
-	lastSample atomic.Pointer[parsedSample] // the last sample of a combined read (see readconn.go)
-
-	kick chan struct{} // wakes the monitor; capacity 1
-
-	shared sharedSched // the shared store's schedule; the monitor goroutine's own
-
-	mu           sync.Mutex // protects the demand fields below
-	pending      *position  // highest position a waiting read needs
-	pendingSince time.Time  // when pending was first not covered by wm
-	pendingFresh time.Time  // when the writer was at pending (freshness chase), or zero
-	waiters      int        // reads waiting on this reader
-	wantFresh    int        // waiting bounded-staleness reads
-}
-
-// usable reports whether the reader may take reads at all.
-func (r *reader) usable(maxLag time.Duration) bool {
-	return r.healthy.Load() && !r.removed.Load() && time.Duration(r.lagNanos.Load()) <= maxLag
-}
-
-// demand registers a read waiting for p (or, with fresh, for a freshness
-// check) and wakes the monitor. release must be called when the wait ends.
-func (r *reader) demand(p *position, fresh bool, now time.Time) {
-	r.mu.Lock()
-	r.waiters++
-	if fresh {
-		r.wantFresh++
-	}
-	if !p.empty() {
-		if !r.wm.Load().covers(p) && (r.pending.empty() || r.wm.Load().covers(r.pending)) {
-			r.pendingSince = now
-		}
-		r.pending = merge(r.pending, p)
-	}
-	r.mu.Unlock()
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (r *reader) release(fresh bool) {
-	r.mu.Lock()
-	r.waiters--
-	if fresh {
-		r.wantFresh--
-	}
-	r.mu.Unlock()
-}
-
-// unmet reports whether a position is pending that r is not known to have
-// (a read waits for it, or a freshness check found r behind), how long it has
-// been pending, and whether a bounded-staleness read waits for a freshness
-// check.
-func (r *reader) unmet(now time.Time) (need bool, age time.Duration, fresh bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	fresh = r.wantFresh > 0
-	if !r.pending.empty() && !r.wm.Load().covers(r.pending) {
-		return true, now.Sub(r.pendingSince), fresh
-	}
-	return fresh, 0, fresh
-}
 
 // notifier wakes all reads waiting for a change of any monitor state.
 type notifier struct {
@@ -177,9 +87,9 @@ func runGuarded(ctx context.Context, fn func(context.Context)) (stack string, er
 	return "", errors.New("returned before Close")
 }
 
-// monitorFailed is the failure hook of r's monitor: until the restarted
+// monitorError is the failure hook of r's monitor: until the restarted
 // monitor polls r successfully, r takes no reads.
-func (rt *Router) monitorFailed(r *reader) {
+func (rt *Router) monitorError(r *reader) {
 	r.healthy.Store(false)
 	rt.changed.broadcast()
 }
@@ -332,18 +242,6 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 	rt.update(ctx, r, p, wpos, wAt, start)
 }
 
-// raise records that r has applied p and returns r's new watermark. Safe
-// for concurrent use (the monitor and settling reads both raise).
-func (r *reader) raise(p *position) *position {
-	for {
-		old := r.wm.Load()
-		n := merge(old, p)
-		if n == old || r.wm.CompareAndSwap(old, n) {
-			return n
-		}
-	}
-}
-
 // sampler shares position reads of one source among the reads that need
 // one taken after a given time: a read started after that time serves
 // them all, whoever started it. Safe for concurrent use.
@@ -418,34 +316,6 @@ func (s *sampler) after(ctx context.Context, t time.Time, q func(context.Context
 	}
 	s.record(c.pos, c.at)
 	return c.pos, nil
-}
-
-// waitApplied runs the dialect's server-side wait for r's pending position.
-// It returns true when r has applied it (and updates r), false when the
-// dialect has no wait, the wait timed out or failed (the caller then polls).
-func (rt *Router) waitApplied(ctx context.Context, r *reader) bool {
-	r.mu.Lock()
-	target := r.pending
-	r.mu.Unlock()
-	if target.empty() {
-		return false
-	}
-	q := rt.dialect.waitQuery(target, rt.cfg.MonitorTimeout/2)
-	if q == "" {
-		return false
-	}
-	start := time.Now()
-	r.polls.Add(1)
-	rt.monitorQueries.Add(1)
-	qctx, cancel := context.WithTimeout(ctx, rt.cfg.MonitorTimeout)
-	var res sql.NullInt64
-	err := r.db.QueryRowContext(qctx, q).Scan(&res)
-	cancel()
-	if err != nil || !res.Valid || res.Int64 != 0 {
-		return false
-	}
-	rt.update(ctx, r, target, nil, time.Time{}, start)
-	return true
 }
 
 // update records that r has applied p (as of a query that started at

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // The one-round-trip read path. When routing sends a read to a reader that
@@ -290,11 +288,6 @@ func nextResultSet(rows driver.Rows) error {
 	return n.NextResultSet()
 }
 
-func isErrno(err error, n uint16) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == n
-}
-
 // noteWait feeds what a guard showed into r's recent lag (the wait
 // budget's input, see readWaitBudget), smoothed as the monitor's
 // measurements are: a guard that passed after d says r took at most d; one
@@ -519,37 +512,6 @@ func (r *readRows) ColumnTypePrecisionScale(i int) (int64, int64, bool) {
 	return 0, 0, false
 }
 
-// stmtCache remembers, per statement text, where its one statement ends
-// (see oneStatement), like classCache for readOnly. The zero value is
-// ready to use.
-type stmtCache struct {
-	m [2]sync.Map // [args] string -> int (-1: not one statement)
-	n classCache  // only its counter is used
-}
-
-// end returns the index after the last code byte of q's statement, and
-// whether q is one statement (with args: also interpolation-safe).
-func (c *stmtCache) end(q string, args bool) (int, bool) {
-	a := 0
-	if args {
-		a = 1
-	}
-	if v, ok := c.m[a].Load(q); ok {
-		e := v.(int)
-		return e, e >= 0
-	}
-	e, ok := statementEnd(q, args)
-	if !ok {
-		e = -1
-	}
-	if c.n.n.Load() < classCacheSize {
-		if _, loaded := c.m[a].LoadOrStore(q, e); !loaded {
-			c.n.n.Add(1)
-		}
-	}
-	return e, ok
-}
-
 var (
 	_ driver.Connector          = (*readConnector)(nil)
 	_ driver.QueryerContext     = (*readConn)(nil)
@@ -562,15 +524,3 @@ var (
 	_ driver.NamedValueChecker  = (*readConn)(nil)
 	_ driver.RowsNextResultSet  = (*readRows)(nil)
 )
-
-// lastServed records that the latest read of the scope went to s, whose
-// served position the read's own sample brings into the scope (so s is not
-// touched: see tracker.served).
-func (t *tracker) lastServed(s servedBy) {
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	t.last = s
-	t.mu.Unlock()
-}

@@ -169,55 +169,6 @@ func (c *sessionCache) pins(q string) bool {
 	return pin
 }
 
-// sessionStmt reports whether query leaves state on its session (see
-// [Router.DB]) and so pins the connection to the writer.
-func sessionStmt(q string) bool {
-	i := skipSpaceAndComments(q, 0)
-	if i < 0 || i >= len(q) {
-		return false
-	}
-	w, j := word(q, i)
-	for _, k := range [...]string{"SET", "USE", "LOCK", "UNLOCK", "PREPARE", "EXECUTE", "DEALLOCATE",
-		"HANDLER", "INSERT", "REPLACE", "BEGIN", "START", "SAVEPOINT", "XA"} {
-		if keywordIs(w, k) {
-			return true
-		}
-	}
-	if keywordIs(w, "CREATE") || keywordIs(w, "DROP") {
-		if k := skipSpaceAndComments(q, j); k > 0 && k < len(q) {
-			if w2, _ := word(q, k); keywordIs(w2, "TEMPORARY") {
-				return true
-			}
-		}
-	}
-	for i = j; i < len(q); {
-		var ok bool
-		if i, ok = skipToken(q, i); !ok {
-			return true // the lexer cannot tell: pinning is the safe side
-		} else if i >= len(q) {
-			return false
-		}
-		c := q[i]
-		switch {
-		case c == '@':
-			if i+1 < len(q) && q[i+1] == '@' {
-				_, i = word(q, i+2)
-				continue
-			}
-			return true
-		case isWordByte(c):
-			w, i = word(q, i)
-			if keywordIs(w, "GET_LOCK") || keywordIs(w, "RELEASE_LOCK") || keywordIs(w, "RELEASE_ALL_LOCKS") ||
-				keywordIs(w, "SQL_CALC_FOUND_ROWS") {
-				return true
-			}
-			continue
-		}
-		i++
-	}
-	return false
-}
-
 func (c *routingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	var res driver.Result
 	call := stmtCall{op: opExec, query: query}
@@ -538,32 +489,3 @@ var (
 	_ driver.NamedValueChecker  = (*routingStmt)(nil)
 	_ driver.RowsNextResultSet  = (*routingRows)(nil)
 )
-
-// skipToken returns the index of the first byte at or after i that is not
-// whitespace, a comment or a quoted string or identifier; ok is false where
-// the lexer cannot tell (an unterminated or sql_mode-dependent quote, an
-// executable comment).
-func skipToken(q string, i int) (int, bool) {
-	for i < len(q) {
-		switch c := q[i]; {
-		case c == '\'' || c == '"' || c == '`':
-			j := quoted(q, i)
-			if j < 0 {
-				return 0, false
-			}
-			i = j
-		case c == '#' || c == '/' || c == '-' || isSpace(c):
-			j := skipSpaceAndComments(q, i)
-			if j < 0 {
-				return 0, false
-			}
-			if j == i {
-				return i, true
-			}
-			i = j
-		default:
-			return i, true
-		}
-	}
-	return i, true
-}

@@ -8,10 +8,10 @@ import (
 	"net"
 	"reflect"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/regiondb/regiondb/internal/otelattr"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -19,8 +19,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
-
-	"github.com/regiondb/regiondb/internal/otelattr"
 )
 
 // ScopeName is the instrumentation scope name (the import path) of the
@@ -51,84 +49,6 @@ const (
 	metricReaderLag         = "regiondb.dbrouter.reader.lag"
 	metricPositionAge       = "regiondb.dbrouter.reader.position_age"
 )
-
-// telRoute is the role that served a statement.
-type telRoute uint8
-
-const (
-	telRouteWriter telRoute = iota
-	telRouteReader
-	telRouteCount
-)
-
-func (r telRoute) String() string {
-	if r == telRouteReader {
-		return "reader"
-	}
-	return "writer"
-}
-
-// telReason says why a statement went to the endpoint that served it.
-type telReason uint8
-
-const (
-	// telReasonWrite: the statement is not provably read-only (or is in a
-	// read-write transaction), so it needs the writer.
-	telReasonWrite telReason = iota
-	// telReasonFreshReader: a reader known to be fresh enough served it at once.
-	telReasonFreshReader
-	// telReasonTokenWait: the read waited for a reader to apply its token.
-	telReasonTokenWait
-	// telReasonStaleness: a reader within the read's staleness budget served it.
-	telReasonStaleness
-	// telReasonFallback: no reader was usable (all behind, dead or excluded,
-	// or the token wait ran out): the writer served a read.
-	telReasonFallback
-	// telReasonForced: the caller forced the writer through the context.
-	telReasonForced
-	// telReasonRetry: a read failed on a reader before returning rows and
-	// was retried once on another fresh endpoint.
-	telReasonRetry
-	telReasonCount
-)
-
-var telReasonNames = [telReasonCount]string{
-	telReasonWrite:       "write",
-	telReasonFreshReader: "fresh_reader",
-	telReasonTokenWait:   "token_wait",
-	telReasonStaleness:   "staleness_budget",
-	telReasonFallback:    "writer_fallback",
-	telReasonForced:      "forced_writer",
-	telReasonRetry:       "retry",
-}
-
-func (r telReason) String() string {
-	if r < telReasonCount {
-		return telReasonNames[r]
-	}
-	return "unknown"
-}
-
-// telFallback says why a read fell back to the writer.
-type telFallback uint8
-
-const (
-	// telFallbackNoReader: no reader was usable (dead, stalled, excluded or
-	// too far behind).
-	telFallbackNoReader telFallback = iota
-	// telFallbackTokenTimeout: no reader applied the read's token within the
-	// wait.
-	telFallbackTokenTimeout
-	// telFallbackReaderFailed: the read failed on every fresh reader.
-	telFallbackReaderFailed
-	telFallbackCount
-)
-
-var telFallbackNames = [telFallbackCount]string{
-	telFallbackNoReader:     "no_usable_reader",
-	telFallbackTokenTimeout: "token_wait_timeout",
-	telFallbackReaderFailed: "reader_failed",
-}
 
 // telemetryConfig configures newTelemetry.
 type telemetryConfig struct {
@@ -528,162 +448,58 @@ func (t *telemetry) recordFailover(ctx context.Context, ep *telEndpoint) {
 	t.failovers.Add(ctx, 1, metric.WithAttributes(attrEndpoint.String(ep.name), attrRegion.String(ep.region)))
 }
 
-// sqlOperationName returns the statement's first keyword in upper case
-// ("SELECT", "INSERT", ...) for db.operation.name, skipping leading
-// whitespace and comments, or "" when it is not a known keyword. It returns
-// constants and does not allocate.
-func sqlOperationName(query string) string {
-	if i := sqlOperationIndex(query); i > 0 {
-		return sqlKeywords[i-1]
+// endpointTel builds the telemetry attributes of an endpoint from its DSN
+// (address and database; for a Connector endpoint only its name).
+func endpointTel(dbSystem string, spec endpointSpec) *telEndpoint {
+	addr, database := spec.Name, ""
+	if spec.DSN != "" {
+		if mc, err := mysql.ParseDSN(spec.DSN); err == nil {
+			addr, database = mc.Addr, mc.DBName
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				addr = spec.Name
+			}
+		}
 	}
-	return ""
+	return newTelEndpoint(dbSystem, spec.Name, spec.Region, addr, database)
 }
 
-// sqlOperationIndex returns the index in sqlKeywords plus one of the
-// statement's first keyword, or 0 when it is not a known keyword.
-func sqlOperationIndex(query string) int {
-	i := 0
-	for i < len(query) {
-		c := query[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '(' || c == ';':
-			i++
-		case c == '#' || (c == '-' && i+1 < len(query) && query[i+1] == '-'):
-			for i < len(query) && query[i] != '\n' {
-				i++
-			}
-		case c == '/' && i+1 < len(query) && query[i+1] == '*':
-			end := i + 2
-			for end+1 < len(query) && !(query[end] == '*' && query[end+1] == '/') {
-				end++
-			}
-			i = end + 2
-		default:
-			j := i
-			for j < len(query) && (query[j]|0x20 >= 'a' && query[j]|0x20 <= 'z') {
-				j++
-			}
-			return sqlKeyword(query[i:j])
+// telReaders feeds the reader gauges: each reader's lag and the age of the
+// position it is known to have applied (now minus the last time it had all
+// the writer had).
+func (rt *Router) telReaders(yield func(telReaderStat) bool) {
+	now := time.Now()
+	for _, r := range rt.rdrs() {
+		st := telReaderStat{ep: r.tel, known: r.healthy.Load() && r.wm.Load() != nil}
+		st.lag = time.Duration(r.lagNanos.Load())
+		if f := r.freshAsOf.Load(); f > 0 {
+			st.positionAge = now.Sub(time.Unix(0, f))
+		} else {
+			st.positionAge = now.Sub(rt.opened)
+		}
+		if !yield(st) {
+			return
 		}
 	}
-	return 0
 }
 
-var sqlKeywords = [...]string{
-	"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SHOW", "CALL", "WITH", "BEGIN", "START",
-	"COMMIT", "ROLLBACK", "SET", "CREATE", "ALTER", "DROP", "TRUNCATE", "EXPLAIN", "DESCRIBE",
-	"LOCK", "UNLOCK", "DO", "LOAD", "GRANT", "REVOKE", "USE", "ANALYZE", "OPTIMIZE", "VALUES", "TABLE",
-}
-
-func sqlKeyword(w string) int {
-	if len(w) < 2 || len(w) > 8 {
-		return 0
-	}
-	for i, k := range sqlKeywords {
-		if len(k) == len(w) && asciiEqualFold(k, w) {
-			return i + 1
+// telPools feeds the connection metrics from each pool's sql.DBStats.
+func (rt *Router) telPools(yield func(telPoolStat) bool) {
+	rt.wmu.Lock()
+	ws := make([]*writerTarget, 0, len(rt.wpools))
+	for _, w := range rt.wpools {
+		if w != nil {
+			ws = append(ws, w)
 		}
 	}
-	return 0
-}
-
-// sanitizeQuery returns query without its literals, for db.query.text:
-// string and numeric literals (and hexadecimal and bit ones) become "?",
-// comments are dropped (they may hold values too); identifiers, quoted ones
-// included, and placeholders stay. A statement written with placeholders
-// comes back unchanged, without allocating.
-func sanitizeQuery(q string) string {
-	var b []byte // nil until something changes
-	last := 0    // q[last:i] is not yet copied into b
-	flush := func(i int, repl string) {
-		if b == nil {
-			b = make([]byte, 0, len(q))
-		}
-		b = append(b, q[last:i]...)
-		b = append(b, repl...)
-	}
-	prevWord := false
-	for i := 0; i < len(q); {
-		c := q[i]
-		switch {
-		case c == '\'' || c == '"':
-			j := i + 1
-			for j < len(q) {
-				if q[j] == '\\' {
-					j += 2
-					continue
-				}
-				if q[j] == c {
-					if j+1 < len(q) && q[j+1] == c {
-						j += 2
-						continue
-					}
-					break
-				}
-				j++
-			}
-			j = min(j+1, len(q))
-			start := i
-			if prevWord && i > 0 && (q[i-1]|0x20 == 'x' || q[i-1]|0x20 == 'b') && (i < 2 || !isWordByte(q[i-2])) {
-				start = i - 1 // X'..' and B'..' literals
-			}
-			flush(start, "?")
-			i, last, prevWord = j, j, false
-		case c == '`':
-			j := i + 1
-			for j < len(q) && q[j] != '`' {
-				j++
-			}
-			i, prevWord = min(j+1, len(q)), false
-		case c == '#' || (c == '-' && i+1 < len(q) && q[i+1] == '-') || (c == '/' && i+1 < len(q) && q[i+1] == '*'):
-			j := i + 2
-			if c == '/' {
-				for j+1 < len(q) && !(q[j] == '*' && q[j+1] == '/') {
-					j++
-				}
-				j = min(j+2, len(q))
-			} else {
-				for j < len(q) && q[j] != '\n' {
-					j++
-				}
-			}
-			flush(i, " ")
-			i, last, prevWord = j, j, false
-		case c >= '0' && c <= '9' && !prevWord:
-			j := i + 1
-			for j < len(q) && (isWordByte(q[j]) || q[j] == '.' ||
-				((q[j] == '+' || q[j] == '-') && (q[j-1]|0x20 == 'e'))) {
-				j++
-			}
-			flush(i, "?")
-			i, last = j, j
-		case c == '.' && i+1 < len(q) && q[i+1] >= '0' && q[i+1] <= '9' && !prevWord:
-			j := i + 1
-			for j < len(q) && isWordByte(q[j]) {
-				j++
-			}
-			flush(i, "?")
-			i, last = j, j
-		default:
-			prevWord = isWordByte(c)
-			i++
+	rt.wmu.Unlock()
+	for _, w := range ws {
+		if !yield(telPoolStat{ep: w.tel, route: telRouteWriter, stats: w.db.Stats()}) {
+			return
 		}
 	}
-	if b == nil {
-		return q
-	}
-	return strings.TrimSpace(string(append(b, q[last:]...)))
-}
-
-func asciiEqualFold(upper, s string) bool {
-	for i := range len(s) {
-		c := s[i]
-		if c >= 'a' && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != upper[i] {
-			return false
+	for _, r := range rt.rdrs() {
+		if !yield(telPoolStat{ep: r.tel, route: telRouteReader, stats: r.db.Stats()}) {
+			return
 		}
 	}
-	return true
 }

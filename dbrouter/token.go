@@ -75,28 +75,6 @@ func (k TokenKey) LogValue() slog.Value {
 	return slog.GroupValue(slog.Int("id", int(k.ID)), slog.String("secret", "REDACTED"))
 }
 
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
-}
-
 // tokenCodec signs and verifies tokens.
 type tokenCodec struct {
 	keys   []TokenKey // keys[0] signs

@@ -8,17 +8,6 @@ import (
 	"time"
 )
 
-// readerSet is the router's readers: local ones first (all[:nLocal]), then
-// the others. A set is never changed once stored; OpenAurora's topology
-// refresh stores a new one with the instances added to the cluster.
-type readerSet struct {
-	all    []*reader
-	nLocal int
-}
-
-// rdrs returns the current readers, local first.
-func (rt *Router) rdrs() []*reader { return rt.rset.Load().all }
-
 // DefaultAuroraTopologyInterval is the period of the topology refresh of a
 // router opened with [OpenAurora]: it reads the cluster's topology at most
 // once per interval (earlier when a writer search asks for it, but never
@@ -188,7 +177,7 @@ func (rt *Router) applyTopology(ctx context.Context, t *auroraTopology) {
 	// with Close's Wait reaching zero.
 	for _, r := range append(local, remote...) {
 		rt.wg.Add(1)
-		go rt.supervise(rt.ctx, "monitor "+r.spec.Name, func(ctx context.Context) { rt.monitor(ctx, r) }, func() { rt.monitorFailed(r) })
+		go rt.supervise(rt.ctx, "monitor "+r.spec.Name, func(ctx context.Context) { rt.monitor(ctx, r) }, func() { rt.monitorError(r) })
 	}
 	rt.changed.broadcast()
 }

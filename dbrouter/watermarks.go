@@ -185,12 +185,6 @@ func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) (settle
 	return settled, st.at, nil
 }
 
-func (r *reader) wantFreshNow() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.wantFresh
-}
-
 // saveShared publishes r's state after this process queried it with a
 // query that started at at.
 func (rt *Router) saveShared(ctx context.Context, r *reader, at time.Time) {

@@ -1,6 +1,8 @@
 package dbrouter
 
 import (
+	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -493,4 +495,443 @@ var pureFuncs = [...]string{
 	"TRUNCATE", "UCASE", "UNHEX", "UNION", "UNIX_TIMESTAMP", "UNSIGNED", "UPPER", "USE", "USING",
 	"UTC_DATE", "UTC_TIME", "UTC_TIMESTAMP", "UUID", "VARCHAR", "VARIANCE", "VAR_POP",
 	"VAR_SAMP", "WEEK", "WEEKDAY", "WEEKOFYEAR", "WHEN", "WHERE", "XOR", "YEAR", "YEARWEEK",
+}
+
+// sessionStmt reports whether query leaves state on its session (see
+// [Router.DB]) and so pins the connection to the writer.
+func sessionStmt(q string) bool {
+	i := skipSpaceAndComments(q, 0)
+	if i < 0 || i >= len(q) {
+		return false
+	}
+	w, j := word(q, i)
+	for _, k := range [...]string{"SET", "USE", "LOCK", "UNLOCK", "PREPARE", "EXECUTE", "DEALLOCATE",
+		"HANDLER", "INSERT", "REPLACE", "BEGIN", "START", "SAVEPOINT", "XA"} {
+		if keywordIs(w, k) {
+			return true
+		}
+	}
+	if keywordIs(w, "CREATE") || keywordIs(w, "DROP") {
+		if k := skipSpaceAndComments(q, j); k > 0 && k < len(q) {
+			if w2, _ := word(q, k); keywordIs(w2, "TEMPORARY") {
+				return true
+			}
+		}
+	}
+	for i = j; i < len(q); {
+		var ok bool
+		if i, ok = skipToken(q, i); !ok {
+			return true // the lexer cannot tell: pinning is the safe side
+		} else if i >= len(q) {
+			return false
+		}
+		c := q[i]
+		switch {
+		case c == '@':
+			if i+1 < len(q) && q[i+1] == '@' {
+				_, i = word(q, i+2)
+				continue
+			}
+			return true
+		case isWordByte(c):
+			w, i = word(q, i)
+			if keywordIs(w, "GET_LOCK") || keywordIs(w, "RELEASE_LOCK") || keywordIs(w, "RELEASE_ALL_LOCKS") ||
+				keywordIs(w, "SQL_CALC_FOUND_ROWS") {
+				return true
+			}
+			continue
+		}
+		i++
+	}
+	return false
+}
+
+// skipToken returns the index of the first byte at or after i that is not
+// whitespace, a comment or a quoted string or identifier; ok is false where
+// the lexer cannot tell (an unterminated or sql_mode-dependent quote, an
+// executable comment).
+func skipToken(q string, i int) (int, bool) {
+	for i < len(q) {
+		switch c := q[i]; {
+		case c == '\'' || c == '"' || c == '`':
+			j := quoted(q, i)
+			if j < 0 {
+				return 0, false
+			}
+			i = j
+		case c == '#' || c == '/' || c == '-' || isSpace(c):
+			j := skipSpaceAndComments(q, i)
+			if j < 0 {
+				return 0, false
+			}
+			if j == i {
+				return i, true
+			}
+			i = j
+		default:
+			return i, true
+		}
+	}
+	return i, true
+}
+
+// sqlOperationName returns the statement's first keyword in upper case
+// ("SELECT", "INSERT", ...) for db.operation.name, skipping leading
+// whitespace and comments, or "" when it is not a known keyword. It returns
+// constants and does not allocate.
+func sqlOperationName(query string) string {
+	if i := sqlOperationIndex(query); i > 0 {
+		return sqlKeywords[i-1]
+	}
+	return ""
+}
+
+// sqlOperationIndex returns the index in sqlKeywords plus one of the
+// statement's first keyword, or 0 when it is not a known keyword.
+func sqlOperationIndex(query string) int {
+	i := 0
+	for i < len(query) {
+		c := query[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '(' || c == ';':
+			i++
+		case c == '#' || (c == '-' && i+1 < len(query) && query[i+1] == '-'):
+			for i < len(query) && query[i] != '\n' {
+				i++
+			}
+		case c == '/' && i+1 < len(query) && query[i+1] == '*':
+			end := i + 2
+			for end+1 < len(query) && !(query[end] == '*' && query[end+1] == '/') {
+				end++
+			}
+			i = end + 2
+		default:
+			j := i
+			for j < len(query) && (query[j]|0x20 >= 'a' && query[j]|0x20 <= 'z') {
+				j++
+			}
+			return sqlKeyword(query[i:j])
+		}
+	}
+	return 0
+}
+
+var sqlKeywords = [...]string{
+	"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SHOW", "CALL", "WITH", "BEGIN", "START",
+	"COMMIT", "ROLLBACK", "SET", "CREATE", "ALTER", "DROP", "TRUNCATE", "EXPLAIN", "DESCRIBE",
+	"LOCK", "UNLOCK", "DO", "LOAD", "GRANT", "REVOKE", "USE", "ANALYZE", "OPTIMIZE", "VALUES", "TABLE",
+}
+
+func sqlKeyword(w string) int {
+	if len(w) < 2 || len(w) > 8 {
+		return 0
+	}
+	for i, k := range sqlKeywords {
+		if len(k) == len(w) && asciiEqualFold(k, w) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// sanitizeQuery returns query without its literals, for db.query.text:
+// string and numeric literals (and hexadecimal and bit ones) become "?",
+// comments are dropped (they may hold values too); identifiers, quoted ones
+// included, and placeholders stay. A statement written with placeholders
+// comes back unchanged, without allocating.
+func sanitizeQuery(q string) string {
+	var b []byte // nil until something changes
+	last := 0    // q[last:i] is not yet copied into b
+	flush := func(i int, repl string) {
+		if b == nil {
+			b = make([]byte, 0, len(q))
+		}
+		b = append(b, q[last:i]...)
+		b = append(b, repl...)
+	}
+	prevWord := false
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := i + 1
+			for j < len(q) {
+				if q[j] == '\\' {
+					j += 2
+					continue
+				}
+				if q[j] == c {
+					if j+1 < len(q) && q[j+1] == c {
+						j += 2
+						continue
+					}
+					break
+				}
+				j++
+			}
+			j = min(j+1, len(q))
+			start := i
+			if prevWord && i > 0 && (q[i-1]|0x20 == 'x' || q[i-1]|0x20 == 'b') && (i < 2 || !isWordByte(q[i-2])) {
+				start = i - 1 // X'..' and B'..' literals
+			}
+			flush(start, "?")
+			i, last, prevWord = j, j, false
+		case c == '`':
+			j := i + 1
+			for j < len(q) && q[j] != '`' {
+				j++
+			}
+			i, prevWord = min(j+1, len(q)), false
+		case c == '#' || (c == '-' && i+1 < len(q) && q[i+1] == '-') || (c == '/' && i+1 < len(q) && q[i+1] == '*'):
+			j := i + 2
+			if c == '/' {
+				for j+1 < len(q) && !(q[j] == '*' && q[j+1] == '/') {
+					j++
+				}
+				j = min(j+2, len(q))
+			} else {
+				for j < len(q) && q[j] != '\n' {
+					j++
+				}
+			}
+			flush(i, " ")
+			i, last, prevWord = j, j, false
+		case c >= '0' && c <= '9' && !prevWord:
+			j := i + 1
+			for j < len(q) && (isWordByte(q[j]) || q[j] == '.' ||
+				((q[j] == '+' || q[j] == '-') && (q[j-1]|0x20 == 'e'))) {
+				j++
+			}
+			flush(i, "?")
+			i, last = j, j
+		case c == '.' && i+1 < len(q) && q[i+1] >= '0' && q[i+1] <= '9' && !prevWord:
+			j := i + 1
+			for j < len(q) && isWordByte(q[j]) {
+				j++
+			}
+			flush(i, "?")
+			i, last = j, j
+		default:
+			prevWord = isWordByte(c)
+			i++
+		}
+	}
+	if b == nil {
+		return q
+	}
+	return strings.TrimSpace(string(append(b, q[last:]...)))
+}
+
+func asciiEqualFold(upper, s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != upper[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// errMultiStatement is returned for a user text that holds more than one
+// statement (or whose statement count the lexer cannot tell) when it would
+// run on a connection that executes several statements of one text (see
+// [Config.DisableCombinedStatements]).
+var errMultiStatement = errors.New("dbrouter: query holds more than one statement " +
+	"(or text whose extent depends on the session's sql_mode); send one statement per call, " +
+	"or set multiStatements=true in the DSN to allow several")
+
+// stmtMode is one interpretation of quotes by the server: whether a
+// backslash escapes in strings (not NO_BACKSLASH_ESCAPES) and whether "..."
+// is an identifier (ANSI_QUOTES). The lexer answers only what holds in
+// every mode, since a session may change its sql_mode.
+type stmtMode struct{ backslash, ansiQuotes bool }
+
+var stmtModes = [...]stmtMode{{true, false}, {false, false}, {true, true}, {false, true}}
+
+// oneStatement reports whether q is exactly one SQL statement for MariaDB's
+// multi-statement splitter, in every sql_mode: a ';' outside strings, quoted
+// identifiers and comments ends a statement, and after it only whitespace
+// and comments may follow. (The server ignores a few other remainders, such
+// as a second ';': those are refused too.) Executable comments ("/*!", "/*M!")
+// are code: a ';' inside one splits, so it is refused. Anything the lexer
+// cannot tell (an unterminated quote or comment, "--" followed by a control
+// character, a NUL byte, a comment nested in an executable one) counts as
+// more than one.
+//
+// With args (the driver interpolates "?" placeholders on the client with
+// its own lexer) it also refuses texts where that lexer may disagree with
+// the server's about what is code: executable comments, comments that
+// start with "/*/", and "..." quotes holding a backslash (the driver does
+// not know ANSI_QUOTES).
+//
+// oneStatement does not allocate.
+func oneStatement(q string, args bool) bool {
+	_, ok := statementEnd(q, args)
+	return ok
+}
+
+// statementEnd is oneStatement that also returns where the statement ends:
+// len(q) when q has no final ';', else the index after the statement's
+// last byte of code (before the ';' and what follows it), the same in
+// every mode. Text appended after q[:end] and a newline is a statement of
+// its own.
+func statementEnd(q string, args bool) (int, bool) {
+	if strings.IndexByte(q, 0) >= 0 {
+		// The server's lexer ends a "#" comment at a NUL byte.
+		return 0, false
+	}
+	end := -1
+	for _, m := range stmtModes {
+		e, ok := statementEndIn(q, m, args)
+		if !ok || (end >= 0 && e != end) {
+			return 0, false
+		}
+		end = e
+	}
+	return end, true
+}
+
+func statementEndIn(q string, m stmtMode, args bool) (end int, ok bool) {
+	ended := false // a statement-ending ';' was seen
+	exec := false  // inside an executable comment
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == 0:
+			return 0, false
+		case isSpace(c) || c == ';':
+			if c == ';' {
+				// A ';' in an executable comment splits; after a
+				// statement's ';' the server parses another ';' as
+				// the start of a statement ("SELECT 1; ;; --" fails
+				// after running SELECT 1).
+				if exec || ended {
+					return 0, false
+				}
+				ended = true
+			}
+			i++
+			continue
+		case c == '#':
+			i = lineEnd(q, i)
+			continue
+		case c == '-' && i+1 < len(q) && q[i+1] == '-':
+			if i+2 == len(q) {
+				i = len(q)
+				continue
+			}
+			if d := q[i+2]; isSpace(d) {
+				i = lineEnd(q, i)
+				continue
+			} else if d < ' ' || d == 0x7f {
+				return 0, false
+			}
+		case c == '/' && i+1 < len(q) && q[i+1] == '*':
+			j := i + 2
+			if j < len(q) && (q[j] == '!' || (q[j] == 'M' && j+1 < len(q) && q[j+1] == '!')) {
+				if exec || args {
+					return 0, false
+				}
+				exec = true
+				if q[j] == 'M' {
+					j++
+				}
+				i = j + 1
+				continue
+			}
+			if exec || (args && j < len(q) && q[j] == '/') {
+				return 0, false
+			}
+			end := indexFrom(q, "*/", j)
+			if end < 0 {
+				return 0, false
+			}
+			i = end + 2
+			continue
+		case c == '*' && exec && i+1 < len(q) && q[i+1] == '/':
+			exec = false
+			i += 2
+			end = i
+			continue
+		}
+		// Code: anything after a statement's end is a second statement.
+		if ended {
+			return 0, false
+		}
+		switch c {
+		case '\'', '"', '`':
+			j := skipQuoted(q, i, m, args)
+			if j < 0 {
+				return 0, false
+			}
+			i = j
+		default:
+			i++
+		}
+		end = i
+	}
+	if !ended {
+		end = len(q)
+	}
+	return end, !exec
+}
+
+// skipQuoted returns the index after the string or quoted identifier at i
+// in mode m, or -1 if it is unterminated (or, with args, a "..." token that
+// holds a backslash).
+func skipQuoted(q string, i int, m stmtMode, args bool) int {
+	c := q[i]
+	escapes := m.backslash && (c == '\'' || (c == '"' && !m.ansiQuotes))
+	for j := i + 1; j < len(q); j++ {
+		switch q[j] {
+		case '\\':
+			if c == '"' && args {
+				return -1
+			}
+			if escapes {
+				j++
+			}
+		case c:
+			if j+1 < len(q) && q[j+1] == c {
+				j++
+				continue
+			}
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// stmtCache remembers, per statement text, where its one statement ends
+// (see oneStatement), like classCache for readOnly. The zero value is
+// ready to use.
+type stmtCache struct {
+	m [2]sync.Map // [args] string -> int (-1: not one statement)
+	n classCache  // only its counter is used
+}
+
+// end returns the index after the last code byte of q's statement, and
+// whether q is one statement (with args: also interpolation-safe).
+func (c *stmtCache) end(q string, args bool) (int, bool) {
+	a := 0
+	if args {
+		a = 1
+	}
+	if v, ok := c.m[a].Load(q); ok {
+		e := v.(int)
+		return e, e >= 0
+	}
+	e, ok := statementEnd(q, args)
+	if !ok {
+		e = -1
+	}
+	if c.n.n.Load() < classCacheSize {
+		if _, loaded := c.m[a].LoadOrStore(q, e); !loaded {
+			c.n.n.Add(1)
+		}
+	}
+	return e, ok
 }

@@ -1,11 +1,137 @@
+// The read-your-writes scope: the tracker a context carries, the positions a scope requires, and
+// the Token/WithToken round trip, including the cache package's ReadScope contract.
+
 package dbrouter
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// tracker is the mutable read-your-writes state of one request (or any
+// scope made by [NewContext]): what the request's user must see and what
+// the request wrote. Safe for concurrent use.
+type tracker struct {
+	// need is the least position a reader must have applied to serve this
+	// scope's reads: the restored token, this scope's writes and the
+	// positions its reads were served at (monotonic reads).
+	need atomic.Pointer[position]
+	// writerOnly is set when a write's position could not be read: the
+	// scope's later reads go to the writer.
+	writerOnly atomic.Bool
+
+	mu       sync.Mutex // protects the fields below and updates of need
+	written  *position  // writes made through this scope
+	restored *position  // position of the token(s) the scope started with
+	// touched are the sources that served reads of this scope whose
+	// served position is not yet in need (see [Router.settle]); last is
+	// the reader of the scope's latest read, which its next read prefers.
+	touched []servedBy
+	last    servedBy
+}
+
+// servedBy is a source that served a read of a scope: a reader of rt, or
+// rt's writer when r is nil.
+type servedBy struct {
+	rt *Router
+	r  *reader
+}
+
+type trackerKey struct{}
+
+// NewContext returns a context carrying a fresh read-your-writes scope:
+// writes made through it (or contexts derived from it) advance the scope's
+// position, and its reads observe them. [Router.Middleware] makes one per
+// request; use NewContext for work outside HTTP (jobs, consumers). Without
+// a scope, writes are still routed correctly but later reads do not wait for
+// them.
+func NewContext(ctx context.Context) context.Context {
+	return context.WithValue(ctx, trackerKey{}, &tracker{})
+}
+
+func trackerFrom(ctx context.Context) *tracker {
+	t, _ := ctx.Value(trackerKey{}).(*tracker)
+	return t
+}
+
+// advance merges p into what the scope must see; written also into its
+// writes.
+func (t *tracker) advance(p *position, written bool) {
+	if p.empty() {
+		return
+	}
+	t.mu.Lock()
+	if written {
+		t.written = merge(t.written, p)
+	}
+	t.need.Store(merge(t.need.Load(), p))
+	t.mu.Unlock()
+}
+
+// served records that a read of the scope was served by s. What s served
+// is not known yet (a reader may be ahead of the position its monitor last
+// saw); [Router.settle] bounds it from above before the scope's position
+// leaves the scope or its next read goes to another source.
+func (t *tracker) served(s servedBy) {
+	t.mu.Lock()
+	if !slices.Contains(t.touched, s) {
+		t.touched = append(t.touched, s)
+	}
+	t.last = s
+	t.mu.Unlock()
+}
+
+// lastServed records that the latest read of the scope went to s, whose
+// served position the read's own sample brings into the scope (so s is not
+// touched: see tracker.served).
+func (t *tracker) lastServed(s servedBy) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.last = s
+	t.mu.Unlock()
+}
+
+// sticky returns the reader of the scope's latest read if its later reads
+// may stay on it without settling (rt's reader, still touched).
+func (t *tracker) sticky(rt *Router) *reader {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.last.rt != rt || t.last.r == nil || !slices.Contains(t.touched, t.last) {
+		return nil
+	}
+	return t.last.r
+}
+
+// touchedOther reports whether reads of the scope were served by another
+// source than rt's reader r, whose served position is not in need yet.
+func (t *tracker) touchedOther(rt *Router, r *reader) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.touched {
+		if s.rt != rt || s.r != r {
+			return true
+		}
+	}
+	return false
+}
+
+// requirement is set by [Router.RequirePosition].
+type requirement struct {
+	pos *position // nil: the position could not be parsed
+	ok  atomic.Bool
+}
+
+type requireKey struct{}
 
 // Token returns the signed read-your-writes token of ctx's scope: what a
 // later request of the same user (in any region) must observe: the scope's
@@ -186,4 +312,44 @@ func (rt *Router) MergePositions(a, b string) string {
 		pb = nil
 	}
 	return merge(pa, pb).String()
+}
+
+// RequiredPosition returns the writer position that data served to ctx must
+// reflect: the writes of ctx's read-your-writes scope, including those of
+// the token(s) it was restored from, or "" if ctx has no scope or requires
+// nothing. The positions the scope's reads were served at are left out, so
+// that a cache hit is refused only for what the user wrote. With
+// [Router.CoversPosition] it implements the cache package's ReadScope.
+func (rt *Router) RequiredPosition(ctx context.Context) string {
+	t := trackerFrom(ctx)
+	if t == nil {
+		return ""
+	}
+	t.mu.Lock()
+	p := merge(t.written, t.restored)
+	t.mu.Unlock()
+	if p.empty() {
+		return ""
+	}
+	return p.String()
+}
+
+// CoversPosition reports whether data that reflects position a also
+// reflects everything position b describes (a and b are values of
+// [Router.WrittenPosition] or [Router.RequiredPosition]). Every a covers
+// b = ""; a position that does not parse for the router's dialect covers
+// nothing and is covered by nothing.
+func (rt *Router) CoversPosition(a, b string) bool {
+	if b == "" {
+		return true
+	}
+	pb, err := rt.parsePosition(b)
+	if err != nil {
+		return false
+	}
+	pa, err := rt.parsePosition(a)
+	if err != nil {
+		return false
+	}
+	return pa.covers(pb)
 }
