@@ -216,8 +216,7 @@
 //
 // An INSERT or REPLACE in a scope still reads its position after it: its OK
 // packet's LastInsertId cannot be reproduced exactly from SQL (DO
-// LAST_INSERT_ID(x) reports 0 in its own OK packet). make bench-ryw
-// reports it as extra_round_trips_per_insert. Endpoints given as a
+// LAST_INSERT_ID(x) reports 0 in its own OK packet). Endpoints given as a
 // Connector, the MySQL and heartbeat dialects, and
 // [Config].DisableCombinedStatements keep the separate round trips.
 //
@@ -236,7 +235,10 @@
 // Combined writes leave the user variable @regiondb_last_insert_id on their
 // session (the session's LAST_INSERT_ID() is kept as without combining).
 //
-// A fleet shares what its monitors learn through a [WatermarkStore]
+// Reads that carry their own wait need no monitor query at all. For the
+// in-process waits (endpoints given as a Connector, the MySQL and heartbeat
+// dialects, DisableCombinedStatements), a fleet shares what its monitors
+// learn through a [WatermarkStore]
 // ([Config.Watermarks]; package dbrouter/memcachestore implements it on
 // memcached): only the process that wins a reader's claim queries it, at
 // most once per PollInterval for the whole fleet, and the others read what

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 
 	"go.opentelemetry.io/otel/trace"
@@ -369,4 +370,44 @@ func beginOn(ctx context.Context, dc driver.Conn, opts driver.TxOptions) (driver
 		return nil, errors.New("dbrouter: driver does not support transaction options")
 	}
 	return dc.Begin() //nolint:staticcheck // fallback for old drivers
+}
+
+// wrappedRows is embedded by the router's driver.Rows wrappers: it forwards
+// the optional column-type interfaces of the rows it wraps, so that
+// database/sql describes a wrapper's columns as the driver's own.
+type wrappedRows struct{ driver.Rows }
+
+func (r wrappedRows) ColumnTypeScanType(i int) reflect.Type {
+	if c, ok := r.Rows.(driver.RowsColumnTypeScanType); ok {
+		return c.ColumnTypeScanType(i)
+	}
+	return reflect.TypeFor[any]()
+}
+
+func (r wrappedRows) ColumnTypeDatabaseTypeName(i int) string {
+	if c, ok := r.Rows.(driver.RowsColumnTypeDatabaseTypeName); ok {
+		return c.ColumnTypeDatabaseTypeName(i)
+	}
+	return ""
+}
+
+func (r wrappedRows) ColumnTypeLength(i int) (int64, bool) {
+	if c, ok := r.Rows.(driver.RowsColumnTypeLength); ok {
+		return c.ColumnTypeLength(i)
+	}
+	return 0, false
+}
+
+func (r wrappedRows) ColumnTypeNullable(i int) (bool, bool) {
+	if c, ok := r.Rows.(driver.RowsColumnTypeNullable); ok {
+		return c.ColumnTypeNullable(i)
+	}
+	return false, false
+}
+
+func (r wrappedRows) ColumnTypePrecisionScale(i int) (int64, int64, bool) {
+	if c, ok := r.Rows.(driver.RowsColumnTypePrecisionScale); ok {
+		return c.ColumnTypePrecisionScale(i)
+	}
+	return 0, 0, false
 }

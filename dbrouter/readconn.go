@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"io"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,9 +194,9 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		}
 	}
 	if d.t == nil {
-		c.rows = readRows{Rows: rows}
+		c.rows = readRows{wrappedRows: wrappedRows{rows}}
 	} else {
-		c.rows = readRows{Rows: rows, d: d, sent: sent}
+		c.rows = readRows{wrappedRows: wrappedRows{rows}, d: d, sent: sent}
 	}
 	return &c.rows, nil
 }
@@ -388,7 +387,7 @@ func (c *readConn) CheckNamedValue(nv *driver.NamedValue) error {
 // readRows shows the statement's result set of a combined read; with a
 // directive, it reads the sample when closed.
 type readRows struct {
-	driver.Rows
+	wrappedRows
 	d    *readDirective // nil: no sample
 	sent time.Time
 	done bool
@@ -476,41 +475,6 @@ func valueText(v driver.Value) (string, bool) {
 // The statement's result set is the only one the caller sees.
 func (r *readRows) HasNextResultSet() bool { return false }
 func (r *readRows) NextResultSet() error   { return io.EOF }
-
-func (r *readRows) ColumnTypeScanType(i int) reflect.Type {
-	if c, ok := r.Rows.(driver.RowsColumnTypeScanType); ok {
-		return c.ColumnTypeScanType(i)
-	}
-	return reflect.TypeFor[any]()
-}
-
-func (r *readRows) ColumnTypeDatabaseTypeName(i int) string {
-	if c, ok := r.Rows.(driver.RowsColumnTypeDatabaseTypeName); ok {
-		return c.ColumnTypeDatabaseTypeName(i)
-	}
-	return ""
-}
-
-func (r *readRows) ColumnTypeLength(i int) (int64, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypeLength); ok {
-		return c.ColumnTypeLength(i)
-	}
-	return 0, false
-}
-
-func (r *readRows) ColumnTypeNullable(i int) (bool, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypeNullable); ok {
-		return c.ColumnTypeNullable(i)
-	}
-	return false, false
-}
-
-func (r *readRows) ColumnTypePrecisionScale(i int) (int64, int64, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypePrecisionScale); ok {
-		return c.ColumnTypePrecisionScale(i)
-	}
-	return 0, 0, false
-}
 
 var (
 	_ driver.Connector          = (*readConnector)(nil)

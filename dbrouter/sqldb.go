@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"io"
-	"reflect"
 	"sync"
 	"sync/atomic"
 )
@@ -202,7 +201,7 @@ func (c *routingConn) QueryContext(ctx context.Context, query string, args []dri
 		err := c.rt.execute(ctx, call, pin, func(ctx context.Context, _ target) error {
 			r, st, err := queryOn(ctx, c.pin.dc, query, args)
 			if err == nil {
-				rows = &routingRows{Rows: r, st: st}
+				rows = &routingRows{wrappedRows: wrappedRows{r}, st: st}
 			}
 			return err
 		})
@@ -233,9 +232,9 @@ func (c *routingConn) QueryContext(ctx context.Context, query string, args []dri
 		}
 		if keep {
 			c.pin, c.session = p, true
-			rows = &routingRows{Rows: r, st: st}
+			rows = &routingRows{wrappedRows: wrappedRows{r}, st: st}
 		} else {
-			rows = &routingRows{Rows: r, st: st, p: p}
+			rows = &routingRows{wrappedRows: wrappedRows{r}, st: st, p: p}
 		}
 		return nil
 	})
@@ -403,7 +402,7 @@ func valuesToNamed(args []driver.Value) []driver.NamedValue {
 // them closes the statement prepared for them, if any, and releases the
 // physical connection, unless the logical connection holds it.
 type routingRows struct {
-	driver.Rows
+	wrappedRows
 	st   driver.Stmt
 	p    physConn
 	done bool
@@ -436,41 +435,6 @@ func (r *routingRows) NextResultSet() error {
 		return n.NextResultSet()
 	}
 	return io.EOF
-}
-
-func (r *routingRows) ColumnTypeScanType(i int) reflect.Type {
-	if c, ok := r.Rows.(driver.RowsColumnTypeScanType); ok {
-		return c.ColumnTypeScanType(i)
-	}
-	return reflect.TypeFor[any]()
-}
-
-func (r *routingRows) ColumnTypeDatabaseTypeName(i int) string {
-	if c, ok := r.Rows.(driver.RowsColumnTypeDatabaseTypeName); ok {
-		return c.ColumnTypeDatabaseTypeName(i)
-	}
-	return ""
-}
-
-func (r *routingRows) ColumnTypeLength(i int) (int64, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypeLength); ok {
-		return c.ColumnTypeLength(i)
-	}
-	return 0, false
-}
-
-func (r *routingRows) ColumnTypeNullable(i int) (bool, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypeNullable); ok {
-		return c.ColumnTypeNullable(i)
-	}
-	return false, false
-}
-
-func (r *routingRows) ColumnTypePrecisionScale(i int) (int64, int64, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypePrecisionScale); ok {
-		return c.ColumnTypePrecisionScale(i)
-	}
-	return 0, 0, false
 }
 
 var (

@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"io"
-	"reflect"
 	"strconv"
 )
 
@@ -312,7 +311,7 @@ func (c *writeConn) QueryContext(ctx context.Context, query string, args []drive
 	if err != nil || c.inTx || readOnly(query) {
 		return rows, err
 	}
-	return &writeRows{Rows: rows, c: c, ctx: ctx}, nil
+	return &writeRows{wrappedRows: wrappedRows{rows}, c: c, ctx: ctx}, nil
 }
 
 func (c *writeConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
@@ -468,7 +467,7 @@ func (s *writeStmt) QueryContext(ctx context.Context, args []driver.NamedValue) 
 	if err != nil || !s.write || s.c.inTx {
 		return rows, err
 	}
-	return &writeRows{Rows: rows, c: s.c, ctx: ctx}, nil
+	return &writeRows{wrappedRows: wrappedRows{rows}, c: s.c, ctx: ctx}, nil
 }
 
 func (s *writeStmt) CheckNamedValue(nv *driver.NamedValue) error {
@@ -491,7 +490,7 @@ func namedToValues(args []driver.NamedValue) ([]driver.Value, error) {
 
 // writeRows captures the position when the rows of a writing query close.
 type writeRows struct {
-	driver.Rows
+	wrappedRows
 	c    *writeConn
 	ctx  context.Context
 	done bool
@@ -520,41 +519,6 @@ func (r *writeRows) NextResultSet() error {
 		return n.NextResultSet()
 	}
 	return io.EOF
-}
-
-func (r *writeRows) ColumnTypeScanType(i int) reflect.Type {
-	if c, ok := r.Rows.(driver.RowsColumnTypeScanType); ok {
-		return c.ColumnTypeScanType(i)
-	}
-	return reflect.TypeFor[any]()
-}
-
-func (r *writeRows) ColumnTypeDatabaseTypeName(i int) string {
-	if c, ok := r.Rows.(driver.RowsColumnTypeDatabaseTypeName); ok {
-		return c.ColumnTypeDatabaseTypeName(i)
-	}
-	return ""
-}
-
-func (r *writeRows) ColumnTypeLength(i int) (int64, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypeLength); ok {
-		return c.ColumnTypeLength(i)
-	}
-	return 0, false
-}
-
-func (r *writeRows) ColumnTypeNullable(i int) (bool, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypeNullable); ok {
-		return c.ColumnTypeNullable(i)
-	}
-	return false, false
-}
-
-func (r *writeRows) ColumnTypePrecisionScale(i int) (int64, int64, bool) {
-	if c, ok := r.Rows.(driver.RowsColumnTypePrecisionScale); ok {
-		return c.ColumnTypePrecisionScale(i)
-	}
-	return 0, 0, false
 }
 
 var (
