@@ -74,29 +74,22 @@
 //	bounded staleness   WithMaxStaleness(ctx, d)       data at most d old (as last checked)      a freshness check when the last is older than d
 //	read-your-writes    a scope (Middleware,           every write of the scope and of the       a wait (bounded) while the local reader
 //	                    NewContext, WithToken)         user's earlier requests, any region       catches up; then another region's reader or the writer
-//	monotonic reads     a scope (same)                 never older data than a read of the       as above, and one local position query per
-//	                                                   user showed before, any region            response whose request read (shared)
+//	monotonic reads     a scope (same)                 never older data than a read of the       as above (on the in-process path, one
+//	                                                   user showed before, any region            shared position query per response that read)
 //	strong              WithWriter(ctx)                every committed write                     writer load
 //
 // "Known to have applied" is checked per reader against the monitor's record
 // of that reader's position: one reader catching up never releases the
 // others.
 //
-// Monotonic reads are exact with respect to what was served. A reader may be
-// ahead of the position its monitor last saw, so the position it is known to
-// have is only a lower bound of the data it showed. The scope therefore
-// records which reader (or the writer) served each read, and before its
-// position leaves the scope ([Router.Token], the middleware) or its next
-// read goes to another source, it requires a position of that source read
-// after the read: positions only grow, so that source had then applied at
-// least what it showed. That position comes from a monitor poll taken since,
-// or from one query ("SELECT @@global.gtid_current_pos") shared by the
-// concurrent requests that need one; a scope's reads stay on the reader of
-// its previous read while that reader qualifies, so reads inside a request
-// need none. Reads still running when the token is taken are not covered,
-// and neither are bounded-staleness reads. Another process that serves the
-// user's next request has not seen that position; its first read that needs
-// it sends one wait query, which returns at once when its reader has it.
+// Monotonic reads are exact with respect to what was served: a reader may
+// be ahead of the position its monitor last saw, so the scope requires the
+// position the serving reader had when it answered. On the one-round-trip
+// path (below) that position comes back with the read itself; otherwise
+// the scope reads one (shared by concurrent requests) before its position
+// leaves the scope ([Router.Token], the middleware) or its next read goes
+// to another source. Reads still running when the token is taken, and
+// bounded-staleness reads, are not covered.
 //
 // Which configurations give what (each process routes with its own Config):
 //
@@ -115,9 +108,7 @@
 // Every router of the service must share [Config.TokenKeys].
 //
 // Positions are exact replication positions: MariaDB GTIDs
-// ([DialectMariaDB], read with @@last_gtid on the session that wrote,
-// which costs one extra round trip per write; reads need none, but bounding
-// what a request's reads showed costs one shared query, see above) or MySQL
+// ([DialectMariaDB], @@last_gtid read on the session that wrote) or MySQL
 // GTID sets ([DialectMySQL]); on Aurora, whose readers share storage and
 // have no binlog position, a heartbeat row ([DialectHeartbeat]): one
 // router of the fleet, elected among those with HeartbeatPeriod set,
@@ -172,53 +163,34 @@
 // # Monitors and waiting
 //
 // One goroutine per reader keeps the reader's applied position, lag and
-// health; the read path only compares positions in memory. A monitor queries
-// its reader every [Config.MonitorInterval] (default 15 s) and, while a read
-// waits for a position the reader is not known to have, once more on demand
-// (a server-side wait that all waiting reads of the process share; with the
-// heartbeat, a poll at most every [Config.PollInterval]).
+// health; the read path only compares positions in memory. A monitor
+// queries its reader every [Config.MonitorInterval] (default 15 s), and on
+// demand while a read waits in the process for a position.
 //
-// A read that needs a position no local reader has waits for a local reader
-// only while that is expected to be quicker than a read elsewhere: the
-// monitors measure the round trips to the writer and to each reader, and a
-// reader's recent lag; a reader expected to catch up within the difference
-// is waited for (at most [Config.MaxWait], default 1 s), a reader known to
-// be further behind is not waited for at all. The read then
-// takes any reader of another region that has it (unless
-// [Config.PreferWriter]), then the writer. Readers more than [Config.MaxLag]
-// (default 30 s) behind, or whose monitor queries fail, get no reads until
-// they catch up; with no usable reader, reads go to the writer
-// ([Stats].ReadsWriter counts them).
+// A read that needs a position no local reader is known to have waits for
+// a local reader only while that is expected to be quicker than a read
+// elsewhere: the monitors measure the round trips to the writer and to each
+// reader and each reader's recent lag; a reader known to be further behind
+// than that difference is not waited for at all, and no wait exceeds
+// [Config.MaxWait] (default 1 s). The read then takes any reader of another
+// region that has the position (unless [Config.PreferWriter]), then the
+// writer. Readers more than [Config.MaxLag] (default 30 s) behind, or whose
+// monitor queries fail, get no reads until they catch up.
 //
 // # One round trip per statement (MariaDB)
 //
-// With [DialectMariaDB] and endpoints given as a DSN, a read that must
-// observe a position no local reader is known to have is not held in the
-// process: it goes to a local reader as one text that first waits on the
-// server (MASTER_GTID_WAIT, at most a little over the reader's recent lag,
-// capped by MaxWait) and fails without running the statement if the reader
-// does not get there; the read is then sent to a reader known to have the
-// position; else, when the writer is at most two PollIntervals away (the
-// readers come first), to the same reader with a wait for the rest of
-// MaxWait, or, when another region's reader is nearer than the writer, to
-// that reader with a wait of its own; else to the writer. The reader is not
-// excluded, and [Stats].GuardTimeouts counts these reads. A read of a
-// read-your-writes scope also reads, in the same text after the statement,
-// the position the reader had when it answered: the scope requires it from
-// then on (monotonic reads, exactly what was served) and the reader's
-// watermark rises with it, so no monitor query is needed. Writes, by kind:
-//
-//	write                                        round trips
-//	any write outside a read-your-writes scope   1 (its position is not read)
-//	UPDATE, DELETE (autocommit) in a scope       1 (position in the same text)
-//	COMMIT of a transaction in a scope           1 (position in the same text)
-//	INSERT, REPLACE (autocommit) in a scope      2 (position read after it)
-//
-// An INSERT or REPLACE in a scope still reads its position after it: its OK
-// packet's LastInsertId cannot be reproduced exactly from SQL (DO
-// LAST_INSERT_ID(x) reports 0 in its own OK packet). Endpoints given as a
-// Connector, the MySQL and heartbeat dialects, and
-// [Config].DisableCombinedStatements keep the separate round trips.
+// With [DialectMariaDB] and endpoints given as a DSN, the router carries
+// positions inside the statement's own round trip: a read that must wait
+// for a position is sent to the local reader as one text that waits on the
+// server first and fails, without running the statement, if the reader
+// does not get there in its budget ([Stats].GuardTimeouts; the read then
+// goes where the position is known, without excluding the reader); a read
+// of a scope gets the reader's position after it in the same text; a
+// scoped UPDATE, DELETE or COMMIT gets its position in the same text. A
+// scoped INSERT or REPLACE still reads its position in a second round trip
+// (its OK packet's insert id cannot be reproduced in SQL). Endpoints given
+// as a Connector, the MySQL and heartbeat dialects, and
+// [Config].DisableCombinedStatements take the separate round trips.
 //
 // For this the router sets multiStatements=true and interpolateParams=true
 // on its own copy of each DSN: statements with arguments go as one text with
@@ -226,34 +198,26 @@
 // server-side prepared statement. Because such a connection runs every
 // statement of a text, the router refuses, before sending anything, any text
 // that is not exactly one statement ([ErrMultiStatement]); a final ";",
-// whitespace and comments are allowed. The check is a lexer that agrees
-// with MariaDB's splitter in every sql_mode (executable comments are code;
-// strings with backslashes are read with and without NO_BACKSLASH_ESCAPES
-// and ANSI_QUOTES); what it cannot tell, it refuses. This holds for every
-// entry point, including the pools of [Router.Writer]. A DSN that sets
-// multiStatements=true itself keeps its texts unchecked and unchanged.
+// whitespace and comments are allowed. The check agrees with MariaDB's
+// splitter in every sql_mode and refuses what it cannot tell; it holds for
+// every entry point, including the pools of [Router.Writer]. A DSN that
+// sets multiStatements=true itself keeps its texts unchecked and unchanged.
 // Combined writes leave the user variable @regiondb_last_insert_id on their
-// session (the session's LAST_INSERT_ID() is kept as without combining).
+// session.
 //
-// Reads that carry their own wait need no monitor query at all. For the
-// in-process waits (endpoints given as a Connector, the MySQL and heartbeat
-// dialects, DisableCombinedStatements), a fleet shares what its monitors
-// learn through a [WatermarkStore]
-// ([Config.Watermarks]; package dbrouter/memcachestore implements it on
-// memcached): only the process that wins a reader's claim queries it, at
-// most once per PollInterval for the whole fleet, and the others read what
-// it published when its result is due. If the store fails, each process
-// tracks the readers itself. For 1 000 processes with the defaults, scaled
-// from the per-read ratios that make bench-fleet measures (derivation in
-// docs/dbrouter.md in the repository, with the package's architecture):
+// # Fleets
 //
-//	per reader, 1 000 processes          without a store     with a shared store
-//	monitor queries per waiting read     0.3–0.6             1/PollInterval ÷ the fleet's reads/s
-//	monitor queries/s, 20 such reads/s   6 000–12 000        ≤ 51 (50 demand + 1/15 s checks)
-//	  per process
-//	store calls per waiting read         none                0.4–0.7 (Get, Claim, Set)
-//	connections, per endpoint            ≤ 10 per process: ≤ 10 000 to the writer and to each
-//	                                     reader; ≤ 0.5 new per second per process under steady load
+// Reads on the one-round-trip path need no monitor queries, so a reader's
+// monitor load is 1/MonitorInterval per process (67 queries/s for 1 000
+// processes). On the in-process path, a fleet shares what its monitors
+// learn through a [WatermarkStore] ([Config.Watermarks]; package
+// dbrouter/memcachestore implements it): only the process that wins a
+// reader's claim queries it, at most once per PollInterval for the whole
+// fleet (≤ 51 queries/s per reader at any fleet size), and if the store
+// fails each process tracks the readers itself. Each process holds at most
+// [DefaultMaxOpenConns] connections per endpoint. The arithmetic for 1 000
+// processes, and what was measured, is in docs/dbrouter.md in the
+// repository.
 //
 // # Failures
 //
