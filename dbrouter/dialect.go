@@ -138,6 +138,15 @@ func (d mariaDialect) waitQuery(p *position, timeout time.Duration) string {
 	} else {
 		b = append(b, "SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT('"...)
 	}
+	b = appendGTIDs(b, p)
+	return string(append(appendTimeout(b, timeout), ')'))
+}
+
+func (mariaDialect) kind() streamKind { return streamDomain }
+
+// appendGTIDs appends p (of domain streams) as MariaDB's GTID list text,
+// "domain-0-seq,...", formatted from its numbers only.
+func appendGTIDs(b []byte, p *position) []byte {
 	for i, pp := range p.parts {
 		if i > 0 {
 			b = append(b, ',')
@@ -146,10 +155,8 @@ func (d mariaDialect) waitQuery(p *position, timeout time.Duration) string {
 		b = append(b, "-0-"...)
 		b = strconv.AppendUint(b, pp.seq, 10)
 	}
-	return string(append(appendTimeout(b, timeout), ')'))
+	return b
 }
-
-func (mariaDialect) kind() streamKind { return streamDomain }
 
 // guardErrSubquery is MariaDB's ER_SUBQUERY_NO_1_ROW ("Subquery returns
 // more than 1 row"), the error the guard raises: a multi-statement text
@@ -191,14 +198,7 @@ func (d mariaDialect) guardQuery(p *position, timeout time.Duration) string {
 	} else {
 		b = append(b, "SELECT IF(@@global.read_only = 1 AND MASTER_GTID_WAIT('"...)
 	}
-	for i, pp := range p.parts {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendUint(b, uint64(pp.key.domain), 10)
-		b = append(b, "-0-"...)
-		b = strconv.AppendUint(b, pp.seq, 10)
-	}
+	b = appendGTIDs(b, p)
 	b = appendTimeout(b, timeout)
 	return string(append(b, " = 0, 1, (SELECT 1 UNION ALL SELECT 2))"...))
 }
