@@ -127,6 +127,10 @@ type Report struct {
 	// other dialects): it shows the harness counts monitor queries.
 	MonitorControl Load   `json:"monitor_control"`
 	MachineLimits  Limits `json:"machine_limits"`
+	// SharedInProcess is Shared for routers that keep the in-process wait
+	// (endpoints given as a Connector, the MySQL and heartbeat dialects,
+	// DisableCombinedStatements): the path the shared store serves.
+	SharedInProcess Shared `json:"shared_in_process"`
 }
 
 // Limits says what the machine running the benchmark limits: at the fleet
@@ -190,6 +194,27 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		rep.Shared.MonitorQPSPerReader = max(rep.Shared.MonitorQPSPerReader, sh.MonitorQPSReader)
 		rep.Shared.ReadsToWriter = max(rep.Shared.ReadsToWriter, sh.ReadsToWriter)
 		rep.Shared.P50PenaltyMs = max(rep.Shared.P50PenaltyMs, sh.P50ms-l.P50ms)
+	}
+	// The same comparison on the in-process path, which the store serves
+	// (reads that carry their own wait need no monitor, so the runs above
+	// barely use it).
+	for _, n := range cfg.Ns {
+		l, err := runLoad(ctx, s, mon, perReadPrepared, cfg, n, false, false)
+		if err != nil {
+			return Report{}, err
+		}
+		sh, err := runLoad(ctx, s, mon, perReadPrepared, cfg, n, true, false)
+		if err != nil {
+			return Report{}, err
+		}
+		cfg.Logf("fleet: in-process n=%d: local %+v shared %+v", n, l, sh)
+		offered := float64(l.N*cfg.Loops) / cfg.Think.Seconds()
+		if l.LoopsPerSec >= offered/2 && sh.LoopsPerSec >= offered/2 {
+			rep.SharedInProcess.P50PenaltyUnsatMs = max(rep.SharedInProcess.P50PenaltyUnsatMs, sh.P50ms-l.P50ms)
+		}
+		rep.SharedInProcess.MonitorQPSPerReader = max(rep.SharedInProcess.MonitorQPSPerReader, sh.MonitorQPSReader)
+		rep.SharedInProcess.ReadsToWriter = max(rep.SharedInProcess.ReadsToWriter, sh.ReadsToWriter)
+		rep.SharedInProcess.P50PenaltyMs = max(rep.SharedInProcess.P50PenaltyMs, sh.P50ms-l.P50ms)
 	}
 	if rep.MonitorControl, err = runLoad(ctx, s, mon, perReadPrepared, cfg, cfg.Ns[0], false, false); err != nil {
 		return Report{}, err

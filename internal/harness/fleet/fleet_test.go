@@ -29,6 +29,9 @@ func TestRun(t *testing.T) {
 	if c := rep.MonitorControl; c.RouterMonitor == 0 || c.MonitorQPSReader == 0 {
 		t.Fatalf("control: no monitor query counted: %+v", c)
 	}
+	if sh := rep.SharedInProcess; sh.MonitorQPSPerReader == 0 {
+		t.Errorf("in-process runs with the shared store: no monitor query counted: %+v", sh)
+	}
 	if l.MonitorPerRead > 0.05 {
 		t.Errorf("monitor queries per read %.3f, want <= 0.05", l.MonitorPerRead)
 	}
