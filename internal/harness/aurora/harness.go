@@ -5,7 +5,7 @@
 // that finds nothing, and the writer connections of each region. Each
 // correctness scenario also runs a naive control (today's configuration or
 // a heartbeat without writer identity) that must fail, proving it can see
-// the failure. internal/cmd/bench-aurora prints the report as JSON.
+// the failure. internal/cmd/bench aurora prints the report as JSON.
 package aurora
 
 import (

@@ -8,7 +8,7 @@
 // N routers run in one process, each in ap-northeast-1 with the local
 // reader r1 and the remote reader r2, default pools, and Loops goroutines
 // that write a row, read it back in the same scope and sleep 50 ms.
-// Used by internal/cmd/bench-fleet (make bench-fleet) and its test.
+// Used by internal/cmd/bench fleet (make bench-fleet) and its test.
 package fleet
 
 import (

@@ -29,7 +29,7 @@
 // can see the failure.
 //
 // Used by TestHarness (with the bars asserted) and by
-// internal/cmd/bench-ryw (make bench-ryw).
+// internal/cmd/bench ryw (make bench-ryw).
 package ryw
 
 import (

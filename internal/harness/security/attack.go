@@ -2,7 +2,7 @@
 // tokens, shared watermarks and planted cache items can make dbrouter send
 // to the readers of the local stack, and whether the classifier routes
 // statements with a server-side effect to a reader. `make bench-security`
-// runs it (internal/cmd/bench-security).
+// runs it (internal/cmd/bench security).
 //
 // What reached SQL is read from the readers' general log, not inferred: the
 // harness turns it on (log_output=TABLE), runs the attempts in child
