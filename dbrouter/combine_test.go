@@ -287,7 +287,7 @@ func TestOneStatementRule(t *testing.T) {
 	stacked := "SELECT 1; INSERT INTO kv (k, v) VALUES ('" + k + "', 1)"
 	check := func(what string, err error) {
 		t.Helper()
-		if !errors.Is(err, errMultiStatement) {
+		if !errors.Is(err, ErrMultiStatement) {
 			t.Errorf("%s: %v, want the one-statement error", what, err)
 		}
 	}

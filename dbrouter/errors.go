@@ -58,7 +58,9 @@ var ErrInvalidToken = errors.New("dbrouter: invalid token")
 // holds more than one statement (or whose statement count the router's
 // lexer cannot tell in every sql_mode) on a pool where the router turned
 // multiStatements on (see [Config].DisableCombinedStatements).
-var ErrMultiStatement = errMultiStatement
+var ErrMultiStatement = errors.New("dbrouter: query holds more than one statement " +
+	"(or text whose extent depends on the session's sql_mode); send one statement per call, " +
+	"or set multiStatements=true in the DSN to allow several")
 
 // ConfigError describes one invalid field of a [Config]. Its message never
 // contains a DSN or secret.

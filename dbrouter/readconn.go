@@ -119,7 +119,7 @@ func (c *readConn) QueryContext(ctx context.Context, query string, args []driver
 	if c.c.comb.on {
 		var ok bool
 		if end, ok = c.c.rt.stmts.end(query, len(args) > 0); !ok {
-			return nil, errMultiStatement
+			return nil, ErrMultiStatement
 		}
 	}
 	d, _ := ctx.Value(directiveKey{}).(*readDirective)
@@ -330,7 +330,7 @@ func (c *readConn) ExecContext(ctx context.Context, query string, args []driver.
 	}
 	if c.c.comb.on {
 		if _, ok := c.c.rt.stmts.end(query, len(args) > 0); !ok {
-			return nil, errMultiStatement
+			return nil, ErrMultiStatement
 		}
 	}
 	return e.ExecContext(ctx, query, args)
@@ -339,7 +339,7 @@ func (c *readConn) ExecContext(ctx context.Context, query string, args []driver.
 func (c *readConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
 	if c.c.comb.on {
 		if _, ok := c.c.rt.stmts.end(query, false); !ok {
-			return nil, errMultiStatement
+			return nil, ErrMultiStatement
 		}
 	}
 	if p, ok := c.Conn.(driver.ConnPrepareContext); ok {

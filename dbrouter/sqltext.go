@@ -1,7 +1,6 @@
 package dbrouter
 
 import (
-	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -734,14 +733,6 @@ func asciiEqualFold(upper, s string) bool {
 	}
 	return true
 }
-
-// errMultiStatement is returned for a user text that holds more than one
-// statement (or whose statement count the lexer cannot tell) when it would
-// run on a connection that executes several statements of one text (see
-// [Config.DisableCombinedStatements]).
-var errMultiStatement = errors.New("dbrouter: query holds more than one statement " +
-	"(or text whose extent depends on the session's sql_mode); send one statement per call, " +
-	"or set multiStatements=true in the DSN to allow several")
 
 // stmtMode is one interpretation of quotes by the server: whether a
 // backslash escapes in strings (not NO_BACKSLASH_ESCAPES) and whether "..."

@@ -66,7 +66,7 @@ func (c *writeConn) check(query string, args bool) (int, error) {
 	}
 	end, ok := c.rt.stmts.end(query, args)
 	if !ok {
-		return 0, errMultiStatement
+		return 0, ErrMultiStatement
 	}
 	return end, nil
 }
