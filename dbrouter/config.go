@@ -281,6 +281,10 @@ type Config struct {
 	// unguardedStore, for the control of a test only, calls the
 	// WatermarkStore on the monitor's goroutine with no time limit.
 	unguardedStore bool
+	// naiveInsertCombine, for the control of a test only, combines every
+	// scoped INSERT and REPLACE with its position read (see
+	// writeConn.combinable).
+	naiveInsertCombine bool
 }
 
 // Endpoint is one database server (or cluster endpoint).

@@ -60,6 +60,7 @@ type Router struct {
 	classes        classCache
 	stmts          stmtCache   // one-statement checks of combining pools
 	comb           *combineSQL // the dialect's one-round-trip path, or nil
+	tables         tableCache  // what combined INSERTs need of their tables
 	monitorQueries atomic.Int64
 	stats          counters
 }

@@ -28,12 +28,17 @@ import (
 // When the pool combines statements (see Config.DisableCombinedStatements)
 // the position read rides in the same text as the write: an autocommit
 // ExecContext in a scope sends "<head>; <statement>; <tail>" and a COMMIT
-// "COMMIT; <tail>" (see combineSQL), so these writes cost one round trip.
+// "COMMIT; <tail>" (see combineSQL), so these writes cost one round trip;
+// an INSERT or REPLACE is combined only when its Result is provably the
+// driver's own (see writeConn.combinable).
 type writeConnector struct {
 	inner driver.Connector
 	rt    *Router
 	name  string // endpoint name, for outcome-unknown errors
 	comb  combining
+	// schema is the DSN's database, which unqualified table names of a
+	// session that never changed it refer to ("" if none).
+	schema string
 	// forward marks the pool of a write forwarding endpoint (forward.go).
 	forward bool
 }
@@ -43,7 +48,7 @@ func (c *writeConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writeConn{Conn: conn, rt: c.rt, name: c.name, comb: c.comb, forward: c.forward}, nil
+	return &writeConn{Conn: conn, rt: c.rt, name: c.name, comb: c.comb, forward: c.forward, schema: c.schema}, nil
 }
 
 func (c *writeConnector) Driver() driver.Driver { return c.inner.Driver() }
@@ -56,6 +61,10 @@ type writeConn struct {
 	inTx    bool
 	comb    combining
 	forward bool // a forwarding session (see forward.go)
+	schema  string
+	// session is set once the session ran a statement that may have
+	// changed what table names mean on it (see noteStatement).
+	session bool
 }
 
 // check refuses a text of more than one statement on a combining pool,
@@ -68,6 +77,7 @@ func (c *writeConn) check(query string, args bool) (int, error) {
 	if !ok {
 		return 0, ErrMultiStatement
 	}
+	c.noteStatement(query[:end])
 	return end, nil
 }
 
@@ -107,22 +117,6 @@ func (c *writeConn) combinedExec(ctx context.Context, t *tracker, query string, 
 	}
 	c.advance(t, gtid)
 	return combinedResult{id: id, rows: n}, true, nil
-}
-
-// combinableWrite reports whether the autocommit write q can be combined
-// with its position read: an UPDATE or a DELETE, whose OK packet's insert
-// id is 0 or the argument of a LAST_INSERT_ID(expr) it called, which
-// LAST_INSERT_ID() then returns (see mariaDialect.combine). An INSERT or
-// REPLACE reports in its OK packet the AUTO_INCREMENT value of its last
-// row even when it was given explicitly, which no function returns, so
-// those keep the separate position read.
-func combinableWrite(q string) bool {
-	i := skipSpaceAndComments(q, 0)
-	if i < 0 || i >= len(q) {
-		return false
-	}
-	w, _ := word(q, i)
-	return keywordIs(w, "UPDATE") || keywordIs(w, "DELETE")
 }
 
 // advance parses the writer position s and advances t with it.
@@ -281,7 +275,7 @@ func (c *writeConn) ExecContext(ctx context.Context, query string, args []driver
 	if err != nil {
 		return nil, err
 	}
-	if t := trackerFrom(ctx); t != nil && !c.inTx && c.comb.sql != nil && c.comb.on && end > 0 && combinableWrite(query) {
+	if t := trackerFrom(ctx); t != nil && !c.inTx && c.comb.sql != nil && c.comb.on && end > 0 && c.combinable(ctx, query[:end]) {
 		if res, ok, err := c.combinedExec(ctx, t, query[:end], args); ok {
 			return res, err
 		}

@@ -35,7 +35,7 @@ func (rt *Router) writerFor(i int) *writerTarget {
 	w := &writerTarget{
 		endpointDB: endpointDB{spec: spec, local: true,
 			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened, &rt.candRTT[i]}, rt: rt, name: spec.Name,
-				comb: rt.combining(spec)})},
+				comb: rt.combining(spec), schema: specSchema(spec)})},
 		cand: i,
 		tel:  rt.candTel[i],
 	}
