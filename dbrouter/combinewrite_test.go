@@ -307,3 +307,82 @@ func TestCombinedInsertResult(t *testing.T) {
 		t.Errorf("explicit id through the router: LastInsertId %d, want 9001", id)
 	}
 }
+
+// TestCombinedInsertPrivileges: the trigger check holds for a user without
+// the TRIGGER privilege (MariaDB lists the trigger to any user with a
+// privilege on the table): its INSERTs into a table with a trigger keep
+// the separate position read, into one without are combined, like those
+// of a user who holds TRIGGER.
+func TestCombinedInsertPrivileges(t *testing.T) {
+	s := testserver.Require(t)
+	admin, err := sql.Open("mysql", s.AdminDSN("m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	suffix := fmt.Sprint(time.Now().UnixNano() % 1_000_000_000)
+	users := []struct{ name, grants string }{{"nt" + suffix, "SELECT, INSERT"}, {"wt" + suffix, "SELECT, INSERT, TRIGGER"}}
+	for _, q := range []string{
+		"CREATE TABLE " + testDB + ".pn_" + suffix + " (id BIGINT PRIMARY KEY, v INT)",
+		"CREATE TABLE " + testDB + ".pt_" + suffix + " (id BIGINT PRIMARY KEY, v INT)",
+		"CREATE TRIGGER " + testDB + ".pt_" + suffix + "_bi BEFORE INSERT ON " + testDB + ".pt_" + suffix + " FOR EACH ROW SET NEW.v = NEW.v + 1",
+		"SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = 1",
+	} {
+		if _, err := admin.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { admin.Exec("SET GLOBAL general_log = 0") })
+	for _, u := range users {
+		for _, q := range []string{
+			"CREATE USER '" + u.name + "'@'127.0.0.1' IDENTIFIED BY 'pw'",
+			"GRANT " + u.grants + " ON " + testDB + ".* TO '" + u.name + "'@'127.0.0.1'",
+		} {
+			if _, err := admin.Exec(q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() { admin.Exec("DROP USER '" + u.name + "'@'127.0.0.1'") })
+	}
+	positionReads := func(user string) int {
+		t.Helper()
+		var n int
+		if err := admin.QueryRow("SELECT COUNT(*) FROM mysql.general_log WHERE command_type = 'Query' "+
+			"AND CONVERT(argument USING utf8mb4) = 'SELECT @@last_gtid' AND user_host LIKE CONCAT(?, '[%')", user).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for k, u := range users {
+		dsn := fmt.Sprintf("%s:pw@tcp(%s)/%s?parseTime=true", u.name, s.Addr("m1"), testDB)
+		db, err := sql.Open("mysql", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen int
+		if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_TABLE = ?", "pt_"+suffix).Scan(&seen); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if seen != 1 {
+			t.Errorf("%s (%s) sees %d triggers on pt_%s, want 1", u.name, u.grants, seen, suffix)
+		}
+		cfg := stackConfig(t, s, testserver.PrimaryRegion)
+		cfg.Writer.DSN = dsn
+		rt := openRouter(t, cfg)
+		for _, c := range []struct {
+			table string
+			want  int
+		}{{"pn_", 0}, {"pt_", 3}} {
+			before := positionReads(u.name)
+			for j := range 3 {
+				if _, err := rt.ExecContext(NewContext(ctxT(t)), "INSERT INTO "+c.table+suffix+" (id, v) VALUES (?, ?)", 10*k+j, j); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if sep := positionReads(u.name) - before; sep != c.want {
+				t.Errorf("%s (%s), %s: %d separate position reads for 3 inserts, want %d", u.name, u.grants, c.table, sep, c.want)
+			}
+		}
+	}
+}

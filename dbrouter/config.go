@@ -267,6 +267,12 @@ type Config struct {
 	// is sent (see the package documentation). A DSN that sets
 	// multiStatements=true itself keeps its texts unchecked and its
 	// statements separate.
+	//
+	// A combined INSERT or REPLACE needs its table's AUTO_INCREMENT column
+	// and triggers, which the router reads from information_schema (see
+	// "One round trip per statement" in the package documentation). A
+	// stored function called by a combined write sees LAST_INSERT_ID() as
+	// 0.
 	DisableCombinedStatements bool
 
 	// auroraInstances is set by OpenAurora on the Config it passes to Open.

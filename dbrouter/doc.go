@@ -186,11 +186,25 @@
 // does not get there in its budget ([Stats].GuardTimeouts; the read then
 // goes where the position is known, without excluding the reader); a read
 // of a scope gets the reader's position after it in the same text; a
-// scoped UPDATE, DELETE or COMMIT gets its position in the same text. A
-// scoped INSERT or REPLACE still reads its position in a second round trip
-// (its OK packet's insert id cannot be reproduced in SQL). Endpoints given
-// as a Connector, the MySQL and heartbeat dialects, and
-// [Config].DisableCombinedStatements take the separate round trips.
+// scoped UPDATE, DELETE or COMMIT gets its position in the same text, and so
+// does a scoped INSERT or REPLACE whose Result the router can rebuild
+// exactly: its table (unqualified names: the DSN's database) is a base
+// table without triggers and has no AUTO_INCREMENT column, or the
+// statement lists its columns without that one and takes its rows from
+// VALUES or SET, without ON DUPLICATE KEY UPDATE. Other inserts (an
+// explicit id, ON DUPLICATE KEY UPDATE or INSERT ... SELECT on such a
+// table, anything the router does not parse) and statements that read
+// LAST_INSERT_ID() of the statement before them read their position in a
+// second round trip, as before. What the router knows of a table it reads
+// from information_schema on the first such INSERT (one extra round trip)
+// and keeps for at most 30 seconds; DDL sent through the router makes it
+// read again, a change made by another client (an ALTER TABLE that makes a
+// column AUTO_INCREMENT, a new trigger) is seen within those 30 seconds.
+// A pooled session that ran USE, CREATE, CALL or another statement that
+// may change what a table name means keeps the second round trip for its
+// INSERTs. Endpoints given as a Connector, the MySQL and heartbeat
+// dialects, and [Config].DisableCombinedStatements take the separate round
+// trips.
 //
 // For this the router sets multiStatements=true and interpolateParams=true
 // on its own copy of each DSN: statements with arguments go as one text with
