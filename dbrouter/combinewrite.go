@@ -259,6 +259,9 @@ var plainFirstWords = [...]string{
 // Any word LAST_INSERT_ID not followed by "(" and an argument, or IDENTITY,
 // counts, and so does a text the lexer cannot read.
 func readsLastInsertID(q string) bool {
+	if !containsFold(q, "LAST_INSERT_ID") && !containsFold(q, "IDENTITY") {
+		return false // whatever the lexer would make of the text
+	}
 	for i := 0; ; {
 		var ok bool
 		if i, ok = skipToken(q, i); !ok {
@@ -287,6 +290,17 @@ func readsLastInsertID(q string) bool {
 			return true
 		}
 	}
+}
+
+// containsFold reports whether q contains the upper-case ASCII word w in
+// any case.
+func containsFold(q, w string) bool {
+	for i := 0; i+len(w) <= len(q); i++ {
+		if asciiEqualFold(w, q[i:i+len(w)]) {
+			return true
+		}
+	}
+	return false
 }
 
 // insertStmt is what parseInsert finds in an INSERT or REPLACE.

@@ -89,7 +89,9 @@ func TestReadsLastInsertID(t *testing.T) {
 		"INSERT INTO t (v) VALUES ('LAST_INSERT_ID()')":       false,
 		"INSERT INTO t (`identity`) VALUES (1)":               false,
 		"INSERT INTO t (v) VALUES (@@insert_id)":              false,
-		"INSERT INTO t (v) VALUES ('unterminated)":            true,
+		"INSERT INTO t (v) VALUES ('unterminated)":            false,
+		"UPDATE t SET v = 'a\\'b' WHERE id = 1":               false,
+		"UPDATE t SET v = 'a\\'b', w = LAST_INSERT_ID(1)":     true,
 	} {
 		if got := readsLastInsertID(q); got != want {
 			t.Errorf("%q: %v, want %v", q, got, want)
