@@ -199,7 +199,9 @@
 // from information_schema on the first such INSERT (one extra round trip)
 // and keeps for at most 30 seconds; DDL sent through the router makes it
 // read again, a change made by another client (an ALTER TABLE that makes a
-// column AUTO_INCREMENT, a new trigger) is seen within those 30 seconds.
+// column AUTO_INCREMENT, a new trigger) is seen within those 30 seconds
+// (until then, an INSERT that gives that column explicitly may report a
+// LastInsertId of 0; the rows written are the same either way).
 // A pooled session that ran USE, CREATE, CALL or another statement that
 // may change what a table name means keeps the second round trip for its
 // INSERTs. Endpoints given as a Connector, the MySQL and heartbeat
