@@ -73,6 +73,9 @@ func FuzzParseInsert(f *testing.F) {
 		if ok && st.simple && len(st.cols) == 0 {
 			t.Fatalf("%q: simple without columns", q)
 		}
+		if ok && (st.table == "" || slices.Contains(st.cols, "")) {
+			t.Fatalf("%q: an empty name in %+v", q, st)
+		}
 		readsLastInsertID(q)
 	})
 }
