@@ -126,6 +126,25 @@ type routingConn struct {
 	pin     physConn
 	inTx    bool
 	session bool
+	// rows is lent to the connection's statements while rowsLent is
+	// false, so that a read allocates no rows wrapper: most statements
+	// close their rows before the next one. database/sql calls a
+	// connection and its rows under one lock, so both fields need no
+	// other.
+	rows     routingRows
+	rowsLent bool
+}
+
+// newRows returns the wrapper of r, the rows of the statement st (if not
+// nil) on the physical connection p (released when the rows close, if
+// p.sc is not nil).
+func (c *routingConn) newRows(r driver.Rows, st driver.Stmt, p physConn) *routingRows {
+	if c.rowsLent {
+		return &routingRows{wrappedRows: wrappedRows{r}, st: st, p: p}
+	}
+	c.rowsLent = true
+	c.rows = routingRows{wrappedRows: wrappedRows{r}, st: st, p: p, c: c}
+	return &c.rows
 }
 
 func (c *routingConn) pinned() *target {
@@ -201,7 +220,7 @@ func (c *routingConn) QueryContext(ctx context.Context, query string, args []dri
 		err := c.rt.execute(ctx, call, pin, func(ctx context.Context, _ target) error {
 			r, st, err := queryOn(ctx, c.pin.dc, query, args)
 			if err == nil {
-				rows = &routingRows{wrappedRows: wrappedRows{r}, st: st}
+				rows = c.newRows(r, st, physConn{})
 			}
 			return err
 		})
@@ -232,9 +251,9 @@ func (c *routingConn) QueryContext(ctx context.Context, query string, args []dri
 		}
 		if keep {
 			c.pin, c.session = p, true
-			rows = &routingRows{wrappedRows: wrappedRows{r}, st: st}
+			rows = c.newRows(r, st, physConn{})
 		} else {
-			rows = &routingRows{wrappedRows: wrappedRows{r}, st: st, p: p}
+			rows = c.newRows(r, st, p)
 		}
 		return nil
 	})
@@ -406,6 +425,7 @@ type routingRows struct {
 	st   driver.Stmt
 	p    physConn
 	done bool
+	c    *routingConn // not nil: r is c.rows, lent until closed
 }
 
 func (r *routingRows) Close() error {
@@ -413,6 +433,9 @@ func (r *routingRows) Close() error {
 		return nil
 	}
 	r.done = true
+	if r.c != nil {
+		r.c.rowsLent = false
+	}
 	err := r.Rows.Close()
 	if r.st != nil {
 		if serr := r.st.Close(); err == nil {

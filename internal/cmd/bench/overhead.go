@@ -16,9 +16,12 @@ import (
 // routing *sql.DB and of a hand-split pair under 200 concurrent requests
 // (rywharness.MeasureConns). Its last line is {"ns_ratio":...,
 // "extra_allocs":...,"db_ns_ratio":...,"db_extra_allocs":...,
-// "plain_extra_allocs":...,"conns":{...}}: extra_allocs is for a read of a
-// scope (guard and sample in its text), plain_extra_allocs for a read
-// outside any scope.
+// "plain_extra_allocs":...,"sampled_ns_ratio":...,"sampled_extra_allocs":...,
+// "conns":{...}}: extra_allocs is for a read of a scope (guard and sample in
+// its text), plain_extra_allocs for a read outside any scope, and the
+// sampled_ keys compare the scope's read with a raw *sql.DB sending the
+// same text (the statement and the sample): the router's own cost, without
+// what the sample's second statement costs the server and the driver.
 // Run it with `make bench-overhead`.
 func overhead(fs *flag.FlagSet) runFunc {
 	rounds := fs.Int("rounds", 7, "repeated runs, each with fresh pools")
