@@ -65,6 +65,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +80,9 @@ type Client interface {
 	CompareAndSwap(item *memcache.Item) error
 }
 
+// (Store implements dbrouter.WatermarkStore, ClaimDeadliner and
+// ClaimBudgeter: store_test.go proves it, since dbrouter's own tests
+// import this package.)
 var _ Client = (*memcache.Client)(nil)
 
 // DefaultBackoff is how long a Store fails fast after memcached failed.
@@ -193,6 +197,101 @@ func (s *Store) ClaimUntil(_ context.Context, key string, ttl time.Duration) (bo
 		}
 	}
 	return false, time.Time{}, nil
+}
+
+// ClaimBudget is a claim that holds key for hold and shares a budget of
+// burst claims at once and one per interval (see
+// [dbrouter.ClaimBudgeter]). The item holds "b1 <hold end> <TAT>" (Unix
+// nanoseconds); a claim reads it and writes it back with a
+// compare-and-swap (or adds it), so of the callers racing for it at most
+// one wins. A value that no claim of this hold, interval and burst writes
+// (times further than a claim taken now sets, plus a second of clock
+// skew, or not a claim at all) is taken over; a deadline written by
+// [Store.ClaimUntil] (an older process of the fleet) counts as a hold and
+// a TAT.
+func (s *Store) ClaimBudget(_ context.Context, key string, hold, interval time.Duration, burst int) (won bool, held, next time.Time, err error) {
+	if err := s.ready(); err != nil {
+		return false, time.Time{}, time.Time{}, err
+	}
+	burst = max(burst, 1)
+	slack := time.Duration(burst-1) * interval
+	now := s.now()
+	item := func(held, tat time.Time) *memcache.Item {
+		v := make([]byte, 0, 48)
+		v = append(v, "b1 "...)
+		v = strconv.AppendInt(v, held.UnixNano(), 10)
+		v = append(v, ' ')
+		v = strconv.AppendInt(v, tat.UnixNano(), 10)
+		return &memcache.Item{Key: key, Value: v, Expiration: seconds(max(tat.Sub(now), hold)) + 1}
+	}
+	// When a claim that wins now holds the key, and may be followed.
+	win := func(tat time.Time) (time.Time, time.Time, *memcache.Item) {
+		tat = later(tat, now).Add(interval)
+		h := now.Add(hold)
+		return h, later(h, tat.Add(-slack)), item(h, tat)
+	}
+	for range 3 {
+		it, err := s.c.Get(key)
+		if errors.Is(err, memcache.ErrCacheMiss) {
+			h, n, add := win(now)
+			switch err := s.c.Add(add); {
+			case err == nil:
+				return true, h, n, nil
+			case errors.Is(err, memcache.ErrNotStored):
+				continue // added in between: read it
+			default:
+				return false, time.Time{}, time.Time{}, s.failed(err)
+			}
+		}
+		if err != nil {
+			return false, time.Time{}, time.Time{}, s.failed(err)
+		}
+		tat := now // a value that is no claim: taken over
+		if h, t, ok := parseBudget(it.Value); ok &&
+			!h.After(now.Add(hold+time.Second)) && !t.After(now.Add(slack+interval+time.Second)) {
+			if n := later(h, t.Add(-slack)); now.Before(n) {
+				return false, h, n, nil
+			}
+			tat = t
+		}
+		h, n, next := win(tat)
+		it.Value, it.Expiration = next.Value, next.Expiration
+		switch err := s.c.CompareAndSwap(it); {
+		case err == nil:
+			return true, h, n, nil
+		case errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrNotStored):
+			continue // claimed (or expired) in between: read it again
+		default:
+			return false, time.Time{}, time.Time{}, s.failed(err)
+		}
+	}
+	// Raced three times: others are claiming; the winner's hold is about
+	// one hold from now.
+	return false, now.Add(hold), now.Add(hold), nil
+}
+
+// parseBudget parses a claim item of ClaimBudget ("b1 <hold end> <TAT>")
+// or of ClaimUntil ("<deadline>", which is both).
+func parseBudget(v []byte) (held, tat time.Time, ok bool) {
+	f := strings.Fields(string(v))
+	switch {
+	case len(f) == 1:
+		d, err := strconv.ParseInt(f[0], 10, 64)
+		return time.Unix(0, d), time.Unix(0, d), err == nil
+	case len(f) == 3 && f[0] == "b1":
+		h, err1 := strconv.ParseInt(f[1], 10, 64)
+		t, err2 := strconv.ParseInt(f[2], 10, 64)
+		return time.Unix(0, h), time.Unix(0, t), err1 == nil && err2 == nil
+	}
+	return time.Time{}, time.Time{}, false
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // ready returns ErrUnavailable while the store backs off.
