@@ -35,7 +35,9 @@ type WatermarkStore interface {
 	// err, never as a lost claim: nobody would then poll the reader.
 	//
 	// A store that can also say when the claim holding key expires
-	// implements [ClaimDeadliner] as well.
+	// implements [ClaimDeadliner] as well; one that keeps a budget of
+	// claims per key, [ClaimBudgeter] (the router then uses that for the
+	// claims of reads that wait, and Claim for the background checks).
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
 
@@ -86,8 +88,13 @@ type ClaimBudgeter interface {
 
 // sharedBurst is the burst of a reader's demand budget (see
 // [ClaimBudgeter]): the fleet may query a reader this many times in a row
-// while reads wait, then once per PollInterval.
-const sharedBurst = 3
+// while reads wait, then once per PollInterval. sharedMerge is how many
+// claims in a row the budget spaces before a process leaves one to the
+// fleet (see checkBudget).
+const (
+	sharedBurst = 3
+	sharedMerge = 3
+)
 
 // claim claims key in st, with the claim's expiry when st reports it (zero
 // if unknown).
@@ -238,6 +245,7 @@ type sharedSched struct {
 	// win next, and claimed and due are when the latest claim was won and
 	// when its result is due.
 	claimed, due time.Time
+	spaced       int // claims in a row that the budget spaced (see checkBudget)
 	// pubDelay is the smoothed time from a won claim to its publication
 	// (a query and a Set): when the others read the result.
 	pubDelay time.Duration
@@ -479,7 +487,14 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 // back-off gap while a position stays missing) allows:
 //
 //   - the winner queries (queryShared) and publishes, then claims again
-//     as soon as its hold ends if its reads still wait;
+//     as soon as its hold ends if its reads still wait; a claim won as
+//     reads come in waits up to 3/40 of a PollInterval (1.5 ms) for the
+//     positions of the rest of their group first;
+//   - a process whose last sharedMerge claims the budget spaced (its
+//     reads come in more groups than the budget serves as they come, say
+//     three groups a cycle of 20 ms each, which then wait for a query each,
+//     in step with the budget) lets one claim pass: the group it would
+//     serve joins the next, and the fewer groups are served as they come;
 //   - a process that lost reads the store when the holder's result is due
 //     (the claim plus the usual time to query and publish), a few times
 //     more shortly after if it is not in yet, and claims again when a
@@ -511,7 +526,19 @@ func (rt *Router) checkBudget(ctx context.Context, r *reader, st ClaimBudgeter, 
 	}
 	_, age, _ := r.unmet(now)
 	interval := max(poll, min(age/8, rt.cfg.MonitorInterval))
-	hold := min(max(sc.pubDelay*3/2, poll/20), poll/2)
+	if sc.spaced >= sharedMerge {
+		// The budget spaced this process's last claims: its reads come
+		// in more groups than the budget serves as they come, and each
+		// group waits for a query of its own. Leave one claim to the
+		// fleet, so that the group it would serve joins the next one.
+		sc.spaced = 0
+		sc.until, sc.ours, sc.looks = now.Add(interval), false, 0
+		return false, sc.until
+	}
+	// A claim won as the reads' positions come in waits a little for the
+	// group's later ones, so that one query serves the group.
+	linger := max(poll*3/40-age, 0)
+	hold := min(max(sc.pubDelay*3/2, poll/20), poll/2) + linger
 	var won bool
 	var held, next time.Time
 	var cerr error
@@ -548,9 +575,23 @@ func (rt *Router) checkBudget(ctx context.Context, r *reader, st ClaimBudgeter, 
 		}
 		return false, sc.until
 	}
+	if next.After(held.Add(poll / 40)) {
+		sc.spaced++
+	} else {
+		sc.spaced = 0
+	}
+	if linger > 0 {
+		t := time.NewTimer(linger)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false, time.Time{}
+		}
+	}
 	rt.queryShared(ctx, r)
 	rt.saveShared(ctx, r, start)
-	d := time.Since(start)
+	d := time.Since(start) - linger
 	sc.pubDelay = min(max(sc.pubDelay+(d-sc.pubDelay)/4, poll/20), poll/2)
 	return false, later(sc.until, time.Now())
 }

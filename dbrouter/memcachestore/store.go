@@ -16,6 +16,17 @@
 // clocks of different hosts, so clock skew between hosts shortens or
 // lengthens claims by that skew; with NTP (milliseconds) that is harmless.
 //
+// A claim of a read that waits is a budgeted claim ([Store.ClaimBudget],
+// [dbrouter.ClaimBudgeter]): it holds the key only while the winner's
+// query runs (a few milliseconds), and the key also keeps a budget (the
+// generic cell rate algorithm: a theoretical arrival time, TAT), so that
+// after a hold the next claim may win at once, up to 3 in a row, and then
+// one per PollInterval: reads that need a position newer than the
+// holder's get the next query without waiting for a whole PollInterval,
+// and a reader still gets at most one query per PollInterval on average
+// from the fleet. Its item is "b1 <hold end> <TAT>" (Unix nanoseconds),
+// read with gets and written with cas (or add).
+//
 // Everything read from memcached is untrusted: dbrouter validates the
 // shared values it reads, and a corrupt claim is taken over as expired.
 //
@@ -34,6 +45,11 @@
 //	Set(key, v, ttl)     SET key v PX ttl
 //	ClaimUntil(key, ttl) EVAL claimScript 1 key <now+ttl as Unix ns> ttl
 //	Claim(key, ttl)      ClaimUntil without the time
+//	ClaimBudget(key, hold, interval, burst)
+//	                     EVAL budgetScript 1 key <now> hold interval burst
+//	                     (times in Unix microseconds, durations in
+//	                     microseconds: Lua numbers are doubles, exact to
+//	                     2^53, which Unix nanoseconds exceed)
 //
 // where claimScript takes the claim atomically, returns {1, ttl} when the
 // caller won and {0, the holder's remaining ms} when it lost (until is then
@@ -53,10 +69,41 @@
 //
 // (On Redis 7, SET key v NX PX ttl GET is the claim without the takeover in
 // one command: a nil reply means won, a value is the holder's deadline.)
-// Implement ClaimUntil ([dbrouter.ClaimDeadliner]) as well as Claim: with
-// the holder's deadline, the processes that lost look for its result when
-// it is due instead of one ttl after they asked. A wrapper of a store (for
-// metrics, say) must forward both methods, or neither. As
+//
+// budgetScript is the same algorithm as [Store.ClaimBudget], and returns
+// {won, hold end, next claim} (the times as decimal strings of Unix
+// microseconds); a value that is no claim of this hold, interval and
+// burst (a planted one) is taken over:
+//
+//	local now, hold, iv, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+//	local slack, tat = (burst - 1) * iv, now
+//	local v = redis.call('GET', KEYS[1])
+//	if v then
+//	  local h, t = string.match(v, '^b1 (%d+) (%d+)$')
+//	  h, t = tonumber(h), tonumber(t)
+//	  if h and t and h <= now + hold + 1e6 and t <= now + slack + iv + 1e6 then
+//	    local nxt = math.max(h, t - slack)
+//	    if now < nxt then
+//	      return {0, string.format('%.0f', h), string.format('%.0f', nxt)}
+//	    end
+//	    tat = t
+//	  end
+//	end
+//	tat = math.max(tat, now) + iv
+//	local held = now + hold
+//	redis.call('SET', KEYS[1], string.format('b1 %.0f %.0f', held, tat),
+//	  'PX', math.ceil(math.max(tat - now, hold) / 1000) + 1000)
+//	return {1, string.format('%.0f', held), string.format('%.0f', math.max(held, tat - slack))}
+//
+// (1e6 µs is the second of clock skew the memcached store allows too.)
+//
+// Implement ClaimUntil ([dbrouter.ClaimDeadliner]) and ClaimBudget
+// ([dbrouter.ClaimBudgeter]) as well as Claim: with the holder's deadline,
+// the processes that lost look for its result when it is due instead of
+// one ttl after they asked, and with the budget a read that needs a
+// position newer than the holder's gets the next query as soon as the
+// holder's is published. A wrapper of a store (for metrics, say) must
+// forward all three methods, or only Claim. As
 // with memcached, a store error must be returned, never reported as a lost
 // claim: the router then queries the readers itself.
 package memcachestore
