@@ -531,9 +531,11 @@ func (rt *Router) checkBudget(ctx context.Context, r *reader, st ClaimBudgeter, 
 		// in more groups than the budget serves as they come, and each
 		// group waits for a query of its own. Leave one claim to the
 		// fleet, so that the group it would serve joins the next one.
+		// It looks for another process's result as one that lost does.
 		sc.spaced = 0
 		sc.until, sc.ours, sc.looks = now.Add(interval), false, 0
-		return false, sc.until
+		sc.claimed, sc.due = now, now.Add(sc.pubDelay)
+		return false, sc.due
 	}
 	// A claim won as the reads' positions come in waits a little for the
 	// group's later ones, so that one query serves the group.
