@@ -493,8 +493,9 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 //   - a process whose last sharedMerge claims the budget spaced (its
 //     reads come in more groups than the budget serves as they come, say
 //     three groups a cycle of 20 ms each, which then wait for a query each,
-//     in step with the budget) lets one claim pass: the group it would
-//     serve joins the next, and the fewer groups are served as they come;
+//     in step with the budget) lets one claim pass if its reads have
+//     waited less than half a PollInterval: the group it would serve joins
+//     the next, and the fewer groups are served as they come;
 //   - a process that lost reads the store when the holder's result is due
 //     (the claim plus the usual time to query and publish), a few times
 //     more shortly after if it is not in yet, and claims again when a
@@ -526,11 +527,13 @@ func (rt *Router) checkBudget(ctx context.Context, r *reader, st ClaimBudgeter, 
 	}
 	_, age, _ := r.unmet(now)
 	interval := max(poll, min(age/8, rt.cfg.MonitorInterval))
-	if sc.spaced >= sharedMerge {
+	if sc.spaced >= sharedMerge && age < poll/2 {
 		// The budget spaced this process's last claims: its reads come
 		// in more groups than the budget serves as they come, and each
 		// group waits for a query of its own. Leave one claim to the
-		// fleet, so that the group it would serve joins the next one.
+		// fleet, so that the group it would serve joins the next one
+		// (unless its reads have waited half a PollInterval already:
+		// one more interval would take them near their wait bound).
 		// It looks for another process's result as one that lost does.
 		sc.spaced = 0
 		sc.until, sc.ours, sc.looks = now.Add(interval), false, 0
