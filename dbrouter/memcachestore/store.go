@@ -306,8 +306,13 @@ func (s *Store) ClaimBudget(_ context.Context, key string, hold, interval time.D
 		switch err := s.c.CompareAndSwap(it); {
 		case err == nil:
 			return true, h, n, nil
-		case errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrNotStored):
-			continue // claimed (or expired) in between: read it again
+		case errors.Is(err, memcache.ErrCASConflict):
+			// Another caller won it first, at about the same time
+			// with about the same hold: not read again (a fleet
+			// racing for a claim would pay a third round trip each).
+			return false, now.Add(hold), now.Add(hold), nil
+		case errors.Is(err, memcache.ErrNotStored):
+			continue // expired in between: read it again
 		default:
 			return false, time.Time{}, time.Time{}, s.failed(err)
 		}
