@@ -228,9 +228,11 @@
 // processes). On the in-process path, a fleet shares what its monitors
 // learn through a [WatermarkStore] ([Config.Watermarks]; package
 // dbrouter/memcachestore implements it): only the process that wins a
-// reader's claim queries it, at most once per PollInterval for the whole
-// fleet (≤ 51 queries/s per reader at any fleet size), and if the store
-// fails each process tracks the readers itself. Each process holds at most
+// reader's claim queries it, at most once per PollInterval on average for
+// the whole fleet (≤ 51 queries/s per reader at any fleet size; a store
+// that keeps a budget, [ClaimBudgeter], lets a few claims follow each
+// other at once while reads wait), and if the store fails each process
+// tracks the readers itself. Each process holds at most
 // [DefaultMaxOpenConns] connections per endpoint. The arithmetic for 1 000
 // processes, and what was measured, is in docs/dbrouter.md in the
 // repository.

@@ -35,7 +35,9 @@ type WatermarkStore interface {
 	// err, never as a lost claim: nobody would then poll the reader.
 	//
 	// A store that can also say when the claim holding key expires
-	// implements [ClaimDeadliner] as well.
+	// implements [ClaimDeadliner] as well; one that keeps a budget of
+	// claims per key, [ClaimBudgeter] (the router then uses that for the
+	// claims of reads that wait, and Claim for the background checks).
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
 
@@ -55,6 +57,44 @@ type ClaimDeadliner interface {
 	// is treated as unknown.
 	ClaimUntil(ctx context.Context, key string, ttl time.Duration) (won bool, until time.Time, err error)
 }
+
+// ClaimBudgeter is an optional interface of a [WatermarkStore]: claims
+// that share a budget, so that a fleet may query a reader again as soon as
+// the previous query is published while reads still wait, and still
+// queries it no more often than once per interval on average. With it, a
+// demand claim holds the key only while its query runs (hold, a few
+// milliseconds), and the key's budget (at most burst claims at once, one
+// more per interval) bounds the fleet's queries; without it, every claim
+// holds the key for a whole interval, and reads that need a position newer
+// than the holder's wait for that interval to end. Package
+// dbrouter/memcachestore implements it, and documents a Redis version. A
+// wrapper of a store must forward it along with Claim and ClaimUntil, or
+// none of them.
+type ClaimBudgeter interface {
+	// ClaimBudget wins key unless another claim's hold still runs or the
+	// budget is spent: the budget is the generic cell rate algorithm,
+	// with a theoretical arrival time (TAT) kept with the key; a claim at
+	// now may win if TAT <= now + (burst-1)*interval, and winning sets
+	// TAT to max(TAT, now) + interval. Of all the callers that claim key
+	// at once, at most one wins. It returns when the latest winner's
+	// hold ends (the caller's own if won) and when a claim may win next
+	// (the zero time if unknown). A time further than interval from now
+	// is treated as unknown. Like Claim, a failure of the store is an
+	// error, never a lost claim; a value the key holds that no claim of
+	// this interval and burst writes (one in the far future, say) is
+	// taken over.
+	ClaimBudget(ctx context.Context, key string, hold, interval time.Duration, burst int) (won bool, held, next time.Time, err error)
+}
+
+// sharedBurst is the burst of a reader's demand budget (see
+// [ClaimBudgeter]): the fleet may query a reader this many times in a row
+// while reads wait, then once per PollInterval. sharedMerge is how many
+// claims in a row the budget spaces before a process leaves one to the
+// fleet (see checkBudget).
+const (
+	sharedBurst = 3
+	sharedMerge = 3
+)
 
 // claim claims key in st, with the claim's expiry when st reports it (zero
 // if unknown).
@@ -201,6 +241,11 @@ type sharedSched struct {
 	ttl   time.Duration // the ttl this process claimed it with
 	ours  bool          // this process holds it
 	looks int           // reads of the store since, waiting for the holder's result
+	// With a ClaimBudgeter (see checkBudget), until is when a claim may
+	// win next, and claimed and due are when the latest claim was won and
+	// when its result is due.
+	claimed, due time.Time
+	spaced       int // claims in a row that the budget spaced (see checkBudget)
 	// pubDelay is the smoothed time from a won claim to its publication
 	// (a query and a Set): when the others read the result.
 	pubDelay time.Duration
@@ -367,6 +412,9 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	if sc.pubDelay == 0 {
 		sc.pubDelay = poll / 10
 	}
+	if b, ok := st.(ClaimBudgeter); ok {
+		return rt.checkBudget(ctx, r, b, at)
+	}
 	now := time.Now()
 	if now.Before(sc.until) {
 		if sc.ours {
@@ -430,6 +478,129 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	return false, until
 }
 
+// checkBudget is checkShared's demand schedule with a store that keeps a
+// budget of claims ([ClaimBudgeter]): a claim holds the key while its
+// query runs (hold: about 3/2 of the usual time to query and publish), so
+// that once the holder's result is in, reads that still wait (a position
+// written after the holder's) get the next query at once, as long as the
+// budget (sharedBurst in a row, one per PollInterval on average, one per
+// back-off gap while a position stays missing) allows:
+//
+//   - the winner queries (queryShared) and publishes, then claims again
+//     as soon as its hold ends if its reads still wait; a claim won as
+//     reads come in waits up to 3/40 of a PollInterval (1.5 ms) for the
+//     positions of the rest of their group first;
+//   - a process whose last sharedMerge claims the budget spaced (its
+//     reads come in more groups than the budget serves as they come, say
+//     three groups a cycle of 20 ms each, which then wait for a query each,
+//     in step with the budget) lets one claim pass if its reads have
+//     waited less than half a PollInterval: the group it would serve joins
+//     the next, and the fewer groups are served as they come;
+//   - a process that lost reads the store when the holder's result is due
+//     (the claim plus the usual time to query and publish), a few times
+//     more shortly after if it is not in yet, and claims again when a
+//     claim may win (the hold's end, or the budget's next claim).
+func (rt *Router) checkBudget(ctx context.Context, r *reader, st ClaimBudgeter, at time.Time) (bool, time.Time) {
+	sc := &r.shared
+	poll := rt.cfg.PollInterval
+	now := time.Now()
+	if now.Before(sc.until) {
+		if sc.ours {
+			return false, sc.until
+		}
+		if now.Before(sc.due) {
+			return false, sc.due
+		}
+		if at.Before(sc.claimed) {
+			if sc.looks < 3 {
+				// The holder's result is not in yet: look again soon.
+				sc.looks++
+				return false, minTime(sc.until, now.Add(max(sc.pubDelay/2, poll/40)))
+			}
+		} else if sc.looks > 0 {
+			// It came later than this process expected: expect the
+			// holders' results that much later.
+			sc.pubDelay = min(sc.pubDelay+(now.Sub(sc.claimed)-sc.pubDelay)/4, poll/2)
+			sc.looks = 0
+		}
+		return false, sc.until
+	}
+	_, age, _ := r.unmet(now)
+	interval := max(poll, min(age/8, rt.cfg.MonitorInterval))
+	if sc.spaced >= sharedMerge && age < poll/2 {
+		// The budget spaced this process's last claims: its reads come
+		// in more groups than the budget serves as they come, and each
+		// group waits for a query of its own. Leave one claim to the
+		// fleet, so that the group it would serve joins the next one
+		// (unless its reads have waited half a PollInterval already:
+		// one more interval would take them near their wait bound).
+		// It looks for another process's result as one that lost does.
+		sc.spaced = 0
+		sc.until, sc.ours, sc.looks = now.Add(interval), false, 0
+		sc.claimed, sc.due = now, now.Add(sc.pubDelay)
+		return false, sc.due
+	}
+	// A claim won as the reads' positions come in waits a little for the
+	// group's later ones, so that one query serves the group.
+	linger := max(poll*3/40-age, 0)
+	hold := min(max(sc.pubDelay*3/2, poll/20), poll/2) + linger
+	var won bool
+	var held, next time.Time
+	var cerr error
+	err := r.shared.call(ctx, rt.storeLimit(r), func() {
+		won, held, next, cerr = st.ClaimBudget(ctx, watermarkPrefix+r.spec.Name+"/demand", hold, interval, sharedBurst)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		rt.stats.storeFallbacks.Add(1)
+		return rt.query(ctx, r, false, false), time.Time{}
+	}
+	start := time.Now()
+	// Unknown times, or times further than a claim of this interval taken
+	// now can set (a planted value, a clock ahead of ours), count as one
+	// interval, so that no reading of the store makes reads wait longer
+	// than a fleet without a budget would; a time in the past (a clock
+	// behind ours) as a moment from now, so that nobody spins.
+	limit := start.Add(interval)
+	if next.IsZero() || next.After(limit) {
+		next = limit
+	}
+	if held.IsZero() || held.After(next) {
+		held = minTime(start.Add(hold), next)
+	}
+	next = later(next, held, start.Add(poll/40))
+	sc.until, sc.ours, sc.looks = next, won, 0
+	sc.claimed = later(held.Add(-hold), start.Add(-hold))
+	sc.due = sc.claimed.Add(sc.pubDelay)
+	if !won {
+		if start.Before(sc.due) {
+			return false, minTime(sc.due, sc.until)
+		}
+		return false, sc.until
+	}
+	if next.After(held.Add(poll / 40)) {
+		sc.spaced++
+	} else {
+		sc.spaced = 0
+	}
+	if linger > 0 {
+		t := time.NewTimer(linger)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false, time.Time{}
+		}
+	}
+	rt.queryShared(ctx, r)
+	rt.saveShared(ctx, r, start)
+	d := time.Since(start) - linger
+	sc.pubDelay = min(max(sc.pubDelay+(d-sc.pubDelay)/4, poll/20), poll/2)
+	return false, later(sc.until, time.Now())
+}
+
 // queryShared queries r for the fleet (see checkShared): with a dialect
 // that has a server-side wait and a pending position, one statement that
 // waits (at most a PollInterval) and then reads r's applied position; else
@@ -483,4 +654,15 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// later returns the latest of ts.
+func later(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
 }

@@ -233,3 +233,136 @@ func TestWatermarkStoreHung(t *testing.T) {
 		}
 	})
 }
+
+// unbudgeted is a memcachestore.Store whose budgeted claims ignore the
+// budget (the control of TestSharedBudgetMemcached): only the holds space
+// them.
+type unbudgeted struct{ *memcachestore.Store }
+
+func (s unbudgeted) ClaimBudget(ctx context.Context, key string, hold, _ time.Duration, _ int) (bool, time.Time, time.Time, error) {
+	return s.Store.ClaimBudget(ctx, key, hold, hold, 1)
+}
+
+// TestSharedBudgetMemcached runs routers (processes of a fleet) with the
+// stack's memcached as their WatermarkStore, reads waiting in process for
+// their own writes, and counts the monitor queries r1 received (its
+// Questions counter less the reads): the budget of ClaimBudgeter bounds
+// them to one per PollInterval plus the burst (and the checks that went
+// without the store), as the claims without a budget (ClaimUntil) do,
+// while reads stay local (all but a few that a loaded machine delays past
+// their wait bound) and see their writes. The control's store ignores the
+// budget, and its reader gets more queries than the bound.
+func TestSharedBudgetMemcached(t *testing.T) {
+	s := testserver.Require(t)
+	const routers, loops = 8, 3
+	const dur, poll = 3 * time.Second, 20 * time.Millisecond
+	admin, err := sql.Open("mysql", s.AdminDSN("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	mc := memcache.New(s.Memcached(testserver.PrimaryRegion))
+	mc.Timeout = 100 * time.Millisecond
+	defer mc.Close()
+	run := func(t *testing.T, store func() WatermarkStore) (queries, fallbacks int64) {
+		t.Helper()
+		var rts []*Router
+		for range routers {
+			cfg := stackConfig(t, s, testserver.PrimaryRegion)
+			cfg.Readers = cfg.Readers[:1]
+			cfg.PollInterval = poll
+			cfg.Watermarks = store()
+			cfg.DisableCombinedStatements = true
+			rts = append(rts, openRouter(t, cfg))
+		}
+		q0 := questions(t, admin)
+		ctx, cancel := context.WithTimeout(t.Context(), dur)
+		defer cancel()
+		var stale, errs atomic.Int64
+		var wg sync.WaitGroup
+		for i, rt := range rts {
+			for g := range loops {
+				k := fmt.Sprintf("budget-%d-%d-%d", i, g, time.Now().UnixNano())
+				wg.Go(func() {
+					for v := int64(1); ; v++ {
+						rctx := NewContext(ctx)
+						_, err := rt.ExecContext(rctx, "REPLACE INTO kv (k, v) VALUES ('"+k+"', "+fmt.Sprint(v)+")")
+						var got int64
+						if err == nil {
+							err = rt.QueryRowContext(rctx, "SELECT v FROM kv WHERE k = '"+k+"'").Scan(&got)
+						}
+						switch {
+						case ctx.Err() != nil:
+							return
+						case err != nil:
+							errs.Add(1)
+						case got != v:
+							stale.Add(1)
+						}
+					}
+				})
+			}
+		}
+		wg.Wait()
+		var local, writer int64
+		for _, rt := range rts {
+			st := rt.Stats()
+			local, writer, fallbacks = local+st.ReadsLocal, writer+st.ReadsWriter, fallbacks+st.StoreFallbacks
+		}
+		q1 := questions(t, admin)
+		for _, rt := range rts {
+			rt.Close()
+		}
+		queries = q1 - q0 - local - 1
+		t.Logf("%d local reads, %d to the writer, %d stale, %d errors; r1 got %d monitor queries (%.0f/s), %d checks without the store",
+			local, writer, stale.Load(), errs.Load(), queries, float64(queries)/dur.Seconds(), fallbacks)
+		if local < 300 {
+			t.Errorf("only %d local reads", local)
+		}
+		if stale.Load()+errs.Load() > 0 || float64(writer) > 0.05*float64(local+writer) {
+			t.Errorf("%d stale reads, %d errors, %d of %d reads to the writer", stale.Load(), errs.Load(), writer, local+writer)
+		}
+		return queries, fallbacks
+	}
+	// One query per PollInterval, the burst, a background check per
+	// router at start, and the odd query whose claim the timing of the
+	// counters splits.
+	limit := int64(dur/poll) + sharedBurst + routers + 10
+	t.Run("budget", func(t *testing.T) {
+		q, fb := run(t, func() WatermarkStore { return memcachestore.New(mc) })
+		if q > limit+fb {
+			t.Errorf("%d monitor queries in %v, want <= %d (+ %d checks without the store)", q, dur, limit, fb)
+		}
+		if fb > q/4 {
+			t.Errorf("%d of %d checks went without the store", fb, q)
+		}
+	})
+	t.Run("claim-until", func(t *testing.T) {
+		q, fb := run(t, func() WatermarkStore { return claimUntilOnly{memcachestore.New(mc)} })
+		if q > limit+fb {
+			t.Errorf("%d monitor queries in %v, want <= %d (+ %d checks without the store)", q, dur, limit, fb)
+		}
+	})
+	t.Run("control-no-budget", func(t *testing.T) {
+		q, fb := run(t, func() WatermarkStore { return unbudgeted{memcachestore.New(mc)} })
+		if q <= limit+fb {
+			t.Errorf("control: %d monitor queries without a budget, within the bound %d: the test cannot see the budget", q, limit+fb)
+		}
+	})
+}
+
+// claimUntilOnly is a memcachestore.Store without ClaimBudget.
+type claimUntilOnly struct{ s *memcachestore.Store }
+
+func (c claimUntilOnly) Get(ctx context.Context, key string) (string, error) {
+	return c.s.Get(ctx, key)
+}
+func (c claimUntilOnly) Set(ctx context.Context, key, v string, ttl time.Duration) error {
+	return c.s.Set(ctx, key, v, ttl)
+}
+func (c claimUntilOnly) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	return c.s.Claim(ctx, key, ttl)
+}
+func (c claimUntilOnly) ClaimUntil(ctx context.Context, key string, ttl time.Duration) (bool, time.Time, error) {
+	return c.s.ClaimUntil(ctx, key, ttl)
+}

@@ -36,6 +36,14 @@ func (s swallowing) ClaimUntil(ctx context.Context, key string, ttl time.Duratio
 	return won, until, nil
 }
 
+func (s swallowing) ClaimBudget(ctx context.Context, key string, hold, interval time.Duration, burst int) (bool, time.Time, time.Time, error) {
+	won, held, next, err := s.Store.ClaimBudget(ctx, key, hold, interval, burst)
+	if err != nil {
+		return false, time.Now().Add(hold), time.Now().Add(interval), nil
+	}
+	return won, held, next, nil
+}
+
 func (s swallowing) Get(ctx context.Context, key string) (string, error) {
 	v, err := s.Store.Get(ctx, key)
 	if err != nil {
@@ -61,6 +69,14 @@ func (s counted) ClaimUntil(ctx context.Context, key string, ttl time.Duration) 
 		s.ok.Add(1)
 	}
 	return won, until, err
+}
+
+func (s counted) ClaimBudget(ctx context.Context, key string, hold, interval time.Duration, burst int) (bool, time.Time, time.Time, error) {
+	won, held, next, err := s.Store.ClaimBudget(ctx, key, hold, interval, burst)
+	if err == nil {
+		s.ok.Add(1)
+	}
+	return won, held, next, err
 }
 
 // outcome counts what the loops of a phase saw.

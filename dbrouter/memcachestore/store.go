@@ -16,6 +16,17 @@
 // clocks of different hosts, so clock skew between hosts shortens or
 // lengthens claims by that skew; with NTP (milliseconds) that is harmless.
 //
+// A claim of a read that waits is a budgeted claim ([Store.ClaimBudget],
+// [dbrouter.ClaimBudgeter]): it holds the key only while the winner's
+// query runs (a few milliseconds), and the key also keeps a budget (the
+// generic cell rate algorithm: a theoretical arrival time, TAT), so that
+// after a hold the next claim may win at once, up to 3 in a row, and then
+// one per PollInterval: reads that need a position newer than the
+// holder's get the next query without waiting for a whole PollInterval,
+// and a reader still gets at most one query per PollInterval on average
+// from the fleet. Its item is "b1 <hold end> <TAT>" (Unix nanoseconds),
+// read with gets and written with cas (or add).
+//
 // Everything read from memcached is untrusted: dbrouter validates the
 // shared values it reads, and a corrupt claim is taken over as expired.
 //
@@ -34,6 +45,11 @@
 //	Set(key, v, ttl)     SET key v PX ttl
 //	ClaimUntil(key, ttl) EVAL claimScript 1 key <now+ttl as Unix ns> ttl
 //	Claim(key, ttl)      ClaimUntil without the time
+//	ClaimBudget(key, hold, interval, burst)
+//	                     EVAL budgetScript 1 key <now> hold interval burst
+//	                     (times in Unix microseconds, durations in
+//	                     microseconds: Lua numbers are doubles, exact to
+//	                     2^53, which Unix nanoseconds exceed)
 //
 // where claimScript takes the claim atomically, returns {1, ttl} when the
 // caller won and {0, the holder's remaining ms} when it lost (until is then
@@ -53,10 +69,41 @@
 //
 // (On Redis 7, SET key v NX PX ttl GET is the claim without the takeover in
 // one command: a nil reply means won, a value is the holder's deadline.)
-// Implement ClaimUntil ([dbrouter.ClaimDeadliner]) as well as Claim: with
-// the holder's deadline, the processes that lost look for its result when
-// it is due instead of one ttl after they asked. A wrapper of a store (for
-// metrics, say) must forward both methods, or neither. As
+//
+// budgetScript is the same algorithm as [Store.ClaimBudget], and returns
+// {won, hold end, next claim} (the times as decimal strings of Unix
+// microseconds); a value that is no claim of this hold, interval and
+// burst (a planted one) is taken over:
+//
+//	local now, hold, iv, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+//	local slack, tat = (burst - 1) * iv, now
+//	local v = redis.call('GET', KEYS[1])
+//	if v then
+//	  local h, t = string.match(v, '^b1 (%d+) (%d+)$')
+//	  h, t = tonumber(h), tonumber(t)
+//	  if h and t and h <= now + hold + 1e6 and t <= now + slack + iv + 1e6 then
+//	    local nxt = math.max(h, t - slack)
+//	    if now < nxt then
+//	      return {0, string.format('%.0f', h), string.format('%.0f', nxt)}
+//	    end
+//	    tat = t
+//	  end
+//	end
+//	tat = math.max(tat, now) + iv
+//	local held = now + hold
+//	redis.call('SET', KEYS[1], string.format('b1 %.0f %.0f', held, tat),
+//	  'PX', math.ceil(math.max(tat - now, hold) / 1000) + 1000)
+//	return {1, string.format('%.0f', held), string.format('%.0f', math.max(held, tat - slack))}
+//
+// (1e6 µs is the second of clock skew the memcached store allows too.)
+//
+// Implement ClaimUntil ([dbrouter.ClaimDeadliner]) and ClaimBudget
+// ([dbrouter.ClaimBudgeter]) as well as Claim: with the holder's deadline,
+// the processes that lost look for its result when it is due instead of
+// one ttl after they asked, and with the budget a read that needs a
+// position newer than the holder's gets the next query as soon as the
+// holder's is published. A wrapper of a store (for metrics, say) must
+// forward all three methods, or only Claim. As
 // with memcached, a store error must be returned, never reported as a lost
 // claim: the router then queries the readers itself.
 package memcachestore
@@ -65,6 +112,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +127,9 @@ type Client interface {
 	CompareAndSwap(item *memcache.Item) error
 }
 
+// (Store implements dbrouter.WatermarkStore, ClaimDeadliner and
+// ClaimBudgeter: store_test.go proves it, since dbrouter's own tests
+// import this package.)
 var _ Client = (*memcache.Client)(nil)
 
 // DefaultBackoff is how long a Store fails fast after memcached failed.
@@ -193,6 +244,106 @@ func (s *Store) ClaimUntil(_ context.Context, key string, ttl time.Duration) (bo
 		}
 	}
 	return false, time.Time{}, nil
+}
+
+// ClaimBudget is a claim that holds key for hold and shares a budget of
+// burst claims at once and one per interval (see
+// [dbrouter.ClaimBudgeter]). The item holds "b1 <hold end> <TAT>" (Unix
+// nanoseconds); a claim reads it and writes it back with a
+// compare-and-swap (or adds it), so of the callers racing for it at most
+// one wins. A value that no claim of this hold, interval and burst writes
+// (times further than a claim taken now sets, plus a second of clock
+// skew, or not a claim at all) is taken over; a deadline written by
+// [Store.ClaimUntil] (an older process of the fleet) counts as a hold and
+// a TAT.
+func (s *Store) ClaimBudget(_ context.Context, key string, hold, interval time.Duration, burst int) (won bool, held, next time.Time, err error) {
+	if err := s.ready(); err != nil {
+		return false, time.Time{}, time.Time{}, err
+	}
+	burst = max(burst, 1)
+	slack := time.Duration(burst-1) * interval
+	now := s.now()
+	item := func(held, tat time.Time) *memcache.Item {
+		v := make([]byte, 0, 48)
+		v = append(v, "b1 "...)
+		v = strconv.AppendInt(v, held.UnixNano(), 10)
+		v = append(v, ' ')
+		v = strconv.AppendInt(v, tat.UnixNano(), 10)
+		return &memcache.Item{Key: key, Value: v, Expiration: seconds(max(tat.Sub(now), hold)) + 1}
+	}
+	// When a claim that wins now holds the key, and may be followed.
+	win := func(tat time.Time) (time.Time, time.Time, *memcache.Item) {
+		tat = later(tat, now).Add(interval)
+		h := now.Add(hold)
+		return h, later(h, tat.Add(-slack)), item(h, tat)
+	}
+	for range 3 {
+		it, err := s.c.Get(key)
+		if errors.Is(err, memcache.ErrCacheMiss) {
+			h, n, add := win(now)
+			switch err := s.c.Add(add); {
+			case err == nil:
+				return true, h, n, nil
+			case errors.Is(err, memcache.ErrNotStored):
+				continue // added in between: read it
+			default:
+				return false, time.Time{}, time.Time{}, s.failed(err)
+			}
+		}
+		if err != nil {
+			return false, time.Time{}, time.Time{}, s.failed(err)
+		}
+		tat := now // a value that is no claim: taken over
+		if h, t, ok := parseBudget(it.Value); ok &&
+			!h.After(now.Add(hold+time.Second)) && !t.After(now.Add(slack+interval+time.Second)) {
+			if n := later(h, t.Add(-slack)); now.Before(n) {
+				return false, h, n, nil
+			}
+			tat = t
+		}
+		h, n, next := win(tat)
+		it.Value, it.Expiration = next.Value, next.Expiration
+		switch err := s.c.CompareAndSwap(it); {
+		case err == nil:
+			return true, h, n, nil
+		case errors.Is(err, memcache.ErrCASConflict):
+			// Another caller won it first, at about the same time
+			// with about the same hold: not read again (a fleet
+			// racing for a claim would pay a third round trip each).
+			return false, now.Add(hold), now.Add(hold), nil
+		case errors.Is(err, memcache.ErrNotStored):
+			continue // expired in between: read it again
+		default:
+			return false, time.Time{}, time.Time{}, s.failed(err)
+		}
+	}
+	// Raced three times: others are claiming; the winner's hold is about
+	// one hold from now.
+	return false, now.Add(hold), now.Add(hold), nil
+}
+
+// parseBudget parses a claim item of ClaimBudget ("b1 <hold end> <TAT>")
+// or of ClaimUntil ("<deadline>", which is both).
+func parseBudget(v []byte) (held, tat time.Time, ok bool) {
+	f := strings.Fields(string(v))
+	switch {
+	case len(f) == 1:
+		d, err := strconv.ParseInt(f[0], 10, 64)
+		return time.Unix(0, d), time.Unix(0, d), err == nil
+	case len(f) == 3 && f[0] == "b1":
+		h, err1 := strconv.ParseInt(f[1], 10, 64)
+		t, err2 := strconv.ParseInt(f[2], 10, 64)
+		return time.Unix(0, h), time.Unix(0, t), err1 == nil && err2 == nil
+	}
+	return time.Time{}, time.Time{}, false
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // ready returns ErrUnavailable while the store backs off.

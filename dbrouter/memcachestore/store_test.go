@@ -19,6 +19,7 @@ import (
 var (
 	_ dbrouter.WatermarkStore = (*Store)(nil)
 	_ dbrouter.ClaimDeadliner = (*Store)(nil)
+	_ dbrouter.ClaimBudgeter  = (*Store)(nil)
 )
 
 // clock is a fake clock shared by the stores of one test (the "processes").
@@ -199,5 +200,132 @@ func TestUnavailableFailsFast(t *testing.T) {
 	st.Claim(ctx, "k", time.Second)
 	if n := cc.calls.Load(); n != 2 {
 		t.Fatalf("after the back-off: %d calls, want 2 (one new try)", n)
+	}
+}
+
+// raceBudget has every store claim key with a budget at once and returns
+// how many won; every caller must learn times within one interval.
+func raceBudget(t *testing.T, stores []*Store, key string, hold, interval time.Duration, burst int) int {
+	t.Helper()
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, st := range stores {
+		wg.Go(func() {
+			<-start
+			now := st.now()
+			won, held, next, err := st.ClaimBudget(context.Background(), key, hold, interval, burst)
+			switch {
+			case err != nil:
+				t.Error(err)
+			case held.After(now.Add(interval)) || next.After(now.Add(interval)) || next.Before(held):
+				t.Errorf("ClaimBudget at %v: won=%v held %v next %v, want held <= next <= now + interval", now, won, held, next)
+			case won:
+				wins.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return int(wins.Load())
+}
+
+// TestClaimBudget checks the budget the router relies on: among processes
+// racing for the key at most one wins, nobody wins while a winner's hold
+// runs, after a hold the next claim wins at once while the burst lasts,
+// and then only one claim per interval wins. Claiming every hold for ten
+// intervals wins at most burst + 10 claims; the control, the same claims
+// without a budget (ClaimUntil of a hold), wins one per hold.
+func TestClaimBudget(t *testing.T) {
+	const hold, interval, burst = 2 * time.Millisecond, 20 * time.Millisecond, 3
+	clk := &clock{}
+	clk.ns.Store(time.Now().UnixNano())
+	stores := newStores(t, 12, clk)
+	key := testKey(t)
+	for i := range burst {
+		if n := raceBudget(t, stores, key, hold, interval, burst); n != 1 {
+			t.Fatalf("claim %d of the burst: %d winners, want 1", i, n)
+		}
+		clk.advance(hold / 2)
+		if n := raceBudget(t, stores, key, hold, interval, burst); n != 0 {
+			t.Fatalf("claim %d of the burst: %d winners during the hold, want 0", i, n)
+		}
+		clk.advance(hold / 2)
+	}
+	// The burst is spent: the next claim wins one interval after the first.
+	_, _, next, err := stores[0].ClaimBudget(context.Background(), key, hold, interval, burst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := clk.now().Add(-burst * hold)
+	if want := first.Add(interval); !next.Equal(want) {
+		t.Fatalf("budget spent: next claim at %v after the first, want %v", next.Sub(first), interval)
+	}
+
+	count := func(claim func(*Store, time.Time) bool) int {
+		key = testKey(t)
+		wins := 0
+		for range 10 * interval / hold {
+			if claim(stores[int(clk.ns.Load()/int64(hold))%len(stores)], clk.now()) {
+				wins++
+			}
+			clk.advance(hold)
+		}
+		return wins
+	}
+	budget := count(func(st *Store, _ time.Time) bool {
+		won, _, _, err := st.ClaimBudget(context.Background(), key, hold, interval, burst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return won
+	})
+	if budget > burst+10 {
+		t.Errorf("claims every hold for 10 intervals: %d won, want <= %d", budget, burst+10)
+	}
+	if budget < 10 {
+		t.Errorf("claims every hold for 10 intervals: %d won, want >= 10 (one per interval)", budget)
+	}
+	control := count(func(st *Store, _ time.Time) bool {
+		won, _, err := st.ClaimUntil(context.Background(), key, hold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return won
+	})
+	if control <= burst+10 {
+		t.Errorf("control: claims without a budget won %d times, no more than with one (%d): the test cannot see a budget", control, budget)
+	}
+	t.Logf("claims every %v for %v: %d won with a budget, %d without", hold, 10*interval, budget, control)
+}
+
+// TestClaimBudgetHostileValue: a planted value under a budgeted claim key
+// (far deadlines, garbage) is taken over, never trusted (which would stop
+// the fleet's queries); a live deadline of ClaimUntil (an older process of
+// the fleet) holds the key as a claim does.
+func TestClaimBudgetHostileValue(t *testing.T) {
+	clk := &clock{}
+	clk.ns.Store(time.Now().UnixNano())
+	stores := newStores(t, 4, clk)
+	s := testserver.Require(t)
+	c := memcache.New(s.Memcached(testserver.PrimaryRegion))
+	now := clk.now().UnixNano()
+	far := strconv.FormatInt(now+int64(time.Hour), 10)
+	live := strconv.FormatInt(now+int64(10*time.Millisecond), 10)
+	for _, tc := range []struct {
+		v    string
+		wins int
+	}{
+		{"garbage", 1}, {"", 1}, {"b1", 1}, {"b1 x y", 1}, {"b1 " + far + " " + far, 1},
+		{"b1 " + live + " " + far, 1}, {far, 1}, {"9000000000000000000", 1},
+		{live, 0}, {"b1 " + live + " " + live, 0},
+	} {
+		key := testKey(t)
+		if err := c.Set(&memcache.Item{Key: key, Value: []byte(tc.v), Expiration: 60}); err != nil {
+			t.Fatal(err)
+		}
+		if n := raceBudget(t, stores, key, 2*time.Millisecond, 20*time.Millisecond, 3); n != tc.wins {
+			t.Errorf("planted %q: %d winners, want %d", tc.v, n, tc.wins)
+		}
 	}
 }

@@ -131,6 +131,10 @@ type Report struct {
 	// (endpoints given as a Connector, the MySQL and heartbeat dialects,
 	// DisableCombinedStatements): the path the shared store serves.
 	SharedInProcess Shared `json:"shared_in_process"`
+	// InProcessRuns and SharedInProcessRuns are the runs behind
+	// SharedInProcess, without and with the store (with its calls).
+	InProcessRuns       []Load `json:"in_process_runs"`
+	SharedInProcessRuns []Load `json:"shared_in_process_runs"`
 }
 
 // Limits says what the machine running the benchmark limits: at the fleet
@@ -207,7 +211,9 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		if err != nil {
 			return Report{}, err
 		}
-		cfg.Logf("fleet: in-process n=%d: local %+v shared %+v", n, l, sh)
+		cfg.Logf("fleet: in-process n=%d: local %+v shared %+v store %+v", n, l, sh, sh.Store)
+		rep.InProcessRuns = append(rep.InProcessRuns, l)
+		rep.SharedInProcessRuns = append(rep.SharedInProcessRuns, sh)
 		offered := float64(l.N*cfg.Loops) / cfg.Think.Seconds()
 		if l.LoopsPerSec >= offered/2 && sh.LoopsPerSec >= offered/2 {
 			rep.SharedInProcess.P50PenaltyUnsatMs = max(rep.SharedInProcess.P50PenaltyUnsatMs, sh.P50ms-l.P50ms)

@@ -136,9 +136,29 @@ func (s *timedStore) ClaimUntil(ctx context.Context, key string, ttl time.Durati
 	} else {
 		won, err = s.WatermarkStore.Claim(ctx, key, ttl)
 	}
-	l := s.log
+	s.log.claimed(key, start, won, err)
+	return won, until, err
+}
+
+// ClaimBudget passes a budgeted claim on when the wrapped store keeps a
+// budget (dbrouter.ClaimBudgeter), else it is a ClaimUntil of interval
+// (the claim without a budget: hold and next are its expiry).
+func (s *timedStore) ClaimBudget(ctx context.Context, key string, hold, interval time.Duration, burst int) (bool, time.Time, time.Time, error) {
+	b, ok := s.WatermarkStore.(dbrouter.ClaimBudgeter)
+	if !ok {
+		won, until, err := s.ClaimUntil(ctx, key, interval)
+		return won, until, until, err
+	}
+	start := time.Now()
+	won, held, next, err := b.ClaimBudget(ctx, key, hold, interval, burst)
+	s.log.claimed(key, start, won, err)
+	return won, held, next, err
+}
+
+// claimed records a claim that started at start.
+func (l *storeLog) claimed(key string, start time.Time, won bool, err error) {
 	if !l.on.Load() {
-		return won, until, err
+		return
 	}
 	l.claims.Add(1)
 	l.clNs.Add(int64(time.Since(start)))
@@ -156,7 +176,6 @@ func (s *timedStore) ClaimUntil(ctx context.Context, key string, ttl time.Durati
 			l.mu.Unlock()
 		}
 	}
-	return won, until, err
 }
 
 func (l *storeLog) stats(elapsed float64) *StoreStats {
