@@ -169,6 +169,12 @@ func TestWatermarkStoreHung(t *testing.T) {
 			cfg.Readers = cfg.Readers[:1] // r1 only
 			cfg.Watermarks = store
 			cfg.unguardedStore = unguarded
+			// A read waits at least two polls, a store call gets half a
+			// poll. With the default 20 ms, stalls of -race on a loaded
+			// 2-core machine outlasted the 40 ms and sent reads to the
+			// writer in bursts (0.107 without a store, 0.179 with the hung
+			// one in 1 of 6 runs): the comparison measured the machine.
+			cfg.PollInterval = 50 * time.Millisecond
 			// The store serves the monitors' in-process waits: a read
 			// that carries its own wait needs no monitor.
 			cfg.DisableCombinedStatements = true
