@@ -281,6 +281,10 @@ type Config struct {
 	// unguardedStore, for the control of a test only, calls the
 	// WatermarkStore on the monitor's goroutine with no time limit.
 	unguardedStore bool
+	// auroraJoinedReadOnly restores, for the control of a test only, the
+	// topology refresh before joined instances became writer candidates:
+	// an instance that joined after OpenAurora is a reader only.
+	auroraJoinedReadOnly bool
 }
 
 // Endpoint is one database server (or cluster endpoint).

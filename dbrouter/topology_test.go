@@ -1,6 +1,7 @@
 package dbrouter
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -105,4 +106,65 @@ func TestAuroraTopologyRefresh(t *testing.T) {
 	if max := int64(time.Since(opened)/interval) + 1; rt.aurora.reads > max {
 		t.Errorf("%d topology reads in %v, want at most %d (one per interval)", rt.aurora.reads, time.Since(opened), max)
 	}
+}
+
+// TestAuroraJoinedInstanceFailover runs on the Aurora shim over the MariaDB
+// stack (there is no local Aurora): virginia-a (r2) joins the cluster after
+// OpenAurora, then the writer role fails over to it. The router finds it as
+// the writer, since a joined instance is a writer candidate too. The
+// control, where a joined instance is a reader only (the behaviour before),
+// finds no writer in the same time.
+func TestAuroraJoinedInstanceFailover(t *testing.T) {
+	run := func(t *testing.T, joinedReadOnly bool) (writer string, err error) {
+		s := testserver.Require(t)
+		sh, cfg := auroraStack(t, s)
+		ctx := ctxT(t)
+		now := time.Now()
+		writerRow := aurorashim.Row{ServerID: "tokyo-a", SessionID: aurorashim.WriterSession, Region: testserver.PrimaryRegion, Updated: now}
+		tokyoB := aurorashim.Row{ServerID: "tokyo-b", SessionID: "session-tokyo-b", Region: testserver.PrimaryRegion, Updated: now}
+		virginia := aurorashim.Row{ServerID: "virginia-a", SessionID: "session-virginia-a", Region: testserver.SecondaryRegion, Updated: now}
+		set := func(global ...aurorashim.Row) {
+			t.Helper()
+			for _, sv := range []string{"m1", "r1", "r2"} {
+				if err := sh.SetRows(ctx, sv, []aurorashim.Row{writerRow, tokyoB}, global); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		set(writerRow, tokyoB) // virginia-a is not in the cluster yet
+		cfg.AuroraTopologyInterval = 200 * time.Millisecond
+		cfg.auroraJoinedReadOnly = joinedReadOnly
+		rt := openAurora(t, cfg)
+		if got := strings.Join(readerNames(rt), ","); got != "tokyo-b/ap-northeast-1" {
+			t.Fatalf("readers at open: %s", got)
+		}
+		set(writerRow, tokyoB, virginia)
+		eventually(t, "virginia-a to join", func() bool {
+			return strings.Join(readerNames(rt), ",") == "tokyo-b/ap-northeast-1,virginia-a/us-east-1"
+		})
+		if err := sh.Failover(ctx, "r2"); err != nil {
+			t.Fatal(err)
+		}
+		// The same bound for the router and the control.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err = rt.ExecContext(NewContext(ctx), "INSERT INTO kv (k, v) VALUES (?, 5)", key(t))
+			if err == nil || time.Now().After(deadline) {
+				return rt.Stats().Writer, err
+			}
+		}
+	}
+	t.Run("control", func(t *testing.T) {
+		writer, err := run(t, true)
+		t.Logf("control: writer %q, last write error: %v", writer, err)
+		if !errors.Is(err, ErrNoWriter) {
+			t.Errorf("control: write error %v, writer %q; want ErrNoWriter (the joined instance is no candidate)", err, writer)
+		}
+	})
+	t.Run("router", func(t *testing.T) {
+		writer, err := run(t, false)
+		if err != nil || writer != "virginia-a" {
+			t.Errorf("after the failover to the joined instance: writer %q, write error %v; want virginia-a, no error", writer, err)
+		}
+	})
 }
