@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -96,7 +97,11 @@ func TestAuroraTopologyRefresh(t *testing.T) {
 		t.Errorf("the removed instance got %d connections for reads, want 0", got)
 	}
 	if got := sh.ConnectsTo("virginia-a") - vBefore; got == 0 {
-		t.Errorf("the joined instance got no reads (the writer served them)")
+		var state []string
+		for _, r := range rt.rdrs() {
+			state = append(state, fmt.Sprintf("%s healthy=%v removed=%v", r.spec.Name, r.healthy.Load(), r.removed.Load()))
+		}
+		t.Errorf("the joined instance got no reads (the writer served them); readers %v; stats %+v", state, rt.Stats())
 	}
 
 	// It comes back.
