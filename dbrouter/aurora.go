@@ -80,9 +80,9 @@ type auroraTopology struct {
 // (and, within that bound, after writer searches), on a pooled connection:
 // an instance that joined the cluster becomes a reader (so does the former
 // writer after a failover), one that left gets no reads until it is back,
-// and a writer it does not write to starts a writer search. The writer
-// candidates are the instances known at OpenAurora: one that joined later
-// can be promoted and found only after the Router is opened again.
+// and a writer it does not write to starts a writer search. An instance
+// that joined is also a writer candidate from then on, so a failover to it
+// is found like one to an instance known at OpenAurora.
 //
 // # Unverified without a real Aurora cluster
 //

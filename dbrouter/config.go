@@ -291,6 +291,10 @@ type Config struct {
 	// scoped INSERT and REPLACE with its position read (see
 	// writeConn.combinable).
 	naiveInsertCombine bool
+	// auroraJoinedReadOnly restores, for the control of a test only, the
+	// topology refresh before joined instances became writer candidates:
+	// an instance that joined after OpenAurora is a reader only.
+	auroraJoinedReadOnly bool
 }
 
 // Endpoint is one database server (or cluster endpoint).

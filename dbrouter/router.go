@@ -24,11 +24,11 @@ type Router struct {
 	tokens  tokenCodec
 
 	wcur    atomic.Pointer[writerTarget] // the current writer
-	wmu     sync.Mutex                   // protects wpools
+	wmu     sync.Mutex                   // protects wpools, cands, candTel and candRTT (which only grow: see addWriterCandidate)
 	wpools  []*writerTarget              // writer-role pools by candidate, opened on first use
-	cands   []endpointSpec               // writer candidates: the writer, then the readers in Config order
+	cands   []endpointSpec               // writer candidates: the writer, the readers in Config order, then Aurora instances that joined
 	candTel []*telEndpoint               // their telemetry attributes
-	candRTT []rttStat                    // their measured connect times (probe timeouts)
+	candRTT []*rttStat                   // their measured connect times (probe timeouts)
 	search  *writerSearch
 	fwd     *writerTarget // the write forwarding pool of Region, or nil (forward.go)
 	aurora  *auroraState  // OpenAurora's topology refresh, or nil (topology.go)
@@ -189,10 +189,11 @@ func Open(cfg Config) (*Router, error) {
 	rt.cands = append([]endpointSpec{n.writer}, n.readers...)
 	rt.candTel = make([]*telEndpoint, len(rt.cands))
 	probes := make([]writerCandidate, len(rt.cands))
-	rt.candRTT = make([]rttStat, len(rt.cands))
+	rt.candRTT = make([]*rttStat, len(rt.cands))
 	for i, spec := range rt.cands {
 		rt.candTel[i] = endpointTel(dbSystem, spec)
-		probes[i] = writerCandidate{name: spec.Name, connector: spec.connector, rtt: &rt.candRTT[i]}
+		rt.candRTT[i] = &rttStat{}
+		probes[i] = writerCandidate{name: spec.Name, connector: spec.connector, rtt: rt.candRTT[i]}
 	}
 	rt.wpools = make([]*writerTarget, len(rt.cands))
 	rt.wcur.Store(rt.writerFor(0))
@@ -210,7 +211,7 @@ func Open(cfg Config) (*Router, error) {
 			if local != (pass == 0) {
 				continue
 			}
-			rc := &readConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened, &rt.candRTT[i+1]}, rt: rt, comb: rt.combining(spec)}
+			rc := &readConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened, rt.candRTT[i+1]}, rt: rt, comb: rt.combining(spec)}
 			r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(rc), local: local},
 				kick: make(chan struct{}, 1), cand: i + 1, tel: rt.candTel[i+1]}
 			rc.r = r

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -39,10 +40,10 @@ func (rt *Router) kickTopology() {
 // reads the topology at most once per interval (earlier when kicked by a
 // writer search, but never twice within one interval), through a pooled
 // connection of a local reader, else the writer, else another region's
-// reader. Instances that joined become readers (with a monitor each);
-// readers whose instance left the topology get no reads (and get them
-// again if it comes back); a writer other than the current one starts a
-// writer search.
+// reader. Instances that joined become readers (with a monitor each) and
+// writer candidates; readers whose instance left the topology get no reads
+// (and get them again if it comes back); a writer other than the current
+// one starts a writer search.
 func (rt *Router) refreshTopology(ctx context.Context) {
 	a := rt.aurora
 	t := time.NewTimer(a.interval)
@@ -117,7 +118,9 @@ func (rt *Router) readTopologyPooled(ctx context.Context) (*auroraTopology, erro
 	return nil, errors.Join(errs...)
 }
 
-// applyTopology brings the reader set in line with t.
+// applyTopology brings the reader set and the writer candidates in line
+// with t. An instance that joined becomes a writer candidate (so that a
+// failover to it is found) and, unless it is the writer, a reader.
 func (rt *Router) applyTopology(ctx context.Context, t *auroraTopology) {
 	a := rt.aurora
 	set := rt.rset.Load()
@@ -139,12 +142,9 @@ func (rt *Router) applyTopology(ctx context.Context, t *auroraTopology) {
 		}
 	}
 	cur := rt.curWriter().spec.Name
-	if t.writer != "" && t.writer != cur {
-		rt.search.kick() // the writer moved: confirm among the instances
-	}
 	var local, remote []*reader
 	for _, id := range t.order {
-		if known[id] || id == cur || id == t.writer {
+		if known[id] || id == cur || (id == t.writer && rt.cfg.auroraJoinedReadOnly) {
 			continue
 		}
 		ep, err := a.builder.endpoint(id, t.regions[id])
@@ -152,8 +152,16 @@ func (rt *Router) applyTopology(ctx context.Context, t *auroraTopology) {
 			continue // no pattern for its region, or not a host label
 		}
 		spec := endpointSpec{Endpoint: ep, connector: ep.Connector}
-		r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened, nil}),
-			local: ep.Region == rt.cfg.Region}, kick: make(chan struct{}, 1), cand: -1, tel: endpointTel(a.dbSystem, spec)}
+		tel := endpointTel(a.dbSystem, spec)
+		cand, rtt := -1, (*rttStat)(nil)
+		if !rt.cfg.auroraJoinedReadOnly {
+			cand, rtt, tel = rt.addWriterCandidate(spec, tel)
+		}
+		if id == t.writer {
+			continue // a writer candidate (found by the search below), not a reader
+		}
+		r := &reader{endpointDB: endpointDB{spec: spec, db: sql.OpenDB(failureConnector{spec.connector, &rt.stats.connsOpened, rtt}),
+			local: ep.Region == rt.cfg.Region}, kick: make(chan struct{}, 1), cand: cand, tel: tel}
 		rt.cfg.ReaderPool.apply(r.db)
 		r.healthy.Store(true)
 		if r.local {
@@ -163,6 +171,10 @@ func (rt *Router) applyTopology(ctx context.Context, t *auroraTopology) {
 		}
 		rt.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "dbrouter: Aurora instance joined the topology: now a reader",
 			slog.String("instance", id), slog.String("region", ep.Region))
+	}
+	// After the loop, so that the search probes the instances that joined.
+	if t.writer != "" && t.writer != cur {
+		rt.search.kick() // the writer moved: confirm among the instances
 	}
 	if len(local)+len(remote) == 0 {
 		return
@@ -180,4 +192,26 @@ func (rt *Router) applyTopology(ctx context.Context, t *auroraTopology) {
 		go rt.supervise(rt.ctx, "monitor "+r.spec.Name, func(ctx context.Context) { rt.monitor(ctx, r) }, func() { rt.monitorError(r) })
 	}
 	rt.changed.broadcast()
+}
+
+// addWriterCandidate returns the writer candidate named spec.Name (its
+// index, measured connect time and telemetry attributes), adding spec as a
+// new one if there is none: the writer searches that start from then on
+// probe it too, so that an Aurora instance that joined after OpenAurora can
+// be found as the writer after a failover to it.
+func (rt *Router) addWriterCandidate(spec endpointSpec, tel *telEndpoint) (int, *rttStat, *telEndpoint) {
+	rt.wmu.Lock()
+	defer rt.wmu.Unlock()
+	if i := slices.IndexFunc(rt.cands, func(c endpointSpec) bool { return c.Name == spec.Name }); i >= 0 {
+		return i, rt.candRTT[i], rt.candTel[i]
+	}
+	rtt := &rttStat{}
+	// The router's lists and the search's grow together, only here and
+	// under wmu, so the indexes agree.
+	i := rt.search.add(writerCandidate{name: spec.Name, connector: spec.connector, rtt: rtt})
+	rt.cands = append(rt.cands, spec)
+	rt.candTel = append(rt.candTel, tel)
+	rt.candRTT = append(rt.candRTT, rtt)
+	rt.wpools = append(rt.wpools, nil)
+	return i, rtt, tel
 }

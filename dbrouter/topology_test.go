@@ -1,6 +1,8 @@
 package dbrouter
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -95,7 +97,11 @@ func TestAuroraTopologyRefresh(t *testing.T) {
 		t.Errorf("the removed instance got %d connections for reads, want 0", got)
 	}
 	if got := sh.ConnectsTo("virginia-a") - vBefore; got == 0 {
-		t.Errorf("the joined instance got no reads (the writer served them)")
+		var state []string
+		for _, r := range rt.rdrs() {
+			state = append(state, fmt.Sprintf("%s healthy=%v removed=%v", r.spec.Name, r.healthy.Load(), r.removed.Load()))
+		}
+		t.Errorf("the joined instance got no reads (the writer served them); readers %v; stats %+v", state, rt.Stats())
 	}
 
 	// It comes back.
@@ -105,4 +111,65 @@ func TestAuroraTopologyRefresh(t *testing.T) {
 	if max := int64(time.Since(opened)/interval) + 1; rt.aurora.reads > max {
 		t.Errorf("%d topology reads in %v, want at most %d (one per interval)", rt.aurora.reads, time.Since(opened), max)
 	}
+}
+
+// TestAuroraJoinedInstanceFailover runs on the Aurora shim over the MariaDB
+// stack (there is no local Aurora): virginia-a (r2) joins the cluster after
+// OpenAurora, then the writer role fails over to it. The router finds it as
+// the writer, since a joined instance is a writer candidate too. The
+// control, where a joined instance is a reader only (the behaviour before),
+// finds no writer in the same time.
+func TestAuroraJoinedInstanceFailover(t *testing.T) {
+	run := func(t *testing.T, joinedReadOnly bool) (writer string, err error) {
+		s := testserver.Require(t)
+		sh, cfg := auroraStack(t, s)
+		ctx := ctxT(t)
+		now := time.Now()
+		writerRow := aurorashim.Row{ServerID: "tokyo-a", SessionID: aurorashim.WriterSession, Region: testserver.PrimaryRegion, Updated: now}
+		tokyoB := aurorashim.Row{ServerID: "tokyo-b", SessionID: "session-tokyo-b", Region: testserver.PrimaryRegion, Updated: now}
+		virginia := aurorashim.Row{ServerID: "virginia-a", SessionID: "session-virginia-a", Region: testserver.SecondaryRegion, Updated: now}
+		set := func(global ...aurorashim.Row) {
+			t.Helper()
+			for _, sv := range []string{"m1", "r1", "r2"} {
+				if err := sh.SetRows(ctx, sv, []aurorashim.Row{writerRow, tokyoB}, global); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		set(writerRow, tokyoB) // virginia-a is not in the cluster yet
+		cfg.AuroraTopologyInterval = 200 * time.Millisecond
+		cfg.auroraJoinedReadOnly = joinedReadOnly
+		rt := openAurora(t, cfg)
+		if got := strings.Join(readerNames(rt), ","); got != "tokyo-b/ap-northeast-1" {
+			t.Fatalf("readers at open: %s", got)
+		}
+		set(writerRow, tokyoB, virginia)
+		eventually(t, "virginia-a to join", func() bool {
+			return strings.Join(readerNames(rt), ",") == "tokyo-b/ap-northeast-1,virginia-a/us-east-1"
+		})
+		if err := sh.Failover(ctx, "r2"); err != nil {
+			t.Fatal(err)
+		}
+		// The same bound for the router and the control.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err = rt.ExecContext(NewContext(ctx), "INSERT INTO kv (k, v) VALUES (?, 5)", key(t))
+			if err == nil || time.Now().After(deadline) {
+				return rt.Stats().Writer, err
+			}
+		}
+	}
+	t.Run("control", func(t *testing.T) {
+		writer, err := run(t, true)
+		t.Logf("control: writer %q, last write error: %v", writer, err)
+		if !errors.Is(err, ErrNoWriter) {
+			t.Errorf("control: write error %v, writer %q; want ErrNoWriter (the joined instance is no candidate)", err, writer)
+		}
+	})
+	t.Run("router", func(t *testing.T) {
+		writer, err := run(t, false)
+		if err != nil || writer != "virginia-a" {
+			t.Errorf("after the failover to the joined instance: writer %q, write error %v; want virginia-a, no error", writer, err)
+		}
+	})
 }

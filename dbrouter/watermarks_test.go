@@ -123,10 +123,10 @@ func TestSharedQueryReadsAfterWait(t *testing.T) {
 
 // TestWatermarkStoreHung points the routers' store at a memcached that
 // accepts connections and never answers (a hung server, which the stack
-// cannot make), with a client timeout (300 ms) far over the reads' wait
-// bound (2 PollIntervals, 40 ms): the monitors give up on a store call after
-// half a PollInterval and query the reader themselves, so reads go to the
-// writer no more often than with no store at all. The control calls the
+// cannot make), with a client timeout (1 s) far over the reads' wait bound
+// (2 PollIntervals, 200 ms here): the monitors give up on a store call
+// after half a PollInterval and query the reader themselves, so reads go to
+// the writer no more often than with no store at all. The control calls the
 // store without that limit, and its reads go to the writer.
 func TestWatermarkStoreHung(t *testing.T) {
 	s := testserver.Require(t)
@@ -159,7 +159,7 @@ func TestWatermarkStoreHung(t *testing.T) {
 		conns.Wait()
 	}()
 	mc := memcache.New(ln.Addr().String())
-	mc.Timeout = 300 * time.Millisecond
+	mc.Timeout = time.Second
 	defer mc.Close()
 	run := func(t *testing.T, store WatermarkStore, unguarded bool) (toWriter float64) {
 		t.Helper()
@@ -169,6 +169,16 @@ func TestWatermarkStoreHung(t *testing.T) {
 			cfg.Readers = cfg.Readers[:1] // r1 only
 			cfg.Watermarks = store
 			cfg.unguardedStore = unguarded
+			// A read waits at least two polls, a store call gets half a
+			// poll. With the default 20 ms, stalls of -race on a loaded
+			// 2-core machine outlasted the 40 ms and sent reads to the
+			// writer in bursts (0.107 without a store, 0.179 with the hung
+			// one in 1 of 6 runs; 50 ms polls still failed 2 of 10): the
+			// comparison measured the machine. With 100 ms polls and the
+			// client timeout at 1 s (was 300 ms, so that the control still
+			// waits out several bounds): 0.000, 0.000 and the control
+			// 0.251 in 10 of 10 runs.
+			cfg.PollInterval = 100 * time.Millisecond
 			// The store serves the monitors' in-process waits: a read
 			// that carries its own wait needs no monitor.
 			cfg.DisableCombinedStatements = true
@@ -226,7 +236,7 @@ func TestWatermarkStoreHung(t *testing.T) {
 		t.Errorf("with a hung store %.3f of the reads went to the writer, without a store %.3f", hung, base)
 	}
 	t.Run("control-unguarded", func(t *testing.T) {
-		// Until memcachestore's first call times out (300 ms) and it
+		// Until memcachestore's first call times out (1 s) and it
 		// starts failing fast, the control's reads wait for the store.
 		if c := run(t, memcachestore.New(mc), true); c < base+0.1 {
 			t.Errorf("control: %.3f of the reads went to the writer with store calls on the monitor's goroutine (%.3f without a store); the test cannot see a hung store", c, base)

@@ -34,7 +34,7 @@ func (rt *Router) writerFor(i int) *writerTarget {
 	spec := rt.cands[i]
 	w := &writerTarget{
 		endpointDB: endpointDB{spec: spec, local: true,
-			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened, &rt.candRTT[i]}, rt: rt, name: spec.Name,
+			db: sql.OpenDB(&writeConnector{inner: failureConnector{spec.connector, &rt.stats.connsOpened, rt.candRTT[i]}, rt: rt, name: spec.Name,
 				comb: rt.combining(spec), schema: specSchema(spec)})},
 		cand: i,
 		tel:  rt.candTel[i],

@@ -160,7 +160,7 @@ type writerSearchConfig struct {
 // the probe timeout; close cancels a running search and waits for it.
 type writerSearch struct {
 	cfg   writerSearchConfig
-	cands []writerCandidate
+	cands []writerCandidate // only grows (see add); read under mu, or a search's copy
 
 	base    context.Context // cancelled by close
 	cancel  context.CancelFunc
@@ -198,6 +198,15 @@ func newWriterSearch(cfg writerSearchConfig, cands []writerCandidate, current in
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &writerSearch{cfg: cfg, cands: cands, base: ctx, cancel: cancel, current: current}
+}
+
+// add makes c a candidate of the searches that start from now on and
+// returns its index. Indexes of the candidates before it do not change.
+func (w *writerSearch) add(c writerCandidate) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cands = append(slices.Clip(w.cands), c)
+	return len(w.cands) - 1
 }
 
 // writer returns the index of the writer as last known.
@@ -287,15 +296,18 @@ type probeResult struct {
 func (w *writerSearch) search(call *writerSearchCall) {
 	defer w.wg.Done()
 	w.started.Add(1)
-	results := make([]probeResult, len(w.cands))
-	shared := w.tryShared(results)
+	w.mu.Lock()
+	cands := w.cands // the candidates of this search (add never changes them)
+	w.mu.Unlock()
+	results := make([]probeResult, len(cands))
+	shared := w.tryShared(cands, results)
 	if !shared {
 		var pwg sync.WaitGroup
-		for i := range w.cands {
+		for i, c := range cands {
 			pwg.Add(1)
 			go func() {
 				defer pwg.Done()
-				results[i] = w.probe(i)
+				results[i] = w.probe(c)
 			}()
 		}
 		pwg.Wait()
@@ -330,7 +342,7 @@ func (w *writerSearch) search(call *writerSearchCall) {
 
 	if err == nil && !shared && w.cfg.shared != nil {
 		sctx, cancel := context.WithTimeout(w.base, sharedStoreTimeout)
-		w.cfg.shared.Set(sctx, w.cfg.sharedKey, "v1 "+w.cands[idx].name, sharedWriterTTL)
+		w.cfg.shared.Set(sctx, w.cfg.sharedKey, "v1 "+cands[idx].name, sharedWriterTTL)
 		cancel()
 	}
 	if err != nil {
@@ -340,16 +352,15 @@ func (w *writerSearch) search(call *writerSearchCall) {
 	}
 	if idx != prev {
 		w.cfg.logger.LogAttrs(w.base, slog.LevelWarn, "dbrouter: writer changed",
-			slog.String("from", w.cands[prev].name), slog.String("to", w.cands[idx].name))
+			slog.String("from", cands[prev].name), slog.String("to", cands[idx].name))
 		if w.cfg.onChange != nil {
 			w.cfg.onChange(prev, idx)
 		}
 	}
 }
 
-// probe probes candidate i, bounded by its timeout (see rttStat).
-func (w *writerSearch) probe(i int) probeResult {
-	c := w.cands[i]
+// probe probes candidate c, bounded by its timeout (see rttStat).
+func (w *writerSearch) probe(c writerCandidate) probeResult {
 	d := w.cfg.probeTimeout
 	if d <= 0 {
 		d = c.rtt.probeTimeout()
@@ -363,7 +374,7 @@ func (w *writerSearch) probe(i int) probeResult {
 // whether it settles the search: it answered writable (on Aurora, also as
 // the writer of its own topology table). Then results holds its answer and
 // errNotProbed for the others.
-func (w *writerSearch) tryShared(results []probeResult) bool {
+func (w *writerSearch) tryShared(cands []writerCandidate, results []probeResult) bool {
 	if w.cfg.shared == nil {
 		return false
 	}
@@ -374,11 +385,11 @@ func (w *writerSearch) tryShared(results []probeResult) bool {
 	if err != nil || !ok {
 		return false
 	}
-	i := slices.IndexFunc(w.cands, func(c writerCandidate) bool { return c.name == name })
+	i := slices.IndexFunc(cands, func(c writerCandidate) bool { return c.name == name })
 	if i < 0 {
 		return false // not one of ours (the store is as hostile as the network)
 	}
-	r := w.probe(i)
+	r := w.probe(cands[i])
 	if r.err != nil || !r.writable || (w.cfg.aurora && !strings.EqualFold(r.writerID, r.serverID)) {
 		return false
 	}

@@ -119,6 +119,14 @@ func TestMemcachedOutage(t *testing.T) {
 					TokenKeys:  []dbrouter.TokenKey{{ID: 1, Secret: []byte("memcachestore-outage-key-0123456")}},
 					Watermarks: st,
 					MaxWait:    200 * time.Millisecond,
+					// A read waits at least two polls for the monitor, and a
+					// store call gets half a poll. With the default 20 ms,
+					// the scheduling stalls of -race on a loaded 2-core
+					// machine outlasted the 40 ms: reads went to the writer
+					// in bursts (up to 0.18 of a phase, 4 of 12 runs over
+					// 0.01), with memcached up as with it down. 50 ms polls
+					// leave room for those stalls (0.000 in 12 of 12).
+					PollInterval: 50 * time.Millisecond,
 					// The store serves the monitors' in-process waits: a
 					// read that carries its own wait needs no monitor.
 					DisableCombinedStatements: true,

@@ -1,10 +1,12 @@
 package memcachestore
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -102,18 +104,87 @@ func TestClaimSubSecond(t *testing.T) {
 // TestClaimControlWholeSeconds shows what the deadline is for: a plain
 // memcached "add" claim (expiry in whole seconds) cannot be won again 20 ms
 // later, so a fleet would poll a reader at most once a second.
+//
+// memcached's clock ticks once a second, and an item of expiry 1 expires at
+// its next tick, so it lives 0 to 1 s: an add made just before a tick was
+// won again 20 ms later (8 of 400 runs). So the claim is made right after a
+// tick, and a try whose second add came after the next tick (a stall of
+// about a second) says nothing and is made again.
 func TestClaimControlWholeSeconds(t *testing.T) {
 	s := testserver.Require(t)
-	c := memcache.New(s.Memcached(testserver.PrimaryRegion))
-	key := testKey(t)
-	add := func() bool { return c.Add(&memcache.Item{Key: key, Value: []byte("1"), Expiration: 1}) == nil }
-	if !add() {
-		t.Fatal("first add-claim lost")
+	addr := s.Memcached(testserver.PrimaryRegion)
+	c := memcache.New(addr)
+	c.Timeout = 5 * time.Second // what is measured is memcached's expiry, not its latency
+	clock := memcachedClock(t, addr)
+	for try := 1; ; try++ {
+		key := testKey(t)
+		add := func() bool {
+			err := c.Add(&memcache.Item{Key: key, Value: []byte("1"), Expiration: 1})
+			if err != nil && !errors.Is(err, memcache.ErrNotStored) {
+				t.Fatalf("add-claim: %v", err)
+			}
+			return err == nil
+		}
+		sec, deadline := clock(), time.Now().Add(5*time.Second)
+		for clock() == sec {
+			if time.Now().After(deadline) {
+				t.Fatalf("memcached's clock stayed at %s for 5 s", sec)
+			}
+			time.Sleep(time.Millisecond) // polling memcached's clock, not synchronising
+		}
+		sec = clock()
+		if !add() {
+			t.Fatal("first add-claim lost")
+		}
+		// A real 20 ms wait: what is measured is memcached's own expiry.
+		time.Sleep(20 * time.Millisecond)
+		again := add()
+		if clock() != sec {
+			if try == 5 {
+				t.Fatal("memcached's clock ticked between the two add-claims in 5 tries")
+			}
+			continue
+		}
+		if again {
+			t.Fatal("control: an add-claim was won again after 20 ms; the test cannot show the whole-second problem")
+		}
+		return
 	}
-	// A real 20 ms wait: what is measured is memcached's own expiry.
-	time.Sleep(20 * time.Millisecond)
-	if add() {
-		t.Fatal("control: an add-claim was won again after 20 ms; the test cannot show the whole-second problem")
+}
+
+// memcachedClock returns a function that reads the clock of the memcached
+// at addr: its "time" stat, which it advances once a second.
+func memcachedClock(t *testing.T, addr string) func() string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rd := bufio.NewReader(conn)
+	return func() string {
+		if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte("stats\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		now := ""
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("memcached stats: %v", err)
+			}
+			if v, ok := strings.CutPrefix(line, "STAT time "); ok {
+				now = strings.TrimSpace(v)
+			}
+			if line == "END\r\n" {
+				if now == "" {
+					t.Fatal("memcached stats: no time")
+				}
+				return now
+			}
+		}
 	}
 }
 
