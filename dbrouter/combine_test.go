@@ -365,3 +365,122 @@ func TestGuardStopsText(t *testing.T) {
 		t.Errorf("control, guard for an applied position: error %v, statement after it ran: %v", err, ran)
 	}
 }
+
+// TestGuardedReadNeverStale: the guard of a read whose position spans two
+// GTID domains, one of which r1 has applied and one it has not, fails on r1
+// (the read is answered by the writer, with the new value); once r1 has
+// applied it, unknown to the router (a read at t ≥ L), the guard passes on
+// r1 and the read sees the new value there. The controls: a plain read of
+// r1 meanwhile returns the old value, and so does the router's read of a
+// scope that needs only the domain r1 has (a guard that checked that domain
+// alone, or no guard, would have served stale data).
+func TestGuardedReadNeverStale(t *testing.T) {
+	s := testserver.Require(t)
+	cfg := stackConfig(t, s, testserver.PrimaryRegion)
+	cfg.Readers = cfg.Readers[:1] // r1 only: no other reader to retry on
+	cfg.MonitorInterval = time.Hour
+	cfg.MaxWait = 50 * time.Millisecond
+	rt := openRouter(t, cfg)
+	ctx := ctxT(t)
+	r1 := rt.rdrs()[0]
+	// Root on the primary may write in another GTID domain.
+	admin, err := sql.Open("mysql", s.AdminDSN("m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	conn, err := admin.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	k := key(t)
+	write := func(domain, v int) *position {
+		t.Helper()
+		if _, err := conn.ExecContext(ctx, "SET SESSION gtid_domain_id = ?", domain); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.ExecContext(ctx, "INSERT INTO "+testDB+".kv (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)", k, v); err != nil {
+			t.Fatal(err)
+		}
+		var g string
+		if err := conn.QueryRowContext(ctx, "SELECT @@last_gtid").Scan(&g); err != nil {
+			t.Fatal(err)
+		}
+		p, err := parseMariaDBGTIDList(g)
+		if err != nil || p.empty() {
+			t.Fatalf("last_gtid %q: %v", g, err)
+		}
+		return p
+	}
+	p0 := write(0, 1)
+	waitReplicated(t, s)
+	if err := s.Stall(t.Context(), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Resume(context.Background(), "r1")
+		waitReplicated(t, s)
+	})
+	p5 := write(5, 2)
+	need := merge(p0, p5)
+	if len(need.parts) != 2 {
+		t.Fatalf("position %v, want two domains", need)
+	}
+	r1db, err := sql.Open("mysql", s.DSN("r1", testDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1db.Close()
+	var v int
+	if err := r1db.QueryRowContext(ctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 1 {
+		t.Fatalf("control: plain read of the stalled r1: v = %d (%v), want the old value 1", v, err)
+	}
+	read := func(p *position) (int, Stats, Stats) {
+		t.Helper()
+		scope := NewContext(ctx)
+		trackerFrom(scope).advance(p, false)
+		before := rt.Stats()
+		var v int
+		if err := rt.QueryRowContext(scope, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v, before, rt.Stats()
+	}
+	// Control: a scope that needs domain 0's part only is served by r1,
+	// which has it, and sees the old value.
+	if v, b, a := read(p0); v != 1 || a.ReadsWriter != b.ReadsWriter {
+		t.Fatalf("control: read needing domain 0 only: v = %d, %d reads to the writer; want 1 from r1", v, a.ReadsWriter-b.ReadsWriter)
+	}
+	if r1.wm.Load().covers(need) {
+		t.Fatal("the router knows r1 has a position r1 has not applied")
+	}
+	// Both domains: the guard fails on r1, the writer answers.
+	v, b, a := read(need)
+	if v != 2 {
+		t.Fatalf("read needing both domains: v = %d, want 2 (stale data served)", v)
+	}
+	if a.GuardTimeouts == b.GuardTimeouts || a.ReadsWriter-b.ReadsWriter != 1 {
+		t.Errorf("read needing both domains: %d guard timeouts, %d reads to the writer; want the guard to fail and the writer to answer",
+			a.GuardTimeouts-b.GuardTimeouts, a.ReadsWriter-b.ReadsWriter)
+	}
+	// r1 applies it; the router does not know (no poll): the guard passes.
+	if err := s.Resume(t.Context(), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	var res sql.NullInt64
+	if err := r1db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 10)", string(appendGTIDs(nil, need))).Scan(&res); err != nil || res.Int64 != 0 {
+		t.Fatalf("r1 did not apply the write: %v %v", res, err)
+	}
+	if rt.has(r1, need) {
+		t.Fatal("the router already knows r1 has the position: the read would not carry the guard")
+	}
+	v, b, a = read(need)
+	if v != 2 || a.ReadsWriter != b.ReadsWriter || a.GuardTimeouts != b.GuardTimeouts {
+		t.Errorf("read after r1 applied the write: v = %d, %d reads to the writer, %d guard timeouts; want 2 from r1",
+			v, a.ReadsWriter-b.ReadsWriter, a.GuardTimeouts-b.GuardTimeouts)
+	}
+	if !rt.has(r1, need) {
+		t.Error("the guard that passed did not raise r1's watermark")
+	}
+}
