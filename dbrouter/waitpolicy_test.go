@@ -115,3 +115,40 @@ func TestReadWaitBudget(t *testing.T) {
 		t.Errorf("slow reader, old need: %s, want its remaining catch-up", got)
 	}
 }
+
+// TestFarBehind: a reader whose guard timed out for a position is far
+// behind once it has lacked it for half of MaxWait, gets a probe now and
+// then (after PollInterval, then an eighth of the time behind), and is no
+// longer behind once its watermark covers the position; a later mark does
+// not replace an older one the reader still lacks.
+func TestFarBehind(t *testing.T) {
+	const ms = time.Millisecond
+	rt := &Router{cfg: Config{MaxWait: time.Second, PollInterval: 20 * ms}}
+	r := &reader{}
+	p := func(seq uint64) *position { return &position{parts: []posPart{{key: domainKey(0), seq: seq}}} }
+	r.wm.Store(p(5))
+	t0 := time.Now()
+	check := func(name string, now time.Time, wantFar, wantProbe bool) {
+		t.Helper()
+		if far, probe := rt.farBehind(r, now); far != wantFar || probe != wantProbe {
+			t.Errorf("%s: far %v probe %v, want %v %v", name, far, probe, wantFar, wantProbe)
+		}
+	}
+	check("no mark", t0, false, false)
+	r.markBehind(p(10), t0)
+	r.markBehind(p(12), t0.Add(300*ms)) // still lacks 10: the older mark stays
+	if got := r.behindFor(t0.Add(400 * ms)); got != 400*ms {
+		t.Errorf("behind for %v, want 400ms", got)
+	}
+	check("behind less than MaxWait/2", t0.Add(400*ms), false, false)
+	check("behind 600ms: the first probe", t0.Add(600*ms), false, true)
+	check("right after the probe", t0.Add(601*ms), true, false)
+	check("an eighth of 600ms later: the next probe", t0.Add(676*ms), false, true)
+	check("then", t0.Add(680*ms), true, false)
+	r.wm.Store(p(10))
+	check("watermark covers the marked position", t0.Add(700*ms), false, false)
+	r.markBehind(p(12), t0.Add(800*ms)) // the old mark is covered: replaced
+	if got := r.behindFor(t0.Add(900 * ms)); got != 100*ms {
+		t.Errorf("after a new mark: behind for %v, want 100ms", got)
+	}
+}
