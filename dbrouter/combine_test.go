@@ -366,14 +366,16 @@ func TestGuardStopsText(t *testing.T) {
 	}
 }
 
-// TestGuardedReadNeverStale: the guard of a read whose position spans two
-// GTID domains, one of which r1 has applied and one it has not, fails on r1
-// (the read is answered by the writer, with the new value); once r1 has
-// applied it, unknown to the router (a read at t ≥ L), the guard passes on
-// r1 and the read sees the new value there. The controls: a plain read of
-// r1 meanwhile returns the old value, and so does the router's read of a
-// scope that needs only the domain r1 has (a guard that checked that domain
-// alone, or no guard, would have served stale data).
+// TestGuardedReadNeverStale: with r1 stalled behind a write, the guard of
+// a read whose position r1 lacks in one GTID domain of two (it has domain
+// 0's part, not the other's) fails on r1 and the writer answers with the new
+// value; once r1 has applied the write, unknown to the router (a read at
+// t ≥ L), the guard passes on r1 and the read sees the new value there. The
+// controls: a plain read of r1 meanwhile returns the old value, and so does
+// the router's read of a scope that needs only the domain-0 part r1 has (a
+// guard that checked that domain alone, or no guard, would have served stale
+// data). The second domain is never written: a GTID domain of its own would
+// stay in the stack's positions for the tests after this one.
 func TestGuardedReadNeverStale(t *testing.T) {
 	s := testserver.Require(t)
 	cfg := stackConfig(t, s, testserver.PrimaryRegion)
@@ -383,37 +385,20 @@ func TestGuardedReadNeverStale(t *testing.T) {
 	rt := openRouter(t, cfg)
 	ctx := ctxT(t)
 	r1 := rt.rdrs()[0]
-	// Root on the primary may write in another GTID domain.
-	admin, err := sql.Open("mysql", s.AdminDSN("m1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	conn, err := admin.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	k := key(t)
-	write := func(domain, v int) *position {
+	write := func(q string) *position {
 		t.Helper()
-		if _, err := conn.ExecContext(ctx, "SET SESSION gtid_domain_id = ?", domain); err != nil {
+		scope := NewContext(ctx)
+		if _, err := rt.ExecContext(scope, q, k); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := conn.ExecContext(ctx, "INSERT INTO "+testDB+".kv (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)", k, v); err != nil {
-			t.Fatal(err)
-		}
-		var g string
-		if err := conn.QueryRowContext(ctx, "SELECT @@last_gtid").Scan(&g); err != nil {
-			t.Fatal(err)
-		}
-		p, err := parseMariaDBGTIDList(g)
-		if err != nil || p.empty() {
-			t.Fatalf("last_gtid %q: %v", g, err)
+		p := trackerFrom(scope).need.Load()
+		if p.empty() {
+			t.Fatal("no position after a write")
 		}
 		return p
 	}
-	p0 := write(0, 1)
+	p1 := write("INSERT INTO kv (k, v) VALUES (?, 1)")
 	waitReplicated(t, s)
 	if err := s.Stall(t.Context(), "r1"); err != nil {
 		t.Fatal(err)
@@ -422,11 +407,7 @@ func TestGuardedReadNeverStale(t *testing.T) {
 		s.Resume(context.Background(), "r1")
 		waitReplicated(t, s)
 	})
-	p5 := write(5, 2)
-	need := merge(p0, p5)
-	if len(need.parts) != 2 {
-		t.Fatalf("position %v, want two domains", need)
-	}
+	p2 := write("UPDATE kv SET v = 2 WHERE k = ?")
 	r1db, err := sql.Open("mysql", s.DSN("r1", testDB))
 	if err != nil {
 		t.Fatal(err)
@@ -447,40 +428,42 @@ func TestGuardedReadNeverStale(t *testing.T) {
 		}
 		return v, before, rt.Stats()
 	}
-	// Control: a scope that needs domain 0's part only is served by r1,
-	// which has it, and sees the old value.
-	if v, b, a := read(p0); v != 1 || a.ReadsWriter != b.ReadsWriter {
-		t.Fatalf("control: read needing domain 0 only: v = %d, %d reads to the writer; want 1 from r1", v, a.ReadsWriter-b.ReadsWriter)
+	// Control: a scope that needs p1 only is served by r1, which has it,
+	// and sees the old value.
+	if v, b, a := read(p1); v != 1 || a.ReadsWriter != b.ReadsWriter {
+		t.Fatalf("control: read needing p1 only: v = %d, %d reads to the writer; want 1 from r1", v, a.ReadsWriter-b.ReadsWriter)
 	}
-	if r1.wm.Load().covers(need) {
-		t.Fatal("the router knows r1 has a position r1 has not applied")
+	// p1 and a part of another domain r1 lacks: the guard fails on r1.
+	other := &position{parts: []posPart{{key: domainKey(p1.parts[0].key.domain + 7), seq: 1}}}
+	need := merge(p1, other)
+	if len(need.parts) != 2 || r1.wm.Load().covers(need) {
+		t.Fatalf("position %v: want two domains, not known to be on r1", need)
 	}
-	// Both domains: the guard fails on r1, the writer answers.
 	v, b, a := read(need)
 	if v != 2 {
-		t.Fatalf("read needing both domains: v = %d, want 2 (stale data served)", v)
+		t.Fatalf("read needing two domains, one of them not on r1: v = %d, want 2 (stale data served)", v)
 	}
 	if a.GuardTimeouts == b.GuardTimeouts || a.ReadsWriter-b.ReadsWriter != 1 {
-		t.Errorf("read needing both domains: %d guard timeouts, %d reads to the writer; want the guard to fail and the writer to answer",
+		t.Errorf("read needing two domains: %d guard timeouts, %d reads to the writer; want the guard to fail and the writer to answer",
 			a.GuardTimeouts-b.GuardTimeouts, a.ReadsWriter-b.ReadsWriter)
 	}
-	// r1 applies it; the router does not know (no poll): the guard passes.
+	// r1 applies p2; the router does not know (no poll): the guard passes.
 	if err := s.Resume(t.Context(), "r1"); err != nil {
 		t.Fatal(err)
 	}
 	var res sql.NullInt64
-	if err := r1db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 10)", string(appendGTIDs(nil, need))).Scan(&res); err != nil || res.Int64 != 0 {
+	if err := r1db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 10)", string(appendGTIDs(nil, p2))).Scan(&res); err != nil || res.Int64 != 0 {
 		t.Fatalf("r1 did not apply the write: %v %v", res, err)
 	}
-	if rt.has(r1, need) {
+	if rt.has(r1, p2) {
 		t.Fatal("the router already knows r1 has the position: the read would not carry the guard")
 	}
-	v, b, a = read(need)
+	v, b, a = read(p2)
 	if v != 2 || a.ReadsWriter != b.ReadsWriter || a.GuardTimeouts != b.GuardTimeouts {
 		t.Errorf("read after r1 applied the write: v = %d, %d reads to the writer, %d guard timeouts; want 2 from r1",
 			v, a.ReadsWriter-b.ReadsWriter, a.GuardTimeouts-b.GuardTimeouts)
 	}
-	if !rt.has(r1, need) {
+	if !rt.has(r1, p2) {
 		t.Error("the guard that passed did not raise r1's watermark")
 	}
 }

@@ -164,29 +164,43 @@ type behindMark struct {
 	probe atomic.Int64 // UnixNano: when the next probe may go (see Router.farBehind)
 }
 
-// markBehind records that a guard for p, sent at sent, timed out on r. A
-// mark of a position r is still not known to have stays: it is older.
-func (r *reader) markBehind(p *position, sent time.Time) {
+// markBehind records that a guard for p, sent at sent, timed out on r, and
+// has r's monitor chase p. A mark of a position r is still not known to
+// have stays (it is older), unless it has lapsed (see behindFor).
+func (r *reader) markBehind(p *position, sent time.Time, maxWait time.Duration) {
 	for {
 		old := r.behind.Load()
-		if old != nil && !r.wm.Load().covers(old.pos) {
+		if old != nil && !r.wm.Load().covers(old.pos) && sent.Sub(old.since) < behindExpiry*maxWait {
 			return
 		}
 		if r.behind.CompareAndSwap(old, &behindMark{pos: p, since: sent}) {
+			// The monitor chases p (with its back-off), so that the
+			// router sees r catch up even when no read probes it.
+			r.demand(p, false, sent)
+			r.release(false)
 			return
 		}
 	}
 }
 
 // behindFor returns how long r has been known to lack a position a guard
-// timed out for (0: none, or r is known to have it by now).
-func (r *reader) behindFor(now time.Time) time.Duration {
+// timed out for (0: none, r is known to have it by now, or the mark is
+// older than behindExpiry MaxWaits: a position r never gets, of writes lost
+// in a failover say, does not keep r far behind for good; a stall that long
+// costs one more wait of the lag heuristic, which marks r again).
+func (r *reader) behindFor(now time.Time, maxWait time.Duration) time.Duration {
 	b := r.behind.Load()
 	if b == nil || r.wm.Load().covers(b.pos) {
 		return 0
 	}
-	return now.Sub(b.since)
+	if age := now.Sub(b.since); age < behindExpiry*maxWait {
+		return age
+	}
+	return 0
 }
+
+// behindExpiry is the age, in MaxWaits, after which a behind mark lapses.
+const behindExpiry = 8
 
 // farBehind reports whether reads that need a position r is not known to
 // have should not wait for r at all: r has been known to lack a position
@@ -196,7 +210,7 @@ func (r *reader) behindFor(now time.Time) time.Duration {
 // instead: a short wait on r, so that its recovery is seen (a guard that
 // passes raises r's watermark, which ends the mark).
 func (rt *Router) farBehind(r *reader, now time.Time) (far, probe bool) {
-	age := r.behindFor(now)
+	age := r.behindFor(now, rt.cfg.MaxWait)
 	if age == 0 || age < rt.cfg.MaxWait/2 {
 		return false, false
 	}

@@ -135,9 +135,9 @@ func TestFarBehind(t *testing.T) {
 		}
 	}
 	check("no mark", t0, false, false)
-	r.markBehind(p(10), t0)
-	r.markBehind(p(12), t0.Add(300*ms)) // still lacks 10: the older mark stays
-	if got := r.behindFor(t0.Add(400 * ms)); got != 400*ms {
+	r.markBehind(p(10), t0, time.Second)
+	r.markBehind(p(12), t0.Add(300*ms), time.Second) // still lacks 10: the older mark stays
+	if got := r.behindFor(t0.Add(400*ms), time.Second); got != 400*ms {
 		t.Errorf("behind for %v, want 400ms", got)
 	}
 	check("behind less than MaxWait/2", t0.Add(400*ms), false, false)
@@ -147,8 +147,15 @@ func TestFarBehind(t *testing.T) {
 	check("then", t0.Add(680*ms), true, false)
 	r.wm.Store(p(10))
 	check("watermark covers the marked position", t0.Add(700*ms), false, false)
-	r.markBehind(p(12), t0.Add(800*ms)) // the old mark is covered: replaced
-	if got := r.behindFor(t0.Add(900 * ms)); got != 100*ms {
+	r.markBehind(p(12), t0.Add(800*ms), time.Second) // the old mark is covered: replaced
+	if got := r.behindFor(t0.Add(900*ms), time.Second); got != 100*ms {
 		t.Errorf("after a new mark: behind for %v, want 100ms", got)
+	}
+	if got := r.behindFor(t0.Add(800*ms+behindExpiry*time.Second), time.Second); got != 0 {
+		t.Errorf("a mark %d MaxWaits old: behind for %v, want 0 (lapsed)", behindExpiry, got)
+	}
+	r.markBehind(p(13), t0.Add(800*ms+behindExpiry*time.Second), time.Second) // replaces the lapsed mark of 12
+	if got := r.behindFor(t0.Add(900*ms+behindExpiry*time.Second), time.Second); got != 100*ms {
+		t.Errorf("a new mark after a lapsed one: behind for %v, want 100ms", got)
 	}
 }
