@@ -166,7 +166,6 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 	if err != nil {
 		if guard != "" && isErrno(err, cs.guardErrno) {
 			d.r.noteWait(d.wait)
-			d.r.markBehind(d.need, sent, d.rt.cfg.MaxWait)
 			return nil, &guardError{d: d, err: err}
 		}
 		d.unsampled()
@@ -178,7 +177,6 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 			rows.Close()
 			if isErrno(err, cs.guardErrno) {
 				d.r.noteWait(d.wait)
-				d.r.markBehind(d.need, sent, d.rt.cfg.MaxWait)
 				return nil, &guardError{d: d, err: err}
 			}
 			d.unsampled()

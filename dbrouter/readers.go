@@ -39,7 +39,6 @@ type reader struct {
 	rtt       rttEstimate              // round trip of its position polls (see readWaitBudget)
 
 	lastSample atomic.Pointer[parsedSample] // the last sample of a combined read (see readconn.go)
-	behind     atomic.Pointer[behindMark]   // a position a guard timed out for (see Router.farBehind), or nil
 
 	kick chan struct{} // wakes the monitor; capacity 1
 

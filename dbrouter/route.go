@@ -316,8 +316,7 @@ func (rt *Router) combines(r *reader) bool { return rt.comb != nil && r.spec.com
 
 // afterGuard returns where a read whose guard failed on d.r goes: a reader
 // known to have applied d.need; else, once: with a writer at most two polls
-// away, d.r again with the guard waiting the rest of MaxWait (unless d.r
-// was far behind before this guard: see Router.farBehind); or another
+// away, d.r again with the guard waiting the rest of MaxWait; or another
 // region's reader with the guard in its text when its round trip is
 // shorter than the writer's and the wait-or-go policy gives it a budget
 // (its read then costs at most about the writer's round trip); else the
@@ -349,8 +348,7 @@ func (rt *Router) afterGuard(ctx context.Context, d *readDirective) target {
 	}
 	if !d.retry && !rt.cfg.PreferWriter && rt.comb != nil {
 		wrtt := rt.writerRTT.get()
-		if rest := rt.cfg.MaxWait - d.wait; d.r.local && wrtt <= 2*rt.cfg.PollInterval && rest > 0 && d.r.usable(rt.cfg.MaxLag) &&
-			d.r.behindFor(time.Now(), rt.cfg.MaxWait)-d.wait < rt.cfg.MaxWait/2 {
+		if rest := rt.cfg.MaxWait - d.wait; d.r.local && wrtt <= 2*rt.cfg.PollInterval && rest > 0 && d.r.usable(rt.cfg.MaxLag) {
 			// A writer this near saves no latency worth the writer's
 			// load (the wait-or-go policy: the readers come first): the
 			// read waits for d.r, in its text again, for the rest of

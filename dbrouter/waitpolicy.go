@@ -100,9 +100,7 @@ func (c *writeClock) age(need *position, now time.Time) time.Duration {
 // Without a measured writer round trip yet, or with a writer at most two
 // polls away (unless Config.PreferWriter: the readers, then those of other
 // regions, come before the writer), it is the lag heuristic: r's recent
-// lag plus a quarter and two polls, at most MaxWait; but 0 for a reader
-// far behind, except for a probe now and then (see Router.farBehind).
-// Otherwise a read
+// lag plus a quarter and two polls, at most MaxWait. Otherwise a read
 // elsewhere costs the writer's round trip, and r is worth waiting for only
 // while its expected catch-up plus its own round trip costs less:
 //   - r known to be behind for longer than that (stalled, or far behind:
@@ -125,19 +123,10 @@ func (rt *Router) readWaitBudget(r *reader, need *position) time.Duration {
 	}
 	recent := time.Duration(r.recentLag.Load())
 	wrtt := rt.writerRTT.get()
-	now := time.Now()
-	if wrtt == 0 || (!cfg.PreferWriter && wrtt <= 2*cfg.PollInterval) {
-		// The lag heuristic's branch (see waitBudget), which would
-		// give a reader that stalled its growing lag, up to MaxWait.
-		if far, probe := rt.farBehind(r, now); far {
-			return 0
-		} else if probe {
-			return min(2*cfg.PollInterval, cfg.MaxWait)
-		}
-	}
 	if wrtt == 0 {
 		return min(recent*5/4+2*cfg.PollInterval, cfg.MaxWait)
 	}
+	now := time.Now()
 	in := waitInputs{recentLag: recent, readerRTT: r.rtt.get(), writerRTT: wrtt, poll: cfg.PollInterval, maxWait: cfg.MaxWait, preferWriter: cfg.PreferWriter}
 	if behind, age, _ := r.unmet(now); behind {
 		in.behindFor = age
@@ -152,74 +141,6 @@ func (rt *Router) readWaitBudget(r *reader, need *position) time.Duration {
 	}
 	rt.wsample.mu.Unlock()
 	return waitBudget(in)
-}
-
-// behindMark says that a reader has lacked pos since since, at least: a
-// guard for pos sent at since timed out on it (pos was committed before
-// the guard was sent), and no position of the reader seen since covers
-// pos. Until one does, now - since is a lower bound of the reader's lag.
-type behindMark struct {
-	pos   *position
-	since time.Time
-	probe atomic.Int64 // UnixNano: when the next probe may go (see Router.farBehind)
-}
-
-// markBehind records that a guard for p, sent at sent, timed out on r, and
-// has r's monitor chase p. A mark of a position r is still not known to
-// have stays (it is older), unless it has lapsed (see behindFor).
-func (r *reader) markBehind(p *position, sent time.Time, maxWait time.Duration) {
-	for {
-		old := r.behind.Load()
-		if old != nil && !r.wm.Load().covers(old.pos) && sent.Sub(old.since) < behindExpiry*maxWait {
-			return
-		}
-		if r.behind.CompareAndSwap(old, &behindMark{pos: p, since: sent}) {
-			// The monitor chases p (with its back-off), so that the
-			// router sees r catch up even when no read probes it.
-			r.demand(p, false, sent)
-			r.release(false)
-			return
-		}
-	}
-}
-
-// behindFor returns how long r has been known to lack a position a guard
-// timed out for (0: none, r is known to have it by now, or the mark is
-// older than behindExpiry MaxWaits: a position r never gets, of writes lost
-// in a failover say, does not keep r far behind for good; a stall that long
-// costs one more wait of the lag heuristic, which marks r again).
-func (r *reader) behindFor(now time.Time, maxWait time.Duration) time.Duration {
-	b := r.behind.Load()
-	if b == nil || r.wm.Load().covers(b.pos) {
-		return 0
-	}
-	if age := now.Sub(b.since); age < behindExpiry*maxWait {
-		return age
-	}
-	return 0
-}
-
-// behindExpiry is the age, in MaxWaits, after which a behind mark lapses.
-const behindExpiry = 8
-
-// farBehind reports whether reads that need a position r is not known to
-// have should not wait for r at all: r has been known to lack a position
-// for half of MaxWait or more (a stall, or a lag no wait would cover). One
-// such read now and then (after PollInterval, then an eighth of the time r
-// has been behind, as the monitor's polls of a stalled reader) gets probe
-// instead: a short wait on r, so that its recovery is seen (a guard that
-// passes raises r's watermark, which ends the mark).
-func (rt *Router) farBehind(r *reader, now time.Time) (far, probe bool) {
-	age := r.behindFor(now, rt.cfg.MaxWait)
-	if age == 0 || age < rt.cfg.MaxWait/2 {
-		return false, false
-	}
-	b := r.behind.Load()
-	next := b.probe.Load()
-	if now.UnixNano() >= next && b.probe.CompareAndSwap(next, now.Add(max(rt.cfg.PollInterval, age/8)).UnixNano()) {
-		return false, true
-	}
-	return true, false
 }
 
 // waitInputs are what the wait-or-go policy knows about one reader.
