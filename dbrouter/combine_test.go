@@ -365,3 +365,105 @@ func TestGuardStopsText(t *testing.T) {
 		t.Errorf("control, guard for an applied position: error %v, statement after it ran: %v", err, ran)
 	}
 }
+
+// TestGuardedReadNeverStale: with r1 stalled behind a write, the guard of
+// a read whose position r1 lacks in one GTID domain of two (it has domain
+// 0's part, not the other's) fails on r1 and the writer answers with the new
+// value; once r1 has applied the write, unknown to the router (a read at
+// t ≥ L), the guard passes on r1 and the read sees the new value there. The
+// controls: a plain read of r1 meanwhile returns the old value, and so does
+// the router's read of a scope that needs only the domain-0 part r1 has (a
+// guard that checked that domain alone, or no guard, would have served stale
+// data). The second domain is never written: a GTID domain of its own would
+// stay in the stack's positions for the tests after this one.
+func TestGuardedReadNeverStale(t *testing.T) {
+	s := testserver.Require(t)
+	cfg := stackConfig(t, s, testserver.PrimaryRegion)
+	cfg.Readers = cfg.Readers[:1] // r1 only: no other reader to retry on
+	cfg.MonitorInterval = time.Hour
+	cfg.MaxWait = 50 * time.Millisecond
+	rt := openRouter(t, cfg)
+	ctx := ctxT(t)
+	r1 := rt.rdrs()[0]
+	k := key(t)
+	write := func(q string) *position {
+		t.Helper()
+		scope := NewContext(ctx)
+		if _, err := rt.ExecContext(scope, q, k); err != nil {
+			t.Fatal(err)
+		}
+		p := trackerFrom(scope).need.Load()
+		if p.empty() {
+			t.Fatal("no position after a write")
+		}
+		return p
+	}
+	p1 := write("INSERT INTO kv (k, v) VALUES (?, 1)")
+	waitReplicated(t, s)
+	if err := s.Stall(t.Context(), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Resume(context.Background(), "r1")
+		waitReplicated(t, s)
+	})
+	p2 := write("UPDATE kv SET v = 2 WHERE k = ?")
+	r1db, err := sql.Open("mysql", s.DSN("r1", testDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1db.Close()
+	var v int
+	if err := r1db.QueryRowContext(ctx, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil || v != 1 {
+		t.Fatalf("control: plain read of the stalled r1: v = %d (%v), want the old value 1", v, err)
+	}
+	read := func(p *position) (int, Stats, Stats) {
+		t.Helper()
+		scope := NewContext(ctx)
+		trackerFrom(scope).advance(p, false)
+		before := rt.Stats()
+		var v int
+		if err := rt.QueryRowContext(scope, "SELECT v FROM kv WHERE k = ?", k).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v, before, rt.Stats()
+	}
+	// Control: a scope that needs p1 only is served by r1, which has it,
+	// and sees the old value.
+	if v, b, a := read(p1); v != 1 || a.ReadsWriter != b.ReadsWriter {
+		t.Fatalf("control: read needing p1 only: v = %d, %d reads to the writer; want 1 from r1", v, a.ReadsWriter-b.ReadsWriter)
+	}
+	// p1 and a part of another domain r1 lacks: the guard fails on r1.
+	other := &position{parts: []posPart{{key: domainKey(p1.parts[0].key.domain + 7), seq: 1}}}
+	need := merge(p1, other)
+	if len(need.parts) != 2 || r1.wm.Load().covers(need) {
+		t.Fatalf("position %v: want two domains, not known to be on r1", need)
+	}
+	v, b, a := read(need)
+	if v != 2 {
+		t.Fatalf("read needing two domains, one of them not on r1: v = %d, want 2 (stale data served)", v)
+	}
+	if a.GuardTimeouts == b.GuardTimeouts || a.ReadsWriter-b.ReadsWriter != 1 {
+		t.Errorf("read needing two domains: %d guard timeouts, %d reads to the writer; want the guard to fail and the writer to answer",
+			a.GuardTimeouts-b.GuardTimeouts, a.ReadsWriter-b.ReadsWriter)
+	}
+	// r1 applies p2; the router does not know (no poll): the guard passes.
+	if err := s.Resume(t.Context(), "r1"); err != nil {
+		t.Fatal(err)
+	}
+	var res sql.NullInt64
+	if err := r1db.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 10)", string(appendGTIDs(nil, p2))).Scan(&res); err != nil || res.Int64 != 0 {
+		t.Fatalf("r1 did not apply the write: %v %v", res, err)
+	}
+	if rt.has(r1, p2) {
+		t.Fatal("the router already knows r1 has the position: the read would not carry the guard")
+	}
+	v, b, a = read(p2)
+	if v != 2 || a.ReadsWriter != b.ReadsWriter || a.GuardTimeouts != b.GuardTimeouts {
+		t.Errorf("read after r1 applied the write: v = %d, %d reads to the writer, %d guard timeouts; want 2 from r1",
+			v, a.ReadsWriter-b.ReadsWriter, a.GuardTimeouts-b.GuardTimeouts)
+	}
+	if !rt.has(r1, p2) {
+		t.Error("the guard that passed did not raise r1's watermark")
+	}
+}

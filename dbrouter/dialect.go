@@ -187,7 +187,9 @@ func (d mariaDialect) combine() *combineSQL {
 // guardQuery is the guard of a combined read: MASTER_GTID_WAIT on a
 // read-only server (a writable one fails at once: its wait would time out,
 // see waitQuery), and a subquery of two rows, evaluated only when the wait
-// did not return 0, that fails the text with error 1242.
+// did not return 0, that fails the text with error 1242. Its column is
+// named "g": unnamed, the server would send the whole expression as the
+// column's name, and the driver would copy it, on every guarded read.
 func (d mariaDialect) guardQuery(p *position, timeout time.Duration) string {
 	if p.empty() || !p.only(streamDomain) {
 		return ""
@@ -200,7 +202,7 @@ func (d mariaDialect) guardQuery(p *position, timeout time.Duration) string {
 	}
 	b = appendGTIDs(b, p)
 	b = appendTimeout(b, timeout)
-	return string(append(b, " = 0, 1, (SELECT 1 UNION ALL SELECT 2))"...))
+	return string(append(b, " = 0, 1, (SELECT 1 UNION ALL SELECT 2)) AS g"...))
 }
 
 // appendTimeout ends a wait query: "', <seconds with 3 decimals>)".

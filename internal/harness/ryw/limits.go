@@ -29,9 +29,22 @@ import (
 // limit. The grid's connections interpolate query parameters
 // (interpolateParams=true), so that a statement costs one round trip, as
 // the limit assumes (prepared, it costs two).
+//
+// base is measured hot (back-to-back reads), while a grid read comes after
+// the sample's idle time (at t ≥ L, 50 ms since r2 resumed), when a plain
+// read costs several times more on this machine (the client's and the
+// server's threads wake up): at t ≥ L, where the limit is base alone, the
+// ratio then mostly measures that. The idle ratios use, for those cells, a
+// base measured on the same timeline (a plain read on the local reader at
+// t, after the same write, stall and resume), and the hot base elsewhere
+// (where it is a negligible part of the limit).
 type Limits struct {
 	RatioP50 float64 `json:"ratio_p50"`
 	RatioP90 float64 `json:"ratio_p90"`
+	// RatioIdleP50 and RatioIdleP90 are the quantiles of the ratios with
+	// the idle base at t ≥ L.
+	RatioIdleP50 float64 `json:"ratio_idle_p50"`
+	RatioIdleP90 float64 `json:"ratio_idle_p90"`
 	// BaseMs is the median plain read on the local reader; WriterRTTms the
 	// median plain read on the writer through its route, minus BaseMs.
 	BaseMs      float64 `json:"base_ms"`
@@ -56,6 +69,13 @@ type LimitCell struct {
 	Reads    int     `json:"reads"`
 	// WriterReads are the cell's reads the router sent to the writer.
 	WriterReads int64 `json:"writer_reads"`
+	// BaseIdleMs (t ≥ L only) is the median plain read on the local reader
+	// on the cell's timeline; RatioIdleP50 and RatioIdleP90 are the
+	// ratios over the limit with that base (the same as RatioP50 and
+	// RatioP90 in the other cells).
+	BaseIdleMs   float64 `json:"base_idle_ms,omitempty"`
+	RatioIdleP50 float64 `json:"ratio_idle_p50"`
+	RatioIdleP90 float64 `json:"ratio_idle_p90"`
 }
 
 // stalledLag marks the grid's stalled row.
@@ -160,11 +180,13 @@ func measureLimits(ctx context.Context, s *testserver.Stack, p *pools, id, reps 
 	rtt := max(writerRead-base, 0)
 	lim := Limits{BaseMs: ms(base), WriterRTTms: ms(rtt), Cells: map[string]LimitCell{}}
 
-	var all []float64
+	var all, allIdle []float64
 	value := int64(1 << 40) // above the workload's values
 	for _, row := range limitGrid() {
 		cells := map[time.Duration][]float64{} // after -> ratios
 		lats := map[time.Duration][]float64{}
+		raw := map[time.Duration][]time.Duration{}  // after -> latencies
+		idle := map[time.Duration][]time.Duration{} // after -> plain reads on the timeline (t ≥ L)
 		writer := map[time.Duration]int64{}
 		var order []time.Duration
 		for range 2 { // warm-up: the router learns this lag
@@ -178,7 +200,7 @@ func measureLimits(ctx context.Context, s *testserver.Stack, p *pools, id, reps 
 			warm := after < 0
 			t := max(after, 0)
 			before := rt.Stats()
-			lat, got, err := limitSample(ctx, s, p, rt, id, value, row.lag, t)
+			lat, got, err := limitSample(ctx, s, p, rt, nil, id, value, row.lag, t)
 			if err != nil {
 				if ctx.Err() != nil {
 					return Limits{}, ctx.Err()
@@ -210,7 +232,26 @@ func measureLimits(ctx context.Context, s *testserver.Stack, p *pools, id, reps 
 			r := float64(lat) / float64(limit)
 			cells[t] = append(cells[t], r)
 			lats[t] = append(lats[t], ms(lat))
+			raw[t] = append(raw[t], lat)
 			all = append(all, r)
+			if row.lag == stalledLag || t < row.lag {
+				continue
+			}
+			// The same timeline, read plainly on the local reader.
+			value++
+			blat, _, err := limitSample(ctx, s, p, rt, local, id, value, row.lag, t)
+			if err != nil {
+				if ctx.Err() != nil {
+					return Limits{}, ctx.Err()
+				}
+				if errors.Is(err, errHarness) {
+					return Limits{}, err
+				}
+				lim.Errors++
+				logf("limit grid %s (plain read): %v", cellName(row.lag, t), err)
+				continue
+			}
+			idle[t] = append(idle[t], blat)
 		}
 		for _, t := range row.afters {
 			rs, ls := cells[t], lats[t]
@@ -223,13 +264,28 @@ func measureLimits(ctx context.Context, s *testserver.Stack, p *pools, id, reps 
 				limit += max(0, min(row.lag-t, rtt))
 			}
 			c := LimitCell{LimitMs: ms(limit), P50ms: quantile(ls, 0.5), RatioP50: quantile(rs, 0.5), RatioP90: quantile(rs, 0.9), Reads: len(rs), WriterReads: writer[t]}
+			ris := rs
+			if bs := idle[t]; len(bs) > 0 {
+				slices.Sort(bs)
+				b := bs[len(bs)/2]
+				c.BaseIdleMs = ms(b)
+				ris = nil
+				for _, l := range raw[t] {
+					ris = append(ris, float64(l)/float64(b))
+				}
+				slices.Sort(ris)
+			}
+			c.RatioIdleP50, c.RatioIdleP90 = quantile(ris, 0.5), quantile(ris, 0.9)
+			allIdle = append(allIdle, ris...)
 			lim.Cells[cellName(row.lag, t)] = c
-			logf("limit grid %-22s limit %8.2f ms p50 %8.2f ms ratio p50 %5.2f p90 %5.2f (%d reads, %d to the writer)",
-				cellName(row.lag, t), c.LimitMs, c.P50ms, c.RatioP50, c.RatioP90, c.Reads, c.WriterReads)
+			logf("limit grid %-22s limit %8.2f ms p50 %8.2f ms ratio p50 %5.2f p90 %5.2f (%d reads, %d to the writer); idle base %.2f ms, ratio p50 %5.2f p90 %5.2f",
+				cellName(row.lag, t), c.LimitMs, c.P50ms, c.RatioP50, c.RatioP90, c.Reads, c.WriterReads, c.BaseIdleMs, c.RatioIdleP50, c.RatioIdleP90)
 		}
 	}
 	slices.Sort(all)
 	lim.RatioP50, lim.RatioP90 = quantile(all, 0.5), quantile(all, 0.9)
+	slices.Sort(allIdle)
+	lim.RatioIdleP50, lim.RatioIdleP90 = quantile(allIdle, 0.5), quantile(allIdle, 0.9)
 	return lim, nil
 }
 
@@ -240,9 +296,9 @@ var errHarness = errors.New("rywharness: limit grid")
 // limitSample stalls r2, writes value to row id through rt in a fresh
 // read-your-writes scope, lets r2 apply it lag after the write returned
 // (never while the read runs, with stalledLag), and reads the row through
-// rt after. It returns the read's latency and value, once r2 has caught up
-// again.
-func limitSample(ctx context.Context, s *testserver.Stack, p *pools, rt *dbrouter.Router, id int, value int64, lag, after time.Duration) (time.Duration, int64, error) {
+// rt (or, if plain is not nil, with a plain read on plain) after. It
+// returns the read's latency and value, once r2 has caught up again.
+func limitSample(ctx context.Context, s *testserver.Stack, p *pools, rt *dbrouter.Router, plain *sql.DB, id int, value int64, lag, after time.Duration) (time.Duration, int64, error) {
 	if err := s.Stall(ctx, "r2"); err != nil {
 		return 0, 0, fmt.Errorf("%w: stall r2: %v", errHarness, err)
 	}
@@ -261,7 +317,11 @@ func limitSample(ctx context.Context, s *testserver.Stack, p *pools, rt *dbroute
 	rerr := werr
 	if werr == nil && sleep(ctx, time.Until(written.Add(after))) {
 		start := time.Now()
-		rerr = rt.QueryRowContext(scope, selectQuery, id).Scan(&got)
+		if plain != nil {
+			rerr = plain.QueryRowContext(ctx, selectQuery, id).Scan(&got)
+		} else {
+			rerr = rt.QueryRowContext(scope, selectQuery, id).Scan(&got)
+		}
 		lat = time.Since(start)
 	}
 	if err := errors.Join(<-resumed, s.Resume(ctx, "r2")); err != nil {

@@ -175,7 +175,11 @@ type Report struct {
 	// grid.
 	LimitRatioP50 float64 `json:"limit_ratio_p50"`
 	LimitRatioP90 float64 `json:"limit_ratio_p90"`
-	LimitGrid     Limits  `json:"limit_grid"`
+	// LimitRatioIdleP50 and LimitRatioIdleP90 are the same with, at
+	// t ≥ L, a base measured on the read's own timeline (see [Limits]).
+	LimitRatioIdleP50 float64 `json:"limit_ratio_idle_p50"`
+	LimitRatioIdleP90 float64 `json:"limit_ratio_idle_p90"`
+	LimitGrid         Limits  `json:"limit_grid"`
 	// Faults counts the lag episodes the run injected.
 	Faults int `json:"-"`
 	// RouterStats are the two routers' counters added up.
@@ -462,8 +466,9 @@ func Run(ctx context.Context, s *testserver.Stack, cfg Config) (Report, error) {
 		return Report{}, fmt.Errorf("rywharness: limit grid: %w", err)
 	}
 	rep.LimitGrid, rep.LimitRatioP50, rep.LimitRatioP90 = lim, lim.RatioP50, lim.RatioP90
-	cfg.Logf("limit grid: ratio p50 %.2f p90 %.2f over %d reads (base %.2f ms, writer RTT %.2f ms); %d violations, %d errors",
-		lim.RatioP50, lim.RatioP90, lim.Reads, lim.BaseMs, lim.WriterRTTms, lim.Violations, lim.Errors)
+	rep.LimitRatioIdleP50, rep.LimitRatioIdleP90 = lim.RatioIdleP50, lim.RatioIdleP90
+	cfg.Logf("limit grid: ratio p50 %.2f p90 %.2f over %d reads (base %.2f ms, writer RTT %.2f ms); with the idle base at t ≥ L p50 %.2f p90 %.2f; %d violations, %d errors",
+		lim.RatioP50, lim.RatioP90, lim.Reads, lim.BaseMs, lim.WriterRTTms, lim.RatioIdleP50, lim.RatioIdleP90, lim.Violations, lim.Errors)
 
 	rep.Faults = faults
 	for _, rt := range routers {
