@@ -13,20 +13,7 @@ import (
 // value database/sql allocates to lend the reader's connection (its rows
 // wrapper is the logical connection's own while no other rows are open).
 func TestReadAllocs(t *testing.T) {
-	raw := sql.OpenDB(nopConnector{})
-	defer raw.Close()
-	rt, err := Open(Config{
-		Region:  "a",
-		Writer:  Endpoint{Name: "w", Connector: nopConnector{}},
-		Readers: []Endpoint{{Name: "r", Connector: nopConnector{}, Region: "a"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	rt.rdrs()[0].wm.Store(&position{parts: []posPart{{key: domainKey(0), seq: 10}}})
-	scoped := NewContext(context.Background())
-	trackerFrom(scoped).advance(&position{parts: []posPart{{key: domainKey(0), seq: 5}}}, true)
+	raw, rt, scoped := openNopRouter(t)
 	db := rt.DB()
 	type queryRower interface {
 		QueryRowContext(context.Context, string, ...any) *sql.Row

@@ -63,24 +63,33 @@ func (r *nopRows) Next(dest []driver.Value) error {
 
 const benchQuery = "SELECT v FROM kv WHERE k = ?"
 
-// BenchmarkReadCPU compares a read through the Router with the same read on
-// a raw *sql.DB, both over a driver that does no I/O: the difference is the
-// router's own cost per read (routing, scope, counters).
-func BenchmarkReadCPU(b *testing.B) {
-	raw := sql.OpenDB(nopConnector{})
-	defer raw.Close()
+// openNopRouter opens a raw pool and a Router over drivers that do no I/O,
+// and a scope whose position the Router's reader already has: a scoped read
+// needs no wait. Both are closed when tb ends.
+func openNopRouter(tb testing.TB) (raw *sql.DB, rt *Router, scoped context.Context) {
+	tb.Helper()
+	raw = sql.OpenDB(nopConnector{})
+	tb.Cleanup(func() { raw.Close() })
 	rt, err := Open(Config{
 		Region:  "a",
 		Writer:  Endpoint{Name: "w", Connector: nopConnector{}},
 		Readers: []Endpoint{{Name: "r", Connector: nopConnector{}, Region: "a"}},
 	})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer rt.Close()
+	tb.Cleanup(func() { rt.Close() })
 	rt.rdrs()[0].wm.Store(&position{parts: []posPart{{key: domainKey(0), seq: 10}}})
-	scoped := NewContext(context.Background())
+	scoped = NewContext(context.Background())
 	trackerFrom(scoped).advance(&position{parts: []posPart{{key: domainKey(0), seq: 5}}}, true)
+	return raw, rt, scoped
+}
+
+// BenchmarkReadCPU compares a read through the Router with the same read on
+// a raw *sql.DB, both over a driver that does no I/O: the difference is the
+// router's own cost per read (routing, scope, counters).
+func BenchmarkReadCPU(b *testing.B) {
+	raw, rt, scoped := openNopRouter(b)
 	var v int64
 	b.Run("impl=raw", func(b *testing.B) {
 		b.ReportAllocs()

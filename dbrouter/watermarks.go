@@ -175,14 +175,11 @@ func parseShared(s string, kind streamKind) (sharedState, bool) {
 // the store's.
 func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) (settled bool, at time.Time, err error) {
 	var v string
-	var gerr error
-	if err := r.shared.call(ctx, rt.storeLimit(r), func() {
-		v, gerr = rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
-	}); err != nil {
+	if err := r.shared.call(ctx, rt.storeLimit(r), func() (err error) {
+		v, err = rt.cfg.Watermarks.Get(ctx, watermarkPrefix+r.spec.Name)
+		return err
+	}); err != nil || v == "" {
 		return false, time.Time{}, err
-	}
-	if gerr != nil || v == "" {
-		return false, time.Time{}, gerr
 	}
 	st, ok := parseShared(v, rt.dialect.kind())
 	if !ok {
@@ -229,8 +226,8 @@ func (rt *Router) loadShared(ctx context.Context, r *reader, check bool) (settle
 // query that started at at.
 func (rt *Router) saveShared(ctx context.Context, r *reader, at time.Time) {
 	v := formatShared(r.wm.Load(), r.lagNanos.Load(), r.freshAsOf.Load(), r.healthy.Load(), at)
-	r.shared.call(ctx, rt.storeLimit(r), func() {
-		rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
+	r.shared.call(ctx, rt.storeLimit(r), func() error {
+		return rt.cfg.Watermarks.Set(ctx, watermarkPrefix+r.spec.Name, v, 2*rt.cfg.MonitorInterval)
 	})
 }
 
@@ -257,9 +254,10 @@ type sharedSched struct {
 
 // storeCall is one call to the WatermarkStore, run by the store goroutine.
 type storeCall struct {
-	fn      func()
+	fn      func() error
 	started atomic.Int64  // UnixNano when fn started, 0 before
 	done    chan struct{} // closed when fn returned (or panicked)
+	err     error         // what fn returned
 	panic   any           // what fn panicked with
 }
 
@@ -282,7 +280,7 @@ func (sc *sharedSched) startStore() {
 					close(c.done)
 				}()
 				c.started.Store(time.Now().UnixNano())
-				c.fn()
+				c.err = c.fn()
 			}()
 		}
 	}()
@@ -307,15 +305,14 @@ func (rt *Router) storeLimit(r *reader) time.Duration {
 }
 
 // call runs fn, a call to the store whose results fn keeps, on the store
-// goroutine, and returns nil if it returned within limit (limit 0: fn runs
-// on the caller's goroutine, for a test's control). Else it returns
+// goroutine, and returns fn's error if it returned within limit (limit 0:
+// fn runs on the caller's goroutine, for a test's control). Else it returns
 // errStoreSlow, and the caller goes on as if the store had failed (fn's
 // results are then never read: the late call only writes them). A panic in
 // fn is raised again here, in the monitor, whose supervisor logs it.
-func (sc *sharedSched) call(ctx context.Context, limit time.Duration, fn func()) error {
+func (sc *sharedSched) call(ctx context.Context, limit time.Duration, fn func() error) error {
 	if limit == 0 {
-		fn()
-		return nil
+		return fn()
 	}
 	if sc.last != nil {
 		select {
@@ -337,7 +334,7 @@ func (sc *sharedSched) call(ctx context.Context, limit time.Duration, fn func())
 			if c.panic != nil {
 				panic(c.panic)
 			}
-			return nil
+			return c.err
 		case <-t.C:
 			start := c.started.Load()
 			if start == 0 {
@@ -387,13 +384,10 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	}
 	if background || fresh {
 		var won bool
-		var cerr error
-		err := r.shared.call(ctx, rt.storeLimit(r), func() {
-			won, cerr = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
+		err := r.shared.call(ctx, rt.storeLimit(r), func() (err error) {
+			won, err = st.Claim(ctx, watermarkPrefix+r.spec.Name+"/check", rt.cfg.MonitorInterval)
+			return err
 		})
-		if err == nil {
-			err = cerr
-		}
 		if err == nil && !won {
 			return false, time.Time{} // another process checks; the next round reads its result
 		}
@@ -442,13 +436,10 @@ func (rt *Router) checkShared(ctx context.Context, r *reader, background, fresh 
 	ttl := max(poll, min(age/8, rt.cfg.MonitorInterval))
 	var won bool
 	var until time.Time
-	var cerr error
-	err = r.shared.call(ctx, rt.storeLimit(r), func() {
-		won, until, cerr = claim(ctx, st, watermarkPrefix+r.spec.Name+"/demand", ttl)
+	err = r.shared.call(ctx, rt.storeLimit(r), func() (err error) {
+		won, until, err = claim(ctx, st, watermarkPrefix+r.spec.Name+"/demand", ttl)
+		return err
 	})
-	if err == nil {
-		err = cerr
-	}
 	if err != nil {
 		rt.stats.storeFallbacks.Add(1)
 		return rt.query(ctx, r, false, false), time.Time{}
@@ -546,13 +537,10 @@ func (rt *Router) checkBudget(ctx context.Context, r *reader, st ClaimBudgeter, 
 	hold := min(max(sc.pubDelay*3/2, poll/20), poll/2) + linger
 	var won bool
 	var held, next time.Time
-	var cerr error
-	err := r.shared.call(ctx, rt.storeLimit(r), func() {
-		won, held, next, cerr = st.ClaimBudget(ctx, watermarkPrefix+r.spec.Name+"/demand", hold, interval, sharedBurst)
+	err := r.shared.call(ctx, rt.storeLimit(r), func() (err error) {
+		won, held, next, err = st.ClaimBudget(ctx, watermarkPrefix+r.spec.Name+"/demand", hold, interval, sharedBurst)
+		return err
 	})
-	if err == nil {
-		err = cerr
-	}
 	if err != nil {
 		rt.stats.storeFallbacks.Add(1)
 		return rt.query(ctx, r, false, false), time.Time{}
