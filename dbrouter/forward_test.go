@@ -99,6 +99,20 @@ func TestWriteForwarding(t *testing.T) {
 	if _, err := beater.ExecContext(ctx, "INSERT INTO kv (k, v) VALUES ('fwd-warm', 1) ON DUPLICATE KEY UPDATE v = v + 1"); err != nil {
 		t.Fatal(err)
 	}
+	// A forwarded write's position is the heartbeat row its session then
+	// shows: wait for the beater's first beat (a service's heartbeat row
+	// exists from its first deployment on; a test's starts empty, and a
+	// write forwarded before it is a position failure, 1 run in 8 here).
+	m1, err := sql.Open("mysql", s.DSN("m1", testDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m1.Close()
+	waitFor(t, 10*time.Second, "the first heartbeat", func() bool {
+		var n int
+		return m1.QueryRowContext(ctx, "SELECT COUNT(*) FROM regiondb_heartbeat WHERE id = 1").Scan(&n) == nil && n == 1
+	})
+	waitReplicated(t, s)
 
 	fsh := &aurorashim.Shim{Stack: s, Resolver: sh.Resolver, Global: true, Instances: sh.Instances}
 	dsn := strings.Replace(s.DSN("m1", testDB), s.Addr("m1"), "virginia-a.def.us-east-1.rds.test:3306", 1)
