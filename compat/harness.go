@@ -348,8 +348,12 @@ func (e *Env) countGeneralLog(ctx context.Context) (int, error) {
 	var errs []error
 	for name, a := range e.admin {
 		var n int
+		// The router's own statements are not the suite's: its lookup of
+		// the table (information_schema, before the first INSERT it
+		// combines with its position read) names the table too.
 		err := a.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.general_log WHERE command_type IN ('Query', 'Execute') "+
-			"AND CONVERT(argument USING utf8mb4) LIKE ? AND CONVERT(argument USING utf8mb4) NOT LIKE '%general_log%'", "%"+Table+"%").Scan(&n)
+			"AND CONVERT(argument USING utf8mb4) LIKE ? AND CONVERT(argument USING utf8mb4) NOT LIKE '%general_log%' "+
+			"AND CONVERT(argument USING utf8mb4) NOT LIKE '%information_schema.TABLES%'", "%"+Table+"%").Scan(&n)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
