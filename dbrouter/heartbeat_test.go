@@ -2,6 +2,9 @@ package dbrouter
 
 import (
 	"database/sql"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,5 +115,72 @@ func TestHeartbeatWriterStreams(t *testing.T) {
 	}
 	if p, err := parsePositionText(afterFailover.String()); err != nil || !p.covers(afterFailover) || !afterFailover.covers(p) {
 		t.Fatalf("text round trip of %v: %v, %v", afterFailover, p, err)
+	}
+}
+
+// TestHeartbeatTableNotOnReaderYet: a reader that lacks the heartbeat table
+// (on a new cluster the beater creates it when the monitors start, and an
+// Aurora instance that joins can be polled before it has it) answers and
+// has applied nothing, as with a missing row: it stays usable for reads
+// that need no position (before, its monitor excluded it as failed, and
+// the writer served them), and the router logs it once.
+func TestHeartbeatTableNotOnReaderYet(t *testing.T) {
+	s := testserver.Require(t)
+	const table = "hb_not_replicated"
+	cfg := stackConfig(t, s, testserver.PrimaryRegion) // creates the test database
+	m1, err := sql.Open("mysql", s.AdminDSN("m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m1.Close()
+	// On m1 only (not logged): the replicas never get the table.
+	conn, err := m1.Conn(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{
+		"SET SESSION sql_log_bin = 0",
+		"USE " + testDB,
+		"DROP TABLE IF EXISTS " + table,
+		"CREATE TABLE " + table + " (id INT PRIMARY KEY, seq BIGINT UNSIGNED NOT NULL, ts TIMESTAMP(6) NOT NULL)",
+		"INSERT INTO " + table + " (id, seq, ts) VALUES (1, 1, NOW(6)), (2, @@server_id, NOW(6))",
+	} {
+		if _, err := conn.ExecContext(ctxT(t), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	defer conn.ExecContext(ctxT(t), "DROP TABLE IF EXISTS "+table) // before conn.Close
+	var logMu sync.Mutex
+	var logs strings.Builder
+	cfg.Logger = slog.New(slog.NewTextHandler(&auroraLogWriter{mu: &logMu, w: &logs}, nil))
+	cfg.Readers = cfg.Readers[:1] // r1, local
+	cfg.Dialect, cfg.HeartbeatTable = DialectHeartbeat, table
+	cfg.MonitorInterval = time.Minute
+	rt, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	r := rt.rdrs()[0]
+	// The first poll is done when r is polled and, if it answered, its
+	// round trip measured; a failed one leaves r unhealthy.
+	waitFor(t, 10*time.Second, "r1's first monitor poll", func() bool {
+		return r.polls.Load() > 0 && (r.rtt.get() > 0 || !r.healthy.Load())
+	})
+	if !r.healthy.Load() {
+		t.Fatalf("r1 without the heartbeat table was excluded as failed; stats %+v", rt.Stats())
+	}
+	var one int
+	if err := rt.QueryRowContext(ctxT(t), "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	if st := rt.Stats(); st.ReadsLocal != 1 || st.ReadsWriter != 0 {
+		t.Errorf("a read that needs no position: %d on r1, %d on the writer; want 1, 0", st.ReadsLocal, st.ReadsWriter)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if n := strings.Count(logs.String(), "no heartbeat table on the reader yet"); n != 1 {
+		t.Errorf("%d warnings about the missing table, want 1:\n%s", n, logs.String())
 	}
 }

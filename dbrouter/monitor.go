@@ -221,6 +221,18 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 	r.polls.Add(1)
 	rt.monitorQueries.Add(1)
 	p, err := rt.queryPosition(ctx, r.db, rt.dialect.readerQuery(), rt.dialect.parseReader)
+	if err != nil && rt.dialect.kind() == streamBeat && isErrno(err, erNoSuchTable) {
+		// The heartbeat table has not reached r yet: on a new cluster
+		// the beater creates it when the monitors start, and an Aurora
+		// instance that joins can be polled before it has it. r
+		// answers and has applied nothing, as when the row is missing:
+		// it serves reads that need no position.
+		if !r.noBeatTable.Swap(true) {
+			cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "dbrouter: no heartbeat table on the reader yet: no position applied",
+				slog.String("reader", r.spec.Name), slog.String("error", err.Error()))
+		}
+		p, err = rt.dialect.parseReader("")
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -376,6 +388,9 @@ func (rt *Router) update(ctx context.Context, r *reader, p, wpos *position, wAt,
 	}
 	rt.changed.broadcast()
 }
+
+// erNoSuchTable is MySQL's and MariaDB's ER_NO_SUCH_TABLE.
+const erNoSuchTable = 1146
 
 // queryPosition runs a one-value position query under the monitor timeout.
 func (rt *Router) queryPosition(ctx context.Context, db *sql.DB, q string, parse func(string) (*position, error)) (*position, error) {

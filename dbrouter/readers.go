@@ -28,15 +28,16 @@ type reader struct {
 	cand int          // index in the writer candidates (see Router.cands)
 	tel  *telEndpoint // telemetry attributes
 
-	wm        atomic.Pointer[position] // applied position as last polled; nil until the first poll
-	healthy   atomic.Bool              // last poll succeeded
-	removed   atomic.Bool              // gone from the Aurora topology (topology.go)
-	lagNanos  atomic.Int64             // latest lag measurement
-	recentLag atomic.Int64             // smoothed lag, for wait bounds
-	freshAsOf atomic.Int64             // UnixNano: the reader had all the writer had then
-	polls     atomic.Int64             // monitor queries sent to this reader
-	sample    sampler                  // position reads, for bounding what the reader served
-	rtt       rttEstimate              // round trip of its position polls (see readWaitBudget)
+	wm          atomic.Pointer[position] // applied position as last polled; nil until the first poll
+	healthy     atomic.Bool              // last poll succeeded
+	removed     atomic.Bool              // gone from the Aurora topology (topology.go)
+	noBeatTable atomic.Bool              // a poll found no heartbeat table (logged once; see poll)
+	lagNanos    atomic.Int64             // latest lag measurement
+	recentLag   atomic.Int64             // smoothed lag, for wait bounds
+	freshAsOf   atomic.Int64             // UnixNano: the reader had all the writer had then
+	polls       atomic.Int64             // monitor queries sent to this reader
+	sample      sampler                  // position reads, for bounding what the reader served
+	rtt         rttEstimate              // round trip of its position polls (see readWaitBudget)
 
 	lastSample atomic.Pointer[parsedSample] // the last sample of a combined read (see readconn.go)
 

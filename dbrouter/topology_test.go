@@ -3,7 +3,9 @@ package dbrouter
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +60,16 @@ func TestAuroraTopologyRefresh(t *testing.T) {
 	cfg.AuroraTopologyInterval = interval
 	cfg.ReaderPool.MaxIdleConns = -1 // every read connects: counted per instance
 	cfg.MonitorInterval = time.Minute
+	var logMu sync.Mutex
+	var logs strings.Builder
+	cfg.Logger = slog.New(slog.NewTextHandler(&auroraLogWriter{mu: &logMu, w: &logs}, nil))
+	defer func() {
+		if t.Failed() {
+			logMu.Lock()
+			t.Logf("the router's log:\n%s", logs.String())
+			logMu.Unlock()
+		}
+	}()
 	rt, err := OpenAurora(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +98,21 @@ func TestAuroraTopologyRefresh(t *testing.T) {
 		}
 	}
 	eventually(t, "tokyo-b to leave", b.removed.Load)
+	// The connections are counted from when nothing but reads connects:
+	// both monitors have had an answer and have nothing to poll for (a
+	// failed or unfinished first poll, or a chase of the writer's
+	// position, polls again within MonitorInterval), and no writer search,
+	// which probes every instance, is running.
+	eventually(t, "the monitors and the writer search to settle", func() bool {
+		for _, r := range rt.rdrs() {
+			if need, _, _ := r.unmet(time.Now()); need || r.rtt.get() == 0 || !r.healthy.Load() {
+				return false
+			}
+		}
+		rt.search.mu.Lock()
+		defer rt.search.mu.Unlock()
+		return rt.search.running == nil
+	})
 	before, vBefore := sh.ConnectsTo("tokyo-b"), sh.ConnectsTo("virginia-a")
 	for range 20 {
 		var one int

@@ -272,9 +272,12 @@ func (s *Shim) Sync(ctx context.Context) error {
 }
 
 // SetRows replaces server's replica_host_status with hosts and (on a Global
-// Database) its global table with global.
+// Database) its global table with global, in one transaction: a topology
+// read sees the old rows or the new ones, as on Aurora, never the empty
+// tables between the DELETE and the INSERTs (which made every instance
+// look gone for one refresh).
 func (s *Shim) SetRows(ctx context.Context, server string, hosts, global []Row) error {
-	stmts := []string{"DELETE FROM " + Database + ".replica_host_status"}
+	stmts := []string{"START TRANSACTION", "DELETE FROM " + Database + ".replica_host_status"}
 	for _, r := range hosts {
 		stmts = append(stmts, fmt.Sprintf("INSERT INTO %s.replica_host_status VALUES ('%s', '%s', '%s', %g)",
 			Database, r.ServerID, r.SessionID, r.Updated.UTC().Format("2006-01-02 15:04:05.000000"), r.LagMillis))
@@ -286,7 +289,7 @@ func (s *Shim) SetRows(ctx context.Context, server string, hosts, global []Row) 
 				Database, r.ServerID, r.SessionID, r.Region, r.LagMillis))
 		}
 	}
-	return s.admin(ctx, server, stmts...)
+	return s.admin(ctx, server, append(stmts, "COMMIT")...)
 }
 
 // admin runs stmts on server as the stack's admin, outside the binary log.
