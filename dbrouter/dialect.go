@@ -190,6 +190,12 @@ func (d mariaDialect) combine() *combineSQL {
 // did not return 0, that fails the text with error 1242. Its column is
 // named "g": unnamed, the server would send the whole expression as the
 // column's name, and the driver would copy it, on every guarded read.
+//
+// The read_only test is an inner IF, not an AND: MariaDB 10.11 evaluates
+// "@@global.read_only = 1 AND MASTER_GTID_WAIT(...) = 0" inside IF twice
+// (a failing guard took twice its timeout) and without short-circuit (a
+// writable server waited the whole timeout); measured on the stack (issue
+// 11).
 func (d mariaDialect) guardQuery(p *position, timeout time.Duration) string {
 	if p.empty() || !p.only(streamDomain) {
 		return ""
@@ -198,10 +204,13 @@ func (d mariaDialect) guardQuery(p *position, timeout time.Duration) string {
 	if d.unguarded {
 		b = append(b, "SELECT IF(MASTER_GTID_WAIT('"...)
 	} else {
-		b = append(b, "SELECT IF(@@global.read_only = 1 AND MASTER_GTID_WAIT('"...)
+		b = append(b, "SELECT IF(IF(@@global.read_only = 1, MASTER_GTID_WAIT('"...)
 	}
 	b = appendGTIDs(b, p)
 	b = appendTimeout(b, timeout)
+	if !d.unguarded {
+		b = append(b, ", 1)"...)
+	}
 	return string(append(b, " = 0, 1, (SELECT 1 UNION ALL SELECT 2)) AS g"...))
 }
 

@@ -223,7 +223,7 @@ var fixedShapes = []*regexp.Regexp{
 }
 
 // guardShape is the router's guard of a combined read (MariaDB).
-const guardShape = `SELECT IF\(@@global\.read_only = 1 AND MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\) = 0, 1, \(SELECT 1 UNION ALL SELECT 2\)\) AS g`
+const guardShape = `SELECT IF\(IF\(@@global\.read_only = 1, MASTER_GTID_WAIT\('[0-9]{1,10}-0-[0-9]{1,20}(,[0-9]{1,10}-0-[0-9]{1,20})*', [0-9]+\.[0-9]{3}\), 1\) = 0, 1, \(SELECT 1 UNION ALL SELECT 2\)\) AS g`
 
 // fixedShape reports whether q is one of fixedShapes.
 func fixedShape(q string) bool {
