@@ -24,6 +24,7 @@ func TestNaiveWaitQuery(t *testing.T) {
 		"SELECT IF(@@global.read_only = 0, NULL, MASTER_GTID_WAIT('0-0-8', 0.020)), @@global.gtid_current_pos",
 		"SELECT WAIT_FOR_EXECUTED_GTID_SET('3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42', 0.020), @@global.gtid_executed",
 		"SELECT WAIT_FOR_EXECUTED_GTID_SET('3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42', 1.000)",
+		"SELECT IF(IF(@@global.read_only = 1, MASTER_GTID_WAIT('0-0-8,1-0-5', 0.021), 1) = 0, 1, (SELECT 1 UNION ALL SELECT 2)) AS g",
 	} {
 		if !fixedShape(ok) {
 			t.Errorf("%q is not a fixed shape", ok)
