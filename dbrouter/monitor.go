@@ -209,7 +209,9 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 		p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
 		if err == nil {
 			wpos = p
-			rt.observeWriterRTT(ctx, time.Since(wAt))
+			if p2, at, ok := rt.observeWriterRTT(ctx, time.Since(wAt)); ok {
+				wpos, wAt = p2, at
+			}
 		} else if ctx.Err() == nil && classifyFailure(ctx, err).serverFailure() {
 			// The writer does not answer: find out whether another
 			// endpoint is writable (reads then stop waiting for

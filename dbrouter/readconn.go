@@ -152,6 +152,10 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		text = combinedText(guard, query, cs.sample, d.t != nil)
 	}
 	sent := time.Now()
+	var age time.Duration // of the guard's position when sent
+	if guard != "" {
+		age = d.rt.needAge(d.need, sent)
+	}
 	rows, err := q.QueryContext(ctx, text, args)
 	if err == driver.ErrSkip {
 		// The driver cannot put the arguments into the text (it then
@@ -165,7 +169,7 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 	}
 	if err != nil {
 		if guard != "" && isErrno(err, cs.guardErrno) {
-			d.r.noteWait(d.wait)
+			d.r.noteWait(age, d.wait, false)
 			return nil, &guardError{d: d, err: err}
 		}
 		d.unsampled()
@@ -176,7 +180,7 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		if err := readToEnd(rows); err != nil {
 			rows.Close()
 			if isErrno(err, cs.guardErrno) {
-				d.r.noteWait(d.wait)
+				d.r.noteWait(age, d.wait, false)
 				return nil, &guardError{d: d, err: err}
 			}
 			d.unsampled()
@@ -185,7 +189,7 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		d.r.raise(d.need)
 		// The guard's row came after the reader applied need: an upper
 		// bound of how long the reader took to get there.
-		d.r.noteWait(time.Since(sent))
+		d.r.noteWait(age, time.Since(sent), true)
 		if err := nextResultSet(rows); err != nil {
 			// The statement's own error.
 			rows.Close()
@@ -287,15 +291,27 @@ func nextResultSet(rows driver.Rows) error {
 	return n.NextResultSet()
 }
 
-// noteWait feeds what a guard showed into r's recent lag (the wait
-// budget's input, see readWaitBudget), smoothed as the monitor's
-// measurements are: a guard that passed after d says r took at most d; one
-// that timed out after d says r is at least d behind.
-func (r *reader) noteWait(d time.Duration) {
+// noteWait feeds what a guard for a position at least age old showed
+// into r's recent lag (the wait budget's input, see readWaitBudget). A
+// guard that timed out after waited says r is at least age + waited
+// behind: it only raises the lag. One that passed after waited says r took
+// at most age + waited: a guard that waited (longer than two of r's round
+// trips) found r catching up then, a measurement of its lag, smoothed as
+// the monitor's are; one that did not wait only lowers the lag, smoothed.
+// Counting the wait alone, without the position's age, or a timeout of a
+// short probe as a measurement, made a reader known to be 500 ms behind
+// look 60 ms behind after a few reads, and the next read waited for it in
+// vain before going to the writer (issue 11).
+func (r *reader) noteWait(age, waited time.Duration, passed bool) {
+	d := int64(age + waited)
+	blocked := passed && waited > max(2*r.rtt.get(), time.Millisecond)
 	for {
 		old := r.recentLag.Load()
-		n := int64(d)
-		if n < old {
+		n := d
+		switch {
+		case !passed && n <= old, passed && !blocked && n >= old:
+			return
+		case passed && n < old:
 			n = old - (old-n)/4
 		}
 		if n == old || r.recentLag.CompareAndSwap(old, n) {

@@ -40,20 +40,27 @@ func (e *rttEstimate) observe(d time.Duration) {
 
 func (e *rttEstimate) get() time.Duration { return time.Duration(e.ns.Load()) }
 
-// observeWriterRTT records d, the duration of a writer position query that
-// started at start. The first sample may include the dial of the
-// connection (several round trips): it is followed by a second query on the
-// then warm connection, so the estimate starts from a real round trip.
-func (rt *Router) observeWriterRTT(ctx context.Context, d time.Duration) {
+// observeWriterRTT records d, the duration of a writer position query. The
+// first sample may include the dial of the connection (several round
+// trips): it is followed by a second query on the then warm connection, so
+// the estimate starts from a real round trip; observeWriterRTT then returns
+// that query's position and start (ok), which the caller uses in place of
+// the first's: the reader's lag measured from the first would include the
+// dial too (a router's first lag estimate of a reader 600 ms, with a writer
+// 150 ms away; issue 11).
+func (rt *Router) observeWriterRTT(ctx context.Context, d time.Duration) (p *position, start time.Time, ok bool) {
 	first := rt.writerRTT.get() == 0
 	rt.writerRTT.observe(d)
 	if !first {
-		return
+		return nil, time.Time{}, false
 	}
-	start := time.Now()
-	if _, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter); err == nil {
-		rt.writerRTT.observe(time.Since(start))
+	start = time.Now()
+	p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
+	if err != nil {
+		return nil, time.Time{}, false
 	}
+	rt.writerRTT.observe(time.Since(start))
+	return p, start, true
 }
 
 // writeClock remembers when this router's latest writes returned their
@@ -131,16 +138,22 @@ func (rt *Router) readWaitBudget(r *reader, need *position) time.Duration {
 	if behind, age, _ := r.unmet(now); behind {
 		in.behindFor = age
 	}
-	// The writer had need when a position read found it at or past need,
-	// or when a write of this router returned a position at or past it:
-	// need is at least that old.
-	in.needAge = rt.writes.age(need, now)
+	in.needAge = rt.needAge(need, now)
+	return waitBudget(in)
+}
+
+// needAge returns how old need is known to be at now, at least (0:
+// unknown). The writer had need when a position read found it at or past
+// need, or when a write of this router returned a position at or past it:
+// need is at least that old.
+func (rt *Router) needAge(need *position, now time.Time) time.Duration {
+	age := rt.writes.age(need, now)
 	rt.wsample.mu.Lock()
 	if last := rt.wsample.last; last != nil && last.pos.covers(need) {
-		in.needAge = max(in.needAge, now.Sub(last.at))
+		age = max(age, now.Sub(last.at))
 	}
 	rt.wsample.mu.Unlock()
-	return waitBudget(in)
+	return age
 }
 
 // waitInputs are what the wait-or-go policy knows about one reader.

@@ -115,3 +115,57 @@ func TestReadWaitBudget(t *testing.T) {
 		t.Errorf("slow reader, old need: %s, want its remaining catch-up", got)
 	}
 }
+
+// TestGuardTimeoutsKeepLag: probes that time out say the reader is at least
+// their wait behind, never that it caught up; the next read of a reader
+// known to be 500 ms behind gets a probe, not a wait for a lag the probes
+// made up (issue 11: it waited 115 ms, then went to the writer). A guard
+// that passed counts the age of its position with its wait.
+func TestGuardTimeoutsKeepLag(t *testing.T) {
+	const ms = time.Millisecond
+	rt := &Router{cfg: Config{MaxWait: time.Second, PollInterval: 20 * ms, MaxLag: time.Minute}}
+	rt.wcur.Store(&writerTarget{cand: 0})
+	rt.writerRTT.observe(150 * ms)
+	r := &reader{cand: 1}
+	r.healthy.Store(true)
+	r.wm.Store(mustPos(t, "0:5"))
+	r.rtt.observe(ms / 2)
+	r.recentLag.Store(int64(500 * ms))
+	lag := func() time.Duration { return time.Duration(r.recentLag.Load()) }
+	need := mustPos(t, "0:10")
+	probe := rt.readWaitBudget(r, need)
+	if probe <= 0 || probe > 40*ms {
+		t.Fatalf("reader 500 ms behind, fresh need: budget %s, want a probe", probe)
+	}
+	waits := 0
+	for range 10 {
+		r.noteWait(0, probe, false)
+		if rt.readWaitBudget(r, need) > probe {
+			waits++
+		}
+	}
+	if waits != 0 {
+		t.Errorf("%d of 10 reads after timed-out probes waited longer than a probe", waits)
+	}
+	if got := lag(); got != 500*ms {
+		t.Errorf("recent lag after timed-out probes: %s, want 500ms", got)
+	}
+	r.noteWait(600*ms, 100*ms, false)
+	if got := lag(); got != 700*ms {
+		t.Errorf("recent lag after a timeout of a position 600 ms old after 100 ms: %s, want 700ms", got)
+	}
+	// Passed at once: an upper bound, smoothed down; never up.
+	r.noteWait(100*ms, ms/2, true)
+	if got := lag(); got != 550*ms+ms/8 {
+		t.Errorf("recent lag after a guard that passed at once: %s, want 550.125ms", got)
+	}
+	r.noteWait(2*time.Second, ms/2, true)
+	if got := lag(); got != 550*ms+ms/8 {
+		t.Errorf("recent lag after a guard for an old position that passed at once: %s, want it unchanged", got)
+	}
+	// Passed after waiting: a measurement, up at once.
+	r.noteWait(250*ms, 500*ms, true)
+	if got := lag(); got != 750*ms {
+		t.Errorf("recent lag after a guard that waited 500 ms for a position 250 ms old: %s, want 750ms", got)
+	}
+}
