@@ -152,8 +152,11 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		text = combinedText(guard, query, cs.sample, d.t != nil)
 	}
 	sent := time.Now()
-	var age time.Duration // of the guard's position when sent
-	if guard != "" {
+	// The age of the guard's position when sent, where the wait-or-go
+	// policy counts the lag from the write (see waitBudget); the lag
+	// heuristic (a near writer) counts it from the read, as the wait.
+	var age time.Duration
+	if w := d.rt.writerRTT.get(); guard != "" && w != 0 && (d.rt.cfg.PreferWriter || w > 2*d.rt.cfg.PollInterval) {
 		age = d.rt.needAge(d.need, sent)
 	}
 	rows, err := q.QueryContext(ctx, text, args)
@@ -291,7 +294,8 @@ func nextResultSet(rows driver.Rows) error {
 	return n.NextResultSet()
 }
 
-// noteWait feeds what a guard for a position at least age old showed
+// noteWait feeds what a guard for a position at least age old (0 with a
+// near writer: the lag heuristic's lag is counted from the read) showed
 // into r's recent lag (the wait budget's input, see readWaitBudget). A
 // guard that timed out after waited says r is at least age + waited
 // behind: it only raises the lag. One that passed after waited says r took
