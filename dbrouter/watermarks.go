@@ -294,8 +294,8 @@ func (sc *sharedSched) stopStore() {
 }
 
 // storeLimit is how long r's monitor waits for one store call. A read
-// waits for r up to 2 PollIntervals + 5/4 of r's recent lag (see
-// waitAndPick); two store calls that give up (a Get and a Claim) take
+// waits for r at least 2 PollIntervals + 5/4 of r's recent lag (see
+// waitAndPick and lagBudget); two store calls that give up (a Get and a Claim) take
 // half of what exceeds one PollInterval, which is left for the query.
 func (rt *Router) storeLimit(r *reader) time.Duration {
 	if rt.cfg.unguardedStore {
