@@ -203,7 +203,7 @@ func (rt *Router) query(ctx context.Context, r *reader, background, fresh bool) 
 func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 	cfg := &rt.cfg
 	var wpos *position
-	var wAt time.Time
+	var wAt, wDone time.Time
 	if fresh {
 		wAt = time.Now()
 		p, err := rt.queryPosition(ctx, rt.wdb(), rt.dialect.writerQuery(), rt.dialect.parseWriter)
@@ -212,6 +212,7 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 			if p2, at, ok := rt.observeWriterRTT(ctx, time.Since(wAt)); ok {
 				wpos, wAt = p2, at
 			}
+			wDone = time.Now()
 		} else if ctx.Err() == nil && classifyFailure(ctx, err).serverFailure() {
 			// The writer does not answer: find out whether another
 			// endpoint is writable (reads then stop waiting for
@@ -253,7 +254,7 @@ func (rt *Router) poll(ctx context.Context, r *reader, fresh bool) {
 	if wpos != nil {
 		rt.wsample.record(wpos, wAt)
 	}
-	rt.update(ctx, r, p, wpos, wAt, start)
+	rt.update(ctx, r, p, wpos, wAt, wDone, start)
 }
 
 // sampler shares position reads of one source among the reads that need
@@ -333,8 +334,15 @@ func (s *sampler) after(ctx context.Context, t time.Time, q func(context.Context
 }
 
 // update records that r has applied p (as of a query that started at
-// start), after a writer position wpos read at wAt if not nil.
-func (rt *Router) update(ctx context.Context, r *reader, p, wpos *position, wAt, start time.Time) {
+// start), after a writer position wpos read by a query that started at wAt
+// and returned at wDone, if not nil.
+//
+// r had everything the writer had at wAt (freshness); its lag is counted
+// from wDone, as this router's writes count the age of their positions
+// (from when the answer arrived, see writeClock): counted from wAt, a
+// writer 150 ms away made a reader with no lag look 150 ms behind at every
+// background check, and reads then skipped a wait worth making (issue 11).
+func (rt *Router) update(ctx context.Context, r *reader, p, wpos *position, wAt, wDone, start time.Time) {
 	cfg := &rt.cfg
 	now := time.Now()
 	wm := r.raise(p)
@@ -349,12 +357,12 @@ func (rt *Router) update(ctx context.Context, r *reader, p, wpos *position, wAt,
 	if wpos != nil {
 		if wm.covers(wpos) {
 			r.freshAsOf.Store(wAt.UnixNano())
-			lag, known = max(start.Sub(wAt), 0), true
+			lag, known = max(start.Sub(wDone), 0), true
 		} else {
 			// Behind at this check: chase the writer's position (see
 			// monitor) to measure how far.
 			if r.pending.empty() || wm.covers(r.pending) {
-				r.pendingSince = wAt
+				r.pendingSince = wDone
 			}
 			r.pending = merge(r.pending, wpos)
 			r.pendingFresh = wAt

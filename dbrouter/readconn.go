@@ -157,7 +157,7 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 	// heuristic (a near writer) counts it from the read, as the wait.
 	var age time.Duration
 	if w := d.rt.writerRTT.get(); guard != "" && w != 0 && (d.rt.cfg.PreferWriter || w > 2*d.rt.cfg.PollInterval) {
-		age = d.rt.needAge(d.need, sent)
+		age, _ = d.rt.needAge(d.need, sent)
 	}
 	rows, err := q.QueryContext(ctx, text, args)
 	if err == driver.ErrSkip {

@@ -287,7 +287,7 @@ func (rt *Router) waitApplied(ctx context.Context, r *reader) bool {
 	if err != nil || !res.Valid || res.Int64 != 0 {
 		return false
 	}
-	rt.update(ctx, r, target, nil, time.Time{}, start)
+	rt.update(ctx, r, target, nil, time.Time{}, time.Time{}, start)
 	return true
 }
 

@@ -19,6 +19,9 @@ func TestWaitBudget(t *testing.T) {
 		{"short lag: the lag, a quarter and two polls", with(func(in *waitInputs) { in.recentLag = 80 * ms }), 140 * ms},
 		{"lag near the writer's RTT, no room for the margin: a probe", with(func(in *waitInputs) { in.recentLag = 140 * ms }), 21 * ms},
 		{"lag above the writer's RTT, need of unknown age: a probe", with(func(in *waitInputs) { in.recentLag = 500 * ms }), 21 * ms},
+		{"lag above the writer's RTT, need of this router's write: the writer", with(func(in *waitInputs) { in.recentLag = 500 * ms; in.needAgeExact = true }), 0},
+		{"lag above the RTT, need of this router's write, old enough", with(func(in *waitInputs) { in.recentLag = 500 * ms; in.needAge = 450 * ms; in.needAgeExact = true }), 102*ms + ms/2},
+		{"caught-up reader, need of this router's write: a probe", with(func(in *waitInputs) { in.needAgeExact = true }), 21 * ms},
 		{"lag above the RTT, but need is old enough", with(func(in *waitInputs) { in.recentLag = 500 * ms; in.needAge = 450 * ms }), 102*ms + ms/2},
 		{"stalled: behind for longer than the RTT", with(func(in *waitInputs) { in.recentLag = 50 * ms; in.behindFor = 300 * ms }), 0},
 		{"behind a little, catching up", with(func(in *waitInputs) { in.behindFor = 60 * ms }), 115 * ms},
@@ -103,14 +106,23 @@ func TestReadWaitBudget(t *testing.T) {
 	}
 	rt.writes = writeClock{}
 	rt.noteWrite(mustPos(t, "0:11"))
-	if got := rt.writes.age(need, time.Now().Add(time.Second)); got < time.Second {
-		t.Errorf("age of a write noted a second ago: %s", got)
+	if got, exact := rt.writes.age(need, time.Now().Add(time.Second)); got < time.Second || exact {
+		t.Errorf("age of a write noted a second ago: %s (exact %v, want false: the write returned 0:11)", got, exact)
 	}
-	if got := rt.writes.age(mustPos(t, "0:12"), time.Now()); got != 0 {
+	if got, _ := rt.writes.age(mustPos(t, "0:12"), time.Now()); got != 0 {
 		t.Errorf("age of a position no write returned: %s, want 0", got)
 	}
-	// need is known to be old: the writer had it 450 ms ago.
-	rt.wsample.record(mustPos(t, "0:12"), time.Now().Add(-450*time.Millisecond))
+	rt.noteWrite(need)
+	if _, exact := rt.writes.age(need, time.Now()); !exact {
+		t.Error("age of a position a write returned: not exact")
+	}
+	if got := rt.readWaitBudget(newReader("0:5", 500*time.Millisecond), need); got != 0 {
+		t.Errorf("slow reader, need a write of this router just returned: %s, want 0 (no probe)", got)
+	}
+	rt.writes = writeClock{}
+	// need is known to be old: the writer had it 450 ms ago (its position
+	// read started a writer round trip before).
+	rt.wsample.record(mustPos(t, "0:12"), time.Now().Add(-600*time.Millisecond))
 	if got := rt.readWaitBudget(newReader("0:5", 500*time.Millisecond), need); got < 40*time.Millisecond || got > 149*time.Millisecond {
 		t.Errorf("slow reader, old need: %s, want its remaining catch-up", got)
 	}

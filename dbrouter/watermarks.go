@@ -634,7 +634,7 @@ func (rt *Router) queryShared(ctx context.Context, r *reader) {
 		return
 	}
 	r.sample.record(p, start)
-	rt.update(ctx, r, p, nil, time.Time{}, start)
+	rt.update(ctx, r, p, nil, time.Time{}, time.Time{}, start)
 }
 
 func minTime(a, b time.Time) time.Time {
