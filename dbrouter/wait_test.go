@@ -7,8 +7,8 @@ import (
 )
 
 // TestWaitBound checks, on a fake clock, that a read whose position no
-// reader has waits a little over the reader's recent lag (here: no lag yet,
-// so two PollIntervals) and then goes to the writer, and that once the
+// reader has waits for lagBudget of the reader's recent lag (here: no lag
+// yet, so four PollIntervals) and then goes to the writer, and that once the
 // reader has the position the read goes there without waiting.
 func TestWaitBound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -34,8 +34,8 @@ func TestWaitBound(t *testing.T) {
 		if err := rt.QueryRowContext(ctx, "SELECT v FROM t").Scan(new(int64)); err != nil {
 			t.Fatal(err)
 		}
-		if waited := time.Since(start); waited != 20*time.Millisecond {
-			t.Errorf("waited %v, want 2 × PollInterval", waited)
+		if waited := time.Since(start); waited != 40*time.Millisecond {
+			t.Errorf("waited %v, want 4 × PollInterval", waited)
 		}
 		if w.served() != 1 || r.served() != 0 {
 			t.Errorf("writer served %d, reader %d", w.served(), r.served())
