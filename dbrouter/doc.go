@@ -397,9 +397,10 @@
 // # Lifecycle
 //
 // A Router is safe for concurrent use. [Open] starts one monitor goroutine
-// per reader (and, with [DialectHeartbeat] and HeartbeatPeriod, one
-// heartbeat writer); [Router.Close] stops and waits for them, then closes the
-// pools; it is idempotent, and afterwards the methods return [ErrClosed].
+// per reader (which runs its post-write watch's query, one at a time, on a
+// goroutine of its own) and, with [DialectHeartbeat] and HeartbeatPeriod,
+// one heartbeat writer; [Router.Close] stops and waits for them, then
+// closes the pools; it is idempotent, and afterwards the methods return [ErrClosed].
 // database/sql's own errors ([sql.ErrNoRows], [sql.ErrTxDone]) are returned
 // unchanged. The router logs only background events, only through
 // [Config.Logger]; DSNs, passwords and tokens never appear in its errors or

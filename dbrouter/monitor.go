@@ -150,6 +150,20 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 	defer spacing.Stop()
 	<-spacing.C
 	var lastPoll, next time.Time
+	// watchEvent handles an event of the post-write watch: the end of its
+	// quiet window (fired) or the result of its query. The watch runs
+	// beside the demand loop below too, which a reader that stays behind
+	// (a freshness chase of a stalled reader) can keep running for long.
+	watchEvent := func(fired bool, res watchResult) {
+		if fired {
+			w.fire = nil
+			rt.watchCheck(ctx, r, &w)
+		} else {
+			w.inflight = false
+			rt.watchDone(ctx, r, res)
+		}
+		rt.watchArm(r, &w)
+	}
 	for {
 		background := false
 		select {
@@ -160,13 +174,12 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 			background = true
 			bg.Reset(jitter())
 		case <-w.fire:
-			w.fire = nil
-			rt.watchCheck(ctx, r, &w)
+			watchEvent(true, watchResult{})
 		case res := <-w.done:
-			w.inflight = false
-			rt.watchDone(ctx, r, res)
+			watchEvent(false, res)
 		}
 		for {
+			rt.watchArm(r, &w)
 			need, age, fresh := r.unmet(time.Now())
 			if !background && !need {
 				break
@@ -184,13 +197,26 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 			}
 			if wait > 0 {
 				spacing.Reset(wait)
-				select {
-				case <-ctx.Done():
-					return
-				case <-spacing.C:
-				case <-bg.C:
-					background = true
-					bg.Reset(jitter())
+			spaced:
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-spacing.C:
+						break spaced
+					case <-bg.C:
+						background = true
+						bg.Reset(jitter())
+						break spaced
+					case <-r.kick:
+						// A new demand is seen after the spacing;
+						// a new watch now.
+						rt.watchArm(r, &w)
+					case <-w.fire:
+						watchEvent(true, watchResult{})
+					case res := <-w.done:
+						watchEvent(false, res)
+					}
 				}
 			}
 			lastPoll = time.Now()
@@ -199,6 +225,13 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 				lastPoll = time.Time{} // a server-side wait needs no spacing
 			}
 			background = false
+			select {
+			case <-w.fire:
+				watchEvent(true, watchResult{})
+			case res := <-w.done:
+				watchEvent(false, res)
+			default:
+			}
 		}
 		if !r.healthy.Load() {
 			// Retry a failing reader sooner, so that it gets reads

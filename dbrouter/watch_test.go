@@ -93,7 +93,10 @@ func TestPostWriteWatch(t *testing.T) {
 				// The watch's wait runs on r2 before r2 resumes (the
 				// router learns when r2 applies the write, not when
 				// it looks).
-				waitFor(t, 10*time.Second, "the watch's query", func() bool { return rt.stats.watchQueries.Load() > 0 })
+				if !within(10*time.Second, func() bool { return rt.stats.watchQueries.Load() > 0 }) {
+					w, tries, waiters := r2.watched()
+					t.Fatalf("no watch query: watch %v (tries %d, reads waiting %v), r2 at %v, write at %v, reads told %d", w, tries, waiters, r2.wm.Load(), p, r2.told.Load())
+				}
 			}
 			if err := s.Resume(t.Context(), "r2"); err != nil {
 				t.Fatal(err)
@@ -123,13 +126,26 @@ func TestPostWriteWatch(t *testing.T) {
 }
 
 // TestPostWriteWatchQuiet: while the scope's own reads follow its writes,
-// their guards and samples tell the router that r1 has each write, so the
-// watch sends no query; a write with no read after it gets one (the count
-// sees the watch's queries).
+// their guards and samples (or, on the in-process path, the monitor's waits
+// for them) tell the router that r1 has each write, so the watch sends no
+// query; a write with no read after it gets one (the count sees the
+// watch's queries).
 func TestPostWriteWatchQuiet(t *testing.T) {
 	s := testserver.Require(t)
+	for _, inProcess := range []bool{false, true} {
+		name := "combined"
+		if inProcess {
+			// Reads that wait in process: the monitor's own waits tell.
+			name = "in-process"
+		}
+		t.Run(name, func(t *testing.T) { testWatchQuiet(t, s, inProcess) })
+	}
+}
+
+func testWatchQuiet(t *testing.T, s *testserver.Stack, inProcess bool) {
 	cfg := stackConfig(t, s, testserver.PrimaryRegion)
 	cfg.MonitorInterval = time.Hour
+	cfg.DisableCombinedStatements = inProcess
 	rt := openRouter(t, cfg)
 	r1 := readerNamed(t, rt, "r1")
 	waitFor(t, 10*time.Second, "r1's first poll", func() bool { return r1.wm.Load() != nil })
@@ -159,9 +175,11 @@ func TestPostWriteWatchQuiet(t *testing.T) {
 		w, _, _ := r1.watched()
 		return r1.wm.Load().covers(p) && w.empty()
 	})
+	// A read that went to the writer (a guard that timed out on a loaded
+	// machine) tells nothing of r1: its write may take a watch query.
 	after := rt.Stats()
-	if q := rt.stats.watchQueries.Load(); q != 0 || after.ReadsWriter != before.ReadsWriter {
-		t.Errorf("%d watch queries for %d writes each followed by a read (%d reads went to the writer), want 0", q, n, after.ReadsWriter-before.ReadsWriter)
+	if q, w := rt.stats.watchQueries.Load(), after.ReadsWriter-before.ReadsWriter; q > w {
+		t.Errorf("%d watch queries for %d writes each followed by a read (%d reads went to the writer), want at most %d", q, n, w, w)
 	}
 	// A write with no read after it: the watch asks r1.
 	if _, err := rt.ExecContext(ctx, "UPDATE kv SET v = ? WHERE k = ?", n+1, k); err != nil {
