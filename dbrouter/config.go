@@ -284,6 +284,9 @@ type Config struct {
 	// behaviour before issue 13: a reader that became the writer gets
 	// unguarded server-side waits, which time out on MariaDB.
 	unguardedPromotedWait bool
+	// unwatched, for the control of a test only, turns the post-write
+	// watch off (see Router.monitor).
+	unwatched bool
 	// unguardedStore, for the control of a test only, calls the
 	// WatermarkStore on the monitor's goroutine with no time limit.
 	unguardedStore bool

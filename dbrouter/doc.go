@@ -164,8 +164,15 @@
 //
 // One goroutine per reader keeps the reader's applied position, lag and
 // health; the read path only compares positions in memory. A monitor
-// queries its reader every [Config.MonitorInterval] (default 15 s), and on
-// demand while a read waits in the process for a position.
+// queries its reader every [Config.MonitorInterval] (default 15 s), on
+// demand while a read waits in the process for a position, and after a
+// write of the process, if the reader is local and nothing else tells the
+// router that it has applied the write (no read sent to it within two
+// [Config.PollInterval]s): then one query waits on the reader for the write
+// (up to four times MonitorTimeout/2 for a reader that lags), so that the
+// next read, known to be served, needs no wait of its own. Not with a
+// [WatermarkStore] (it would cost the fleet a query per write) or
+// [DialectHeartbeat] (no wait to send).
 //
 // A read that needs a position no local reader is known to have waits for
 // a local reader only while that is expected to be quicker than a read
@@ -225,7 +232,8 @@
 //
 // Reads on the one-round-trip path need no monitor queries, so a reader's
 // monitor load is 1/MonitorInterval per process (67 queries/s for 1 000
-// processes). On the in-process path, a fleet shares what its monitors
+// processes), plus at most one query per write of a process whose local
+// reader gets no read right after the write. On the in-process path, a fleet shares what its monitors
 // learn through a [WatermarkStore] ([Config.Watermarks]; package
 // dbrouter/memcachestore implements it): only the process that wins a
 // reader's claim queries it, at most once per PollInterval on average for
@@ -389,9 +397,10 @@
 // # Lifecycle
 //
 // A Router is safe for concurrent use. [Open] starts one monitor goroutine
-// per reader (and, with [DialectHeartbeat] and HeartbeatPeriod, one
-// heartbeat writer); [Router.Close] stops and waits for them, then closes the
-// pools; it is idempotent, and afterwards the methods return [ErrClosed].
+// per reader (which runs its post-write watch's query, one at a time, on a
+// goroutine of its own) and, with [DialectHeartbeat] and HeartbeatPeriod,
+// one heartbeat writer; [Router.Close] stops and waits for them, then
+// closes the pools; it is idempotent, and afterwards the methods return [ErrClosed].
 // database/sql's own errors ([sql.ErrNoRows], [sql.ErrTxDone]) are returned
 // unchanged. The router logs only background events, only through
 // [Config.Logger]; DSNs, passwords and tokens never appear in its errors or

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 )
@@ -99,12 +100,45 @@ func (rt *Router) monitorError(r *reader) {
 //     the writer's position first, to measure lag and health;
 //   - while a read waits for a position r is not known to have, at most once
 //     per PollInterval (reader only), and while a bounded-staleness read
-//     waits for a freshness check (writer, then reader).
+//     waits for a freshness check (writer, then reader);
+//   - after a write of this router, if r is local and nothing else tells
+//     the router that r has applied it (the post-write watch, below).
+//
+// The post-write watch: a read whose position the router knows r has goes
+// without a guard (see readconn.go), so after a write the router should
+// learn when its local readers apply it, but only if nothing else tells it
+// first: reads on r (their samples and guards) and in-process waits do. So
+// noteWrite sets r's watch (merged with a newer write's), and the monitor
+// looks again after a quiet window of two PollIntervals (watchQuiet): if r
+// is known to have the position, or reads were sent to r meanwhile (or a
+// guarded read is in flight, or reads wait for r in process), nothing is
+// sent (with reads flowing, the window starts over); else one query, run
+// by a goroutine of the monitor (one at a time), waits on the server
+// (MonitorTimeout/2) for the position and then reads r's applied position,
+// so that the router learns the moment r applies it. A wait that times out
+// is tried again after another quiet window, at most watchTries times;
+// then the watch ends, and none starts again on r until r's watermark
+// moves (a stalled reader costs no more). Readers that are the current
+// writer, dialects without a server-side wait (the heartbeat), and routers
+// with a shared WatermarkStore (a query per write and process would exceed
+// the fleet's budget) get no watch.
 func (rt *Router) monitor(ctx context.Context, r *reader) {
 	cfg := &rt.cfg
 	if cfg.Watermarks != nil {
 		r.shared.startStore()
 		defer r.shared.stopStore()
+	}
+	var w watchState
+	if rt.watchOn {
+		w.timer = time.NewTimer(time.Hour)
+		w.timer.Stop()
+		defer w.timer.Stop()
+		w.done = make(chan watchResult, 1)
+		defer func() {
+			if w.inflight {
+				<-w.done // bounded by MonitorTimeout, and ctx
+			}
+		}()
 	}
 	jitter := func() time.Duration {
 		d := cfg.MonitorInterval
@@ -116,6 +150,20 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 	defer spacing.Stop()
 	<-spacing.C
 	var lastPoll, next time.Time
+	// watchEvent handles an event of the post-write watch: the end of its
+	// quiet window (fired) or the result of its query. The watch runs
+	// beside the demand loop below too, which a reader that stays behind
+	// (a freshness chase of a stalled reader) can keep running for long.
+	watchEvent := func(fired bool, res watchResult) {
+		if fired {
+			w.fire = nil
+			rt.watchCheck(ctx, r, &w)
+		} else {
+			w.inflight = false
+			rt.watchDone(ctx, r, res)
+		}
+		rt.watchArm(r, &w)
+	}
 	for {
 		background := false
 		select {
@@ -125,8 +173,13 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 		case <-bg.C:
 			background = true
 			bg.Reset(jitter())
+		case <-w.fire:
+			watchEvent(true, watchResult{})
+		case res := <-w.done:
+			watchEvent(false, res)
 		}
 		for {
+			rt.watchArm(r, &w)
 			need, age, fresh := r.unmet(time.Now())
 			if !background && !need {
 				break
@@ -144,13 +197,26 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 			}
 			if wait > 0 {
 				spacing.Reset(wait)
-				select {
-				case <-ctx.Done():
-					return
-				case <-spacing.C:
-				case <-bg.C:
-					background = true
-					bg.Reset(jitter())
+			spaced:
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-spacing.C:
+						break spaced
+					case <-bg.C:
+						background = true
+						bg.Reset(jitter())
+						break spaced
+					case <-r.kick:
+						// A new demand is seen after the spacing;
+						// a new watch now.
+						rt.watchArm(r, &w)
+					case <-w.fire:
+						watchEvent(true, watchResult{})
+					case res := <-w.done:
+						watchEvent(false, res)
+					}
 				}
 			}
 			lastPoll = time.Now()
@@ -159,13 +225,140 @@ func (rt *Router) monitor(ctx context.Context, r *reader) {
 				lastPoll = time.Time{} // a server-side wait needs no spacing
 			}
 			background = false
+			select {
+			case <-w.fire:
+				watchEvent(true, watchResult{})
+			case res := <-w.done:
+				watchEvent(false, res)
+			default:
+			}
 		}
 		if !r.healthy.Load() {
 			// Retry a failing reader sooner, so that it gets reads
 			// again soon after it recovers.
 			bg.Reset(min(jitter(), time.Second))
 		}
+		rt.watchArm(r, &w)
 	}
+}
+
+// watchTries is how many wait queries one post-write watch sends at most
+// (each waits MonitorTimeout/2 on the server: about 2 s of lag by default).
+const watchTries = 4
+
+// watchState is the monitor's side of r's post-write watch (see monitor).
+// Only the monitor goroutine uses it.
+type watchState struct {
+	timer    *time.Timer
+	fire     <-chan time.Time // timer.C while the quiet window runs, else nil
+	told     int64            // r.told when the window started
+	inflight bool             // a wait query runs; its result comes on done
+	done     chan watchResult
+}
+
+// watchResult is what a watch's wait query found: r's applied position,
+// read after the wait, by a query that started at start.
+type watchResult struct {
+	pos   *position
+	start time.Time
+	err   error
+}
+
+// watchQuiet is the quiet window of the post-write watch: a read sent to a
+// reader within it tells the router the reader's position without a query.
+func (rt *Router) watchQuiet() time.Duration { return 2 * rt.cfg.PollInterval }
+
+// watchArm starts the quiet window of r's watch if one is set and neither
+// a window nor a query runs.
+func (rt *Router) watchArm(r *reader, w *watchState) {
+	if !rt.watchOn || w.fire != nil || w.inflight {
+		return
+	}
+	if p, _, _ := r.watched(); p.empty() {
+		return
+	}
+	w.told = r.told.Load()
+	w.timer.Reset(rt.watchQuiet())
+	w.fire = w.timer.C
+}
+
+// watchCheck runs at the end of r's quiet window: it sends the watch's
+// wait query if r is still not known to have the watched position and
+// nothing else will tell (see monitor).
+func (rt *Router) watchCheck(ctx context.Context, r *reader, w *watchState) {
+	p, tries, waiters := r.watched()
+	switch {
+	case p.empty():
+		return
+	case rt.isWriter(r):
+		r.endWatch(false)
+		return
+	case r.told.Load() != w.told || r.guarding.Load() > 0 || waiters:
+		return // reads tell; watchArm starts another window
+	case tries >= watchTries:
+		r.endWatch(true)
+		return
+	}
+	q := waitThenRead(rt.dialect, p, rt.cfg.MonitorTimeout/2)
+	if q == "" {
+		r.endWatch(false)
+		return
+	}
+	r.watchTry()
+	r.polls.Add(1)
+	rt.monitorQueries.Add(1)
+	rt.stats.watchQueries.Add(1)
+	w.inflight = true
+	done := w.done
+	go func() { done <- rt.watchQuery(ctx, r, q) }()
+}
+
+// watchQuery runs the watch's query q on r. It runs on a goroutine of r's
+// monitor, which waits for it before it returns.
+func (rt *Router) watchQuery(ctx context.Context, r *reader, q string) (res watchResult) {
+	defer func() {
+		if v := recover(); v != nil {
+			// A driver's panic: the monitor goes on (a panic of its
+			// own would restart it, see supervise).
+			res = watchResult{err: fmt.Errorf("panic: %v", v)}
+			rt.cfg.Logger.LogAttrs(ctx, slog.LevelError, "dbrouter: post-write watch query panicked",
+				slog.String("reader", r.spec.Name), slog.String("error", res.err.Error()), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	res.start = time.Now()
+	qctx, cancel := context.WithTimeout(ctx, rt.cfg.MonitorTimeout)
+	defer cancel()
+	var waited sql.NullInt64
+	var s sql.NullString
+	if res.err = r.db.QueryRowContext(qctx, q).Scan(&waited, &s); res.err == nil {
+		res.pos, res.err = rt.dialect.parseReader(s.String)
+	}
+	return res
+}
+
+// watchDone records what a watch's query found. A failed query is left to
+// the monitor's own checks (which judge r's health); the watch tries again
+// after a quiet window.
+func (rt *Router) watchDone(ctx context.Context, r *reader, res watchResult) {
+	if res.err != nil {
+		return
+	}
+	// Read after the wait: an upper bound of what r served before start.
+	r.sample.record(res.pos, res.start)
+	rt.update(ctx, r, res.pos, nil, time.Time{}, time.Time{}, res.start)
+}
+
+// waitThenRead returns one statement that waits (at most timeout) for r to
+// apply p and then reads r's applied position, or "" if the dialect has no
+// server-side wait for p. Both parts are one-column SELECTs without FROM;
+// MariaDB and MySQL evaluate a select list left to right, so the position
+// is read after the wait returned.
+func waitThenRead(d dialect, p *position, timeout time.Duration) string {
+	w := d.waitQuery(p, timeout)
+	if w == "" {
+		return ""
+	}
+	return w + ", " + strings.TrimPrefix(d.readerQuery(), "SELECT ")
 }
 
 // check brings r's state up to date for the monitor loop: from the shared

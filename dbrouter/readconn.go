@@ -151,6 +151,16 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 	} else {
 		text = combinedText(guard, query, cs.sample, d.t != nil)
 	}
+	// The read tells the router r's position (the post-write watch then
+	// sends no query): the guard when it passes, the sample when read.
+	if guard != "" || d.t != nil {
+		d.r.told.Add(1)
+	}
+	if guard != "" {
+		c.c.rt.stats.guardedReads.Add(1)
+		d.r.guarding.Add(1)
+		defer d.r.guarding.Add(-1)
+	}
 	sent := time.Now()
 	// The age of the guard's position when sent, where the wait-or-go
 	// policy counts the lag from the write (see waitBudget); the lag

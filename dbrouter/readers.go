@@ -41,6 +41,12 @@ type reader struct {
 
 	lastSample atomic.Pointer[parsedSample] // the last sample of a combined read (see readconn.go)
 
+	// told counts what tells the router r's position without the watch
+	// (see Router.monitor): combined reads sent with a sample or a guard,
+	// and reads that wait in process. guarding counts guarded reads in
+	// flight.
+	told, guarding atomic.Int64
+
 	kick chan struct{} // wakes the monitor; capacity 1
 
 	shared sharedSched // the shared store's schedule; the monitor goroutine's own
@@ -51,6 +57,14 @@ type reader struct {
 	pendingFresh time.Time  // when the writer was at pending (freshness chase), or zero
 	waiters      int        // reads waiting on this reader
 	wantFresh    int        // waiting bounded-staleness reads
+	// The post-write watch (see Router.monitor): the highest position a
+	// write of this router returned that r is not known to have, the wait
+	// queries sent for it, and r's watermark when a watch last gave up
+	// (no new watch until the watermark moves).
+	watch      *position
+	watchTries int
+	watchStuck *position
+	stuck      bool
 }
 
 // usable reports whether the reader may take reads at all.
@@ -61,6 +75,7 @@ func (r *reader) usable(maxLag time.Duration) bool {
 // demand registers a read waiting for p (or, with fresh, for a freshness
 // check) and wakes the monitor. release must be called when the wait ends.
 func (r *reader) demand(p *position, fresh bool, now time.Time) {
+	r.told.Add(1)
 	r.mu.Lock()
 	r.waiters++
 	if fresh {
@@ -77,6 +92,57 @@ func (r *reader) demand(p *position, fresh bool, now time.Time) {
 	case r.kick <- struct{}{}:
 	default:
 	}
+}
+
+// watchFor sets (or raises) r's post-write watch to p, unless r is known
+// to have p or the last watch of r gave up and r's watermark has not moved
+// since. It reports whether the watch is set.
+func (r *reader) watchFor(p *position) bool {
+	wm := r.wm.Load()
+	if wm.covers(p) {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stuck && wm == r.watchStuck {
+		return false
+	}
+	r.stuck = false
+	if r.watch.empty() {
+		r.watchTries = 0
+	}
+	r.watch = merge(r.watch, p)
+	return true
+}
+
+// watched returns r's watched position if r is not known to have it (else
+// it ends the watch and returns nil), the wait queries sent for it, and
+// whether reads wait for r in process (the monitor's demand serves them).
+func (r *reader) watched() (p *position, tries int, waiters bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.watch.empty() && r.wm.Load().covers(r.watch) {
+		r.watch = nil
+	}
+	return r.watch, r.watchTries, r.waiters > 0
+}
+
+// watchTry counts a wait query of the watch.
+func (r *reader) watchTry() {
+	r.mu.Lock()
+	r.watchTries++
+	r.mu.Unlock()
+}
+
+// endWatch ends r's watch; with stuck, no new one starts until r's
+// watermark moves.
+func (r *reader) endWatch(stuck bool) {
+	r.mu.Lock()
+	r.watch = nil
+	if stuck {
+		r.watchStuck, r.stuck = r.wm.Load(), true
+	}
+	r.mu.Unlock()
 }
 
 func (r *reader) release(fresh bool) {

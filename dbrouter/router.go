@@ -45,6 +45,7 @@ type Router struct {
 
 	writerRTT rttEstimate // round trip to the writer (see readWaitBudget)
 	writes    writeClock  // when recent writes returned their positions (see readWaitBudget)
+	watchOn   bool        // the monitors watch the local readers after this router's writes (see monitor)
 
 	goneMu               sync.Mutex // protects goneSince, goneUntil
 	goneSince, goneUntil time.Time  // see goneDeadline
@@ -74,6 +75,9 @@ type counters struct {
 	storeFallbacks                                             atomic.Int64
 	forwarded                                                  atomic.Int64
 	guardTimeouts, guardRetriesRemote                          atomic.Int64
+	// guardedReads counts combined reads sent with a guard, watchQueries
+	// the post-write watch's wait queries (also in monitorQueries).
+	guardedReads, watchQueries atomic.Int64
 }
 
 // Stats are cumulative counts since [Open].
@@ -180,6 +184,10 @@ func Open(cfg Config) (*Router, error) {
 		tokens:  tokenCodec{keys: n.tokenKeys, maxAge: n.TokenMaxAge},
 		opened:  time.Now(),
 	}
+	// The post-write watch needs a server-side wait (the heartbeat has
+	// none), and would send a query per write and process, beyond the
+	// fleet's budget, with a shared store (see monitor).
+	rt.watchOn = n.Watermarks == nil && d.kind() != streamBeat && !n.unwatched
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
 	dbSystem := "mariadb"
 	if n.Dialect != DialectMariaDB {

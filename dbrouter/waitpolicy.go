@@ -75,7 +75,9 @@ type writeClock struct {
 	next int
 }
 
-// noteWrite records that a write of this router committed p by now.
+// noteWrite records that a write of this router committed p by now, and
+// sets the post-write watch of the local readers not known to have p (see
+// Router.monitor).
 func (rt *Router) noteWrite(p *position) {
 	if p.empty() {
 		return
@@ -85,6 +87,18 @@ func (rt *Router) noteWrite(p *position) {
 	c.ring[c.next].pos, c.ring[c.next].at = p, time.Now()
 	c.next = (c.next + 1) % len(c.ring)
 	c.mu.Unlock()
+	if !rt.watchOn {
+		return
+	}
+	set := rt.rset.Load()
+	for _, r := range set.all[:set.nLocal] {
+		if !rt.isWriter(r) && r.watchFor(p) {
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // age returns how old need is known to be at now, at least: the age of the

@@ -599,12 +599,7 @@ func (rt *Router) queryShared(ctx context.Context, r *reader) {
 	r.mu.Unlock()
 	var q string
 	if !target.empty() && !rt.isWriter(r) && !r.wm.Load().covers(target) {
-		if w := rt.dialect.waitQuery(target, rt.cfg.PollInterval); w != "" {
-			// Both are one-column SELECTs without FROM; MariaDB and
-			// MySQL evaluate a select list left to right, so the
-			// position is read after the wait returned.
-			q = w + ", " + strings.TrimPrefix(rt.dialect.readerQuery(), "SELECT ")
-		}
+		q = waitThenRead(rt.dialect, target, rt.cfg.PollInterval)
 	}
 	if q == "" {
 		rt.poll(ctx, r, false)
