@@ -96,7 +96,8 @@ func (r *reader) demand(p *position, fresh bool, now time.Time) {
 
 // watchFor sets (or raises) r's post-write watch to p, unless r is known
 // to have p or the last watch of r gave up and r's watermark has not moved
-// since. It reports whether the watch is set.
+// since. It reports whether a watch started (r had none): the monitor,
+// which follows a watch it has seen until it ends, must then be woken.
 func (r *reader) watchFor(p *position) bool {
 	wm := r.wm.Load()
 	if wm.covers(p) {
@@ -108,11 +109,12 @@ func (r *reader) watchFor(p *position) bool {
 		return false
 	}
 	r.stuck = false
-	if r.watch.empty() {
+	started := r.watch.empty()
+	if started {
 		r.watchTries = 0
 	}
 	r.watch = merge(r.watch, p)
-	return true
+	return started
 }
 
 // watched returns r's watched position if r is not known to have it (else
