@@ -259,8 +259,10 @@ type watchState struct {
 // watchResult is what a watch's wait query found: r's applied position,
 // read after the wait, by a query that started at start.
 type watchResult struct {
+	want  *position // the position waited for
 	pos   *position
 	start time.Time
+	end   time.Time
 	err   error
 }
 
@@ -310,22 +312,22 @@ func (rt *Router) watchCheck(ctx context.Context, r *reader, w *watchState) {
 	rt.stats.watchQueries.Add(1)
 	w.inflight = true
 	done := w.done
-	go func() { done <- rt.watchQuery(ctx, r, q) }()
+	go func() { done <- rt.watchQuery(ctx, r, p, q) }()
 }
 
-// watchQuery runs the watch's query q on r. It runs on a goroutine of r's
-// monitor, which waits for it before it returns.
-func (rt *Router) watchQuery(ctx context.Context, r *reader, q string) (res watchResult) {
+// watchQuery runs the watch's query q, a wait for p, on r. It runs on a
+// goroutine of r's monitor, which waits for it before it returns.
+func (rt *Router) watchQuery(ctx context.Context, r *reader, p *position, q string) (res watchResult) {
 	defer func() {
 		if v := recover(); v != nil {
 			// A driver's panic: the monitor goes on (a panic of its
 			// own would restart it, see supervise).
-			res = watchResult{err: fmt.Errorf("panic: %v", v)}
+			res = watchResult{want: p, err: fmt.Errorf("panic: %v", v)}
 			rt.cfg.Logger.LogAttrs(ctx, slog.LevelError, "dbrouter: post-write watch query panicked",
 				slog.String("reader", r.spec.Name), slog.String("error", res.err.Error()), slog.String("stack", string(debug.Stack())))
 		}
 	}()
-	res.start = time.Now()
+	res.want, res.start = p, time.Now()
 	qctx, cancel := context.WithTimeout(ctx, rt.cfg.MonitorTimeout)
 	defer cancel()
 	var waited sql.NullInt64
@@ -333,15 +335,30 @@ func (rt *Router) watchQuery(ctx context.Context, r *reader, q string) (res watc
 	if res.err = r.db.QueryRowContext(qctx, q).Scan(&waited, &s); res.err == nil {
 		res.pos, res.err = rt.dialect.parseReader(s.String)
 	}
+	res.end = time.Now()
 	return res
 }
 
 // watchDone records what a watch's query found. A failed query is left to
 // the monitor's own checks (which judge r's health); the watch tries again
 // after a quiet window.
+//
+// A wait of the watch is a guard without a read: where lags count from the
+// write (see lagFromWrite), it measures r's lag as a guard does (noteWait),
+// with the age of the position waited for: so the router learns a
+// reader's lag after each write, without a read that waits for it. A wait
+// that timed out also marks r as behind since that write (watchBehind).
 func (rt *Router) watchDone(ctx context.Context, r *reader, res watchResult) {
 	if res.err != nil {
 		return
+	}
+	passed := res.pos.covers(res.want)
+	if !passed {
+		r.watchMiss(res.want)
+	}
+	if rt.lagFromWrite() {
+		age, _ := rt.writes.age(res.want, res.start)
+		r.noteWait(age, res.end.Sub(res.start), passed)
 	}
 	// Read after the wait: an upper bound of what r served before start.
 	r.sample.record(res.pos, res.start)

@@ -162,11 +162,8 @@ func (c *readConn) combined(ctx context.Context, q driver.QueryerContext, d *rea
 		defer d.r.guarding.Add(-1)
 	}
 	sent := time.Now()
-	// The age of the guard's position when sent, where the wait-or-go
-	// policy counts the lag from the write (see waitBudget); the lag
-	// heuristic (a near writer) counts it from the read, as the wait.
-	var age time.Duration
-	if w := d.rt.writerRTT.get(); guard != "" && w != 0 && (d.rt.cfg.PreferWriter || w > 2*d.rt.cfg.PollInterval) {
+	var age time.Duration // of the guard's position when sent (see lagFromWrite)
+	if guard != "" && d.rt.lagFromWrite() {
 		age, _ = d.rt.needAge(d.need, sent)
 	}
 	rows, err := q.QueryContext(ctx, text, args)
@@ -317,6 +314,9 @@ func nextResultSet(rows driver.Rows) error {
 // look 60 ms behind after a few reads, and the next read waited for it in
 // vain before going to the writer (issue 11).
 func (r *reader) noteWait(age, waited time.Duration, passed bool) {
+	if age < 0 {
+		age = 0
+	}
 	d := int64(age + waited)
 	blocked := passed && waited > max(2*r.rtt.get(), time.Millisecond)
 	for {

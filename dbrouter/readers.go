@@ -65,6 +65,10 @@ type reader struct {
 	watchTries int
 	watchStuck *position
 	stuck      bool
+	// watchSince is when the write that started the watch returned;
+	// watchMissed that a wait of the watch found r without the position.
+	watchSince  time.Time
+	watchMissed bool
 }
 
 // usable reports whether the reader may take reads at all.
@@ -111,7 +115,7 @@ func (r *reader) watchFor(p *position) bool {
 	r.stuck = false
 	started := r.watch.empty()
 	if started {
-		r.watchTries = 0
+		r.watchTries, r.watchSince, r.watchMissed = 0, time.Now(), false
 	}
 	r.watch = merge(r.watch, p)
 	return started
@@ -127,6 +131,28 @@ func (r *reader) watched() (p *position, tries int, waiters bool) {
 		r.watch = nil
 	}
 	return r.watch, r.watchTries, r.waiters > 0
+}
+
+// watchMiss records that a wait of r's watch for p timed out.
+func (r *reader) watchMiss(p *position) {
+	r.mu.Lock()
+	if !r.watch.empty() && r.watch.covers(p) {
+		r.watchMissed = true
+	}
+	r.mu.Unlock()
+}
+
+// watchBehind returns how long r is known to have lacked need: since the
+// write that started r's watch, when need covers the watched position and
+// a wait of the watch timed out, and r is not known to have it since (0:
+// not known).
+func (r *reader) watchBehind(need *position, now time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watch.empty() || !r.watchMissed || !need.covers(r.watch) || r.wm.Load().covers(r.watch) {
+		return 0
+	}
+	return now.Sub(r.watchSince)
 }
 
 // watchTry counts a wait query of the watch.

@@ -155,6 +155,7 @@ func (rt *Router) readWaitBudget(r *reader, need *position) time.Duration {
 	if behind, age, _ := r.unmet(now); behind {
 		in.behindFor = age
 	}
+	in.behindFor = max(in.behindFor, r.watchBehind(need, now))
 	in.needAge, in.needAgeExact = rt.needAge(need, now)
 	return waitBudget(in)
 }
@@ -174,6 +175,16 @@ func (rt *Router) needAge(need *position, now time.Time) (age time.Duration, exa
 	}
 	rt.wsample.mu.Unlock()
 	return age, exact
+}
+
+// lagFromWrite reports whether the lags that guards and watches measure
+// count from the write (the age of the position waited for, plus the
+// wait), as the wait-or-go policy subtracts that age (see waitBudget);
+// the lag heuristic (a writer at most two polls away, or no writer round
+// trip measured yet) counts a reader's lag from the read, as the wait alone.
+func (rt *Router) lagFromWrite() bool {
+	w := rt.writerRTT.get()
+	return w != 0 && (rt.cfg.PreferWriter || w > 2*rt.cfg.PollInterval)
 }
 
 // lagBudget is the lag heuristic: how long a read that needs a position

@@ -181,3 +181,56 @@ func TestGuardTimeoutsKeepLag(t *testing.T) {
 		t.Errorf("recent lag after a guard that waited 500 ms for a position 250 ms old: %s, want 750ms", got)
 	}
 }
+
+// TestWatchMeasuresLag: with a writer 150 ms away, the post-write watch's
+// waits measure the local reader's lag as guards do (issue 11: a reader
+// 500 ms behind had a recent lag of 150 ms from an earlier row of the
+// grid, so reads at t = 250 ms probed it in vain), and a wait that timed
+// out marks the reader behind since the write, so that the next read that
+// needs the write goes elsewhere at once, as for a stalled reader.
+func TestWatchMeasuresLag(t *testing.T) {
+	const ms = time.Millisecond
+	rt := &Router{cfg: Config{MaxWait: time.Second, PollInterval: 20 * ms, MaxLag: time.Minute}}
+	rt.wcur.Store(&writerTarget{cand: 0})
+	rt.writerRTT.observe(150 * ms)
+	r := &reader{cand: 1}
+	r.healthy.Store(true)
+	r.wm.Store(mustPos(t, "0:5"))
+	r.recentLag.Store(int64(150 * ms))
+	r.rtt.observe(ms)
+	p := mustPos(t, "0:10")
+	rt.noteWrite(p) // the router's write, in its write clock
+	if !r.watchFor(p) { // as noteWrite does for the router's local readers
+		t.Fatal("no watch after the write")
+	}
+	r.watchSince = r.watchSince.Add(-time.Second) // the write returned a second ago
+	if got := r.watchBehind(p, time.Now()); got != 0 {
+		t.Errorf("behind %s before any wait timed out, want 0", got)
+	}
+	// A wait sent 40 ms after the write times out after 500 ms.
+	start := time.Now()
+	rt.watchDone(t.Context(), r, watchResult{want: p, pos: mustPos(t, "0:6"), start: start, end: start.Add(500 * ms)})
+	if lag := time.Duration(r.recentLag.Load()); lag < 500*ms {
+		t.Errorf("recent lag %s after a wait timed out 500 ms after the write, want at least 500ms", lag)
+	}
+	if got := r.watchBehind(p, start); got < time.Second {
+		t.Errorf("behind %s a second after the write, want at least 1s", got)
+	}
+	if got := r.watchBehind(mustPos(t, "0:8"), start); got != 0 {
+		t.Errorf("behind %s for an older position, want 0 (r may have it)", got)
+	}
+	// A read needs a newer position (a token's), whose age is unknown: a
+	// probe, but for a reader known behind since the write.
+	if got := rt.readWaitBudget(r, mustPos(t, "0:11")); got != 0 {
+		t.Errorf("budget %s for a reader known behind since the write, want 0", got)
+	}
+	// The next wait passes after blocking 300 ms: r applied the write
+	// about 800 ms after it; the lag rises to that.
+	rt.watchDone(t.Context(), r, watchResult{want: p, pos: mustPos(t, "0:10"), start: start.Add(500 * ms), end: start.Add(800 * ms)})
+	if lag := time.Duration(r.recentLag.Load()); lag < 800*ms {
+		t.Errorf("recent lag %s after a wait passed 800 ms after the write, want at least 800ms", lag)
+	}
+	if got := r.watchBehind(p, time.Now()); got != 0 {
+		t.Errorf("behind %s once r has the write, want 0", got)
+	}
+}
