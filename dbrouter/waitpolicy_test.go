@@ -199,7 +199,7 @@ func TestWatchMeasuresLag(t *testing.T) {
 	r.recentLag.Store(int64(150 * ms))
 	r.rtt.observe(ms)
 	p := mustPos(t, "0:10")
-	rt.noteWrite(p) // the router's write, in its write clock
+	rt.noteWrite(p)     // the router's write, in its write clock
 	if !r.watchFor(p) { // as noteWrite does for the router's local readers
 		t.Fatal("no watch after the write")
 	}
