@@ -167,8 +167,8 @@
 // queries its reader every [Config.MonitorInterval] (default 15 s), on
 // demand while a read waits in the process for a position, and after a
 // write of the process, if the reader is local and nothing else tells the
-// router that it has applied the write (no read sent to it within two
-// [Config.PollInterval]s): then one query waits on the reader for the write
+// router that it has applied the write (no read sent to it within twice
+// [Config.PollInterval]): then one query waits on the reader for the write
 // (up to four times MonitorTimeout/2 for a reader that lags), so that the
 // next read, known to be served, needs no wait of its own. Not with a
 // [WatermarkStore] (it would cost the fleet a query per write) or
