@@ -128,6 +128,21 @@ func TestReadWaitBudget(t *testing.T) {
 	}
 }
 
+// farWriterRouter returns a router whose writer is 150 ms away, and its
+// local reader, at 0:5 with a recent lag of lag and a 0.5 ms round trip.
+func farWriterRouter(t *testing.T, lag time.Duration) (*Router, *reader) {
+	t.Helper()
+	rt := &Router{cfg: Config{MaxWait: time.Second, PollInterval: 20 * time.Millisecond, MaxLag: time.Minute}}
+	rt.wcur.Store(&writerTarget{cand: 0})
+	rt.writerRTT.observe(150 * time.Millisecond)
+	r := &reader{cand: 1}
+	r.healthy.Store(true)
+	r.wm.Store(mustPos(t, "0:5"))
+	r.rtt.observe(time.Millisecond / 2)
+	r.recentLag.Store(int64(lag))
+	return rt, r
+}
+
 // TestGuardTimeoutsKeepLag: probes that time out say the reader is at least
 // their wait behind, never that it caught up; the next read of a reader
 // known to be 500 ms behind gets a probe, not a wait for a lag the probes
@@ -135,14 +150,7 @@ func TestReadWaitBudget(t *testing.T) {
 // that passed counts the age of its position with its wait.
 func TestGuardTimeoutsKeepLag(t *testing.T) {
 	const ms = time.Millisecond
-	rt := &Router{cfg: Config{MaxWait: time.Second, PollInterval: 20 * ms, MaxLag: time.Minute}}
-	rt.wcur.Store(&writerTarget{cand: 0})
-	rt.writerRTT.observe(150 * ms)
-	r := &reader{cand: 1}
-	r.healthy.Store(true)
-	r.wm.Store(mustPos(t, "0:5"))
-	r.rtt.observe(ms / 2)
-	r.recentLag.Store(int64(500 * ms))
+	rt, r := farWriterRouter(t, 500*ms)
 	lag := func() time.Duration { return time.Duration(r.recentLag.Load()) }
 	need := mustPos(t, "0:10")
 	probe := rt.readWaitBudget(r, need)
@@ -190,14 +198,7 @@ func TestGuardTimeoutsKeepLag(t *testing.T) {
 // needs the write goes elsewhere at once, as for a stalled reader.
 func TestWatchMeasuresLag(t *testing.T) {
 	const ms = time.Millisecond
-	rt := &Router{cfg: Config{MaxWait: time.Second, PollInterval: 20 * ms, MaxLag: time.Minute}}
-	rt.wcur.Store(&writerTarget{cand: 0})
-	rt.writerRTT.observe(150 * ms)
-	r := &reader{cand: 1}
-	r.healthy.Store(true)
-	r.wm.Store(mustPos(t, "0:5"))
-	r.recentLag.Store(int64(150 * ms))
-	r.rtt.observe(ms)
+	rt, r := farWriterRouter(t, 150*ms)
 	p := mustPos(t, "0:10")
 	rt.noteWrite(p)     // the router's write, in its write clock
 	if !r.watchFor(p) { // as noteWrite does for the router's local readers
